@@ -1,0 +1,1 @@
+"""Embedded development services (Kafka-compatible broker, Redis), their settings and manifests."""

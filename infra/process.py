@@ -1,0 +1,154 @@
+"""A long-running local server process: start detached, health-check, stop, report.
+
+Each service keeps a pid file, a data dir and a log under `<state_dir>/<name>/`, so that
+`onevision infra status` and `down` work from any later shell. The process runs in its own
+session (process group), and stopping it signals the whole group: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or checked; the message says why (with its log's tail)."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for tests and ad-hoc runs)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class ManagedProcess:
+    """One embedded server: how to run it and how to tell that it is ready."""
+
+    name: str
+    argv: list[str]
+    state_dir: Path
+    host: str
+    port: int
+    healthy: Callable[[], bool]
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def _log_tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def start(self, timeout: float = 30.0) -> int:
+        """Start (or adopt a running instance) and return its pid once it is healthy."""
+        pid = self.pid()
+        if pid is not None:
+            if self._wait_healthy(pid, timeout):
+                return pid
+            raise ServiceError(f"{self.name} (pid {pid}) runs but is not healthy; see {self.log_path}")
+        if port_open(self.host, self.port):
+            raise ServiceError(f"{self.name}: port {self.host}:{self.port} is already taken by another process; "
+                               f"choose another port in the settings")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.data_dir, start_new_session=True)
+        self.pid_path.write_text(f"{proc.pid}\n")
+        if not self._wait_healthy(proc.pid, timeout, proc):
+            self.stop()
+            raise ServiceError(f"{self.name} did not become healthy within {timeout:.0f}s; log tail:\n{self._log_tail()}")
+        return proc.pid
+
+    def _wait_healthy(self, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (proc is not None and proc.poll() is not None) or not pid_alive(pid):
+                return False
+            if port_open(self.host, self.port) and self._check():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _check(self) -> bool:
+        try:
+            return bool(self.healthy())
+        except Exception:  # a health probe that fails in any way means "not yet"
+            return False
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the process group (TERM, then KILL); True when something was running."""
+        pid = self.pid()
+        self.pid_path.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return True
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:  # reap it if it is our child
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                if not pid_alive(pid):
+                    return True
+                time.sleep(0.1)
+        return True
+
+    def status(self) -> dict:
+        pid = self.pid()
+        return {"name": self.name, "address": f"{self.host}:{self.port}", "pid": pid, "running": pid is not None,
+                "healthy": pid is not None and self._check(), "log": str(self.log_path)}

@@ -1,0 +1,1 @@
+"""The `onevision` command line (typer): one module per command group."""

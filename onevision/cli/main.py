@@ -1,0 +1,23 @@
+"""Root of the `onevision` command: registers every command group."""
+
+from __future__ import annotations
+
+import typer
+
+from onevision.cli import catalog, eval, infra, world
+from onevision.cli.quickstart import quickstart
+
+app = typer.Typer(
+    name="onevision",
+    help="OneVision: generative image search for e-commerce with live personalization.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("quickstart")(quickstart)
+app.add_typer(world.app, name="world")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(eval.app, name="eval")
+app.add_typer(infra.app, name="infra")
+
+if __name__ == "__main__":
+    app()

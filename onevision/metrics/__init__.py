@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval (HR@K, MRR@K) here; SID quality metrics beside it."""

@@ -1,0 +1,1 @@
+"""The Ray Serve application: HTTP search API, experiment routing, model hot swap, web page."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny world built once per session, and real services on free ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.process import free_port
+from infra.settings import KafkaSettings, RedisSettings, Settings
+from onevision.world.build import build_world
+from onevision.world.config import preset
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny preset built once (read-only for tests: copy it before changing anything)."""
+    out = tmp_path_factory.mktemp("worlds") / "tiny"
+    build_world(preset("tiny"), out, progress=False)
+    return out
+
+
+def embedded_settings(state_dir: Path) -> Settings:
+    """Settings for embedded services on free loopback ports with state under `state_dir`."""
+    return Settings(
+        state_dir=state_dir,
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", partitions=3),
+        redis=RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"),
+    )
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory) -> Settings:
+    """A real Tansu broker and redis-server for the whole session, stopped at the end."""
+    from infra import services as svc
+
+    settings = embedded_settings(tmp_path_factory.mktemp("state"))
+    svc.up(settings)
+    yield settings
+    svc.down(settings)

@@ -1,0 +1,61 @@
+"""`onevision infra up | status | down` as a user runs it: nothing is left behind."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from infra.process import free_port, pid_alive, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(env, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "onevision.cli.main", "infra", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_up_status_down_leaves_no_process(tmp_path):
+    kafka_port, redis_port = free_port(), free_port()
+    env = {**os.environ, "ONEVISION_STATE_DIR": str(tmp_path / "state"),
+           "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+           "ONEVISION_REDIS__URL": f"redis://127.0.0.1:{redis_port}/0"}
+    try:
+        up = _cli(env, "up")
+        assert up.stdout.count("healthy") == 2
+        again = _cli(env, "up")  # idempotent: adopts the running services
+        status = json.loads(_cli(env, "status", "--json").stdout)
+        assert [s["name"] for s in status] == ["kafka", "redis"]
+        assert all(s["healthy"] for s in status)
+        pids = [s["pid"] for s in status]
+        assert all(pid_alive(p) for p in pids) and "healthy" in again.stdout
+        assert (tmp_path / "state" / "redis" / "data").is_dir()
+    finally:
+        down = _cli(env, "down")
+    assert "kafka" in down.stdout and "redis" in down.stdout
+    assert not any(pid_alive(p) for p in pids)
+    assert not port_open("127.0.0.1", kafka_port) and not port_open("127.0.0.1", redis_port)
+    stopped = _cli(env, "status", check=False)
+    assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 2
+
+
+def test_port_taken_by_someone_else_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {**os.environ, "ONEVISION_STATE_DIR": str(tmp_path / "state"),
+               "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+               "ONEVISION_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"}
+        res = _cli(env, "up", check=False)
+        _cli(env, "down")
+    assert res.returncode == 2
+    assert f"port 127.0.0.1:{port} is already taken" in res.stderr
+    assert "Traceback" not in res.stderr

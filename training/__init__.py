@@ -1,0 +1,1 @@
+"""Jobs that turn data into versioned model artifacts (tokenizer, pretrain, SFT, DPO, distillation)."""
