@@ -97,8 +97,8 @@ def build_world(cfg: WorldConfig, out: str | Path, force: bool = False, progress
     items, specs = build_products(cfg, np.random.default_rng([cfg.seed, _PRODUCTS]))
     shoppers = sample_shoppers(np.random.default_rng([cfg.seed, _SHOPPERS]), cfg.n_users, cfg.n_categories)
     sim = WorldSimulator(cfg, items, shoppers)
-    sim.history(np.random.default_rng([cfg.seed, _HISTORY]))
-    queries = sim.queries(np.random.default_rng([cfg.seed, _QUERIES]))
+    sim.history(np.random.default_rng([cfg.seed, _HISTORY]), progress)
+    queries = sim.queries(np.random.default_rng([cfg.seed, _QUERIES]), progress)
     events = sim.events()
 
     items = items.merge(business_stats(events, items["item_id"], cfg.epoch_ms), on="item_id")

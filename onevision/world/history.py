@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from onevision.world.config import WorldConfig
 from onevision.world.users import BehaviourModel, ItemArrays, Shoppers, choose, click_prob, order_prob, utility
@@ -123,12 +124,12 @@ class WorldSimulator:
         add("click", start + 5_000 + pos[clicked] * 1_000, uid, shown[clicked], request_id, scene, pos[clicked], self.prices, self.item_ids)
         add("order", start + 60_000 + pos[ordered] * 1_000, uid, shown[ordered], request_id, scene, pos[ordered], self.prices, self.item_ids)
 
-    def history(self, rng: np.random.Generator) -> None:
+    def history(self, rng: np.random.Generator, progress: bool = False) -> None:
         cfg, sh = self.cfg, self.shoppers
         lam = cfg.sessions_per_user * sh.activity / sh.activity.mean()
         end, span = cfg.epoch_ms, cfg.history_days * DAY_MS
         k = 0
-        for user in range(sh.n):
+        for user in tqdm(range(sh.n), desc="shopping history", unit="user", disable=not progress):
             n = 1 + int(rng.poisson(lam[user]))
             for start in np.sort(rng.integers(end - span, end - 120_000, n)):
                 c, family = self._pick_family(rng, user)
@@ -136,12 +137,12 @@ class WorldSimulator:
                 self.session(rng, user, int(start), f"h{k:08d}", scene, c, family)
                 k += 1
 
-    def queries(self, rng: np.random.Generator) -> pd.DataFrame:
+    def queries(self, rng: np.random.Generator, progress: bool = False) -> pd.DataFrame:
         cfg, sh = self.cfg, self.shoppers
         p_user = sh.activity / sh.activity.sum()
         end, span = cfg.epoch_ms, cfg.history_days * DAY_MS // 2
         rows = []
-        for q in range(cfg.n_queries):
+        for q in tqdm(range(cfg.n_queries), desc="shopper photos", unit="query", disable=not progress):
             user = int(rng.choice(sh.n, p=p_user))
             c, family = self._pick_family(rng, user)
             u = utility(self.model, sh, user, self.arrays, family)
