@@ -115,12 +115,12 @@ class ManagedProcess:
         while time.monotonic() < deadline:
             if (proc is not None and proc.poll() is not None) or not pid_alive(pid):
                 return False
-            if port_open(self.host, self.port) and self._check():
+            if port_open(self.host, self.port) and self.is_healthy():
                 return True
             time.sleep(0.2)
         return False
 
-    def _check(self) -> bool:
+    def is_healthy(self) -> bool:
         try:
             return bool(self.healthy())
         except Exception:  # a health probe that fails in any way means "not yet"
@@ -151,4 +151,4 @@ class ManagedProcess:
     def status(self) -> dict:
         pid = self.pid()
         return {"name": self.name, "address": f"{self.host}:{self.port}", "pid": pid, "running": pid is not None,
-                "healthy": pid is not None and self._check(), "log": str(self.log_path)}
+                "healthy": pid is not None and self.is_healthy(), "log": str(self.log_path)}

@@ -88,7 +88,7 @@ def up(settings: Settings, timeout: float = 30.0) -> list[dict]:
     for proc, embedded in services(settings):
         if embedded:
             proc.start(timeout)
-        elif not (port_open(proc.host, proc.port) and proc._check()):
+        elif not (port_open(proc.host, proc.port) and proc.is_healthy()):
             raise ServiceError(f"external {proc.name} at {proc.host}:{proc.port} is not reachable")
         out.append(status_of(proc, embedded))
     ensure_topics(settings)
@@ -103,7 +103,7 @@ def down(settings: Settings) -> list[str]:
 def status_of(proc: ManagedProcess, embedded: bool) -> dict:
     if embedded:
         return {**proc.status(), "embedded": True}
-    healthy = port_open(proc.host, proc.port) and proc._check()
+    healthy = port_open(proc.host, proc.port) and proc.is_healthy()
     return {"name": proc.name, "address": f"{proc.host}:{proc.port}", "pid": None, "running": healthy,
             "healthy": healthy, "log": "", "embedded": False}
 
@@ -116,6 +116,7 @@ def ensure_topics(settings: Settings) -> list[str]:
     """Create the project's topics with explicit partition counts; return those created now."""
     from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     k = settings.kafka
     consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers)
@@ -128,6 +129,8 @@ def ensure_topics(settings: Settings) -> list[str]:
         admin = KafkaAdminClient(bootstrap_servers=k.bootstrap_servers)
         try:
             admin.create_topics([NewTopic(t, k.partitions, 1) for t in wanted])
+        except TopicAlreadyExistsError:  # another process created them meanwhile
+            pass
         finally:
             admin.close()
     return wanted

@@ -8,6 +8,7 @@ finished and simply runs again.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from onevision.catalog.format import write_catalog
@@ -73,12 +73,14 @@ def _render(args: tuple[WorldConfig, Path, _RenderTask]) -> int:
     return len(shots) + len(task.queries)
 
 
+def _manifest(out: Path) -> dict:
+    info = out / "catalog.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
 def is_built(out: Path, cfg: WorldConfig) -> bool:
     """True when `out` holds a finished world built from exactly this config."""
-    import json
-
-    info = out / "catalog.json"
-    return info.is_file() and json.loads(info.read_text()).get("world") == cfg.identity()
+    return _manifest(out).get("world") == cfg.identity()
 
 
 def build_world(cfg: WorldConfig, out: str | Path, force: bool = False, progress: bool = True) -> WorldSummary:
@@ -86,8 +88,9 @@ def build_world(cfg: WorldConfig, out: str | Path, force: bool = False, progress
     out = Path(out)
     t0 = time.perf_counter()
     if is_built(out, cfg) and not force:
-        items = pd.read_parquet(out / "items.parquet", columns=["family_id"])
-        return WorldSummary(out, len(items), items["family_id"].nunique(), cfg.n_users, -1, cfg.n_queries, -1, 0.0, True)
+        m = _manifest(out)
+        return WorldSummary(out, m["n_items"], m["n_families"], m["n_users"], m["n_events"], m["n_queries"],
+                            m["n_images"], 0.0, skipped=True)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and holds something else; pass --force to replace it")
     tmp = out.with_name(out.name + ".partial")
@@ -125,7 +128,8 @@ def build_world(cfg: WorldConfig, out: str | Path, force: bool = False, progress
     bar.close()
 
     write_catalog(tmp, items, queries, events, shoppers.to_frame(),
-                  meta={"source": "onevision world", "world": cfg.identity()})
+                  meta={"source": "onevision world", "world": cfg.identity(), "n_users": shoppers.n,
+                        "n_families": int(items["family_id"].nunique()), "n_images": n_images})
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

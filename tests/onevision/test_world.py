@@ -38,7 +38,8 @@ def test_other_seed_differs(tiny_world, tmp_path):
 
 def test_rebuild_is_skipped_and_foreign_dirs_are_protected(tiny_world, tmp_path):
     assert is_built(tiny_world, preset("tiny"))
-    assert build_world(preset("tiny"), tiny_world, progress=False).skipped
+    again = build_world(preset("tiny"), tiny_world, progress=False)
+    assert again.skipped and again.n_items == 120 and again.n_events == len(load_catalog(tiny_world).events)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
@@ -154,3 +155,32 @@ def test_business_stats_count_the_last_30_days(tiny_world):
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown world preset 'huge'"):
         preset("huge")
+
+
+def test_the_variant_bought_is_predictable_from_earlier_history(tiny_world):
+    """A plain heuristic over each shopper's earlier clicks and orders (colours, brands, price
+    level) picks the bought near-duplicate clearly more often than chance."""
+    from onevision.world.products import CATEGORIES
+
+    c = load_catalog(tiny_world)
+    items = c.items.set_index("item_id")
+    base = {name: price for name, _, price in CATEGORIES}
+    items["logrel"] = np.log(items["price"] / items["category"].map(base))
+    ev = c.events[c.events["type"].isin(["click", "order"])].join(items[["colour", "brand", "logrel"]], on="item_id")
+    by_user = dict(tuple(ev.groupby("user_id")))
+    families = c.items.groupby("family_id")["item_id"].apply(list)
+    hits, chance = [], []
+    for q in c.queries.itertuples():
+        members = families[items.loc[q.target_item_id, "family_id"]]
+        past = by_user.get(q.user_id)
+        if len(members) < 2 or past is None or not (past["ts"] < q.ts).any():
+            continue
+        past = past[past["ts"] < q.ts]  # nothing from the query itself or later
+        m = items.loc[members]
+        score = (2 * m["colour"].map(past["colour"].value_counts(normalize=True)).fillna(0).to_numpy()
+                 + 2 * m["brand"].map(past["brand"].value_counts(normalize=True)).fillna(0).to_numpy()
+                 - np.abs(m["logrel"].to_numpy() - past["logrel"].mean()))
+        hits.append(members[int(np.argmax(score))] == q.target_item_id)
+        chance.append(1 / len(members))
+    assert len(hits) > 50
+    assert np.mean(hits) > np.mean(chance) + 0.08, (np.mean(hits), np.mean(chance))
