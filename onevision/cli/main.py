@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onevision.cli import catalog, eval, infra, world
+from onevision.cli import catalog, encoder, eval, infra, tokenizer, world
 from onevision.cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.command("quickstart")(quickstart)
 app.add_typer(world.app, name="world")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(encoder.app, name="encoder")
+app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(eval.app, name="eval")
 app.add_typer(infra.app, name="infra")
 

@@ -1,0 +1,99 @@
+"""The model registry: `<root>/<model>/<version>/` with weights, config and a manifest.
+
+A version directory is written under a temporary name and renamed into place, and the
+`CURRENT` pointer is replaced atomically, so a reader never sees half an artifact. The
+manifest records the parent version, metrics and the sha256 of every file, and `load_version`
+checks them, so a corrupt or swapped file is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+
+
+class RegistryError(ValueError):
+    """A registry entry that is missing, incomplete or does not match its manifest."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions(root: str | Path, model: str) -> list[str]:
+    base = Path(root) / model
+    return sorted(p.name for p in base.glob("v[0-9]*") if (p / MANIFEST).is_file()) if base.is_dir() else []
+
+
+def current_version(root: str | Path, model: str) -> str | None:
+    pointer = Path(root) / model / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def set_current(root: str | Path, model: str, version: str) -> None:
+    base = Path(root) / model
+    if not (base / version / MANIFEST).is_file():
+        raise RegistryError(f"{model} has no version {version!r}")
+    tmp = base / f".{CURRENT}.{os.getpid()}"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, base / CURRENT)
+
+
+def publish(root: str | Path, model: str, files: dict[str, Path], config: dict, metrics: dict | None = None,
+            parent: str | None = None, make_current: bool = True, extra: dict | None = None) -> Path:
+    """Copy `files` (name -> path) into a new version with a manifest; return its directory."""
+    base = Path(root) / model
+    base.mkdir(parents=True, exist_ok=True)
+    existing = versions(root, model)
+    version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
+    tmp = base / f".{version}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, src in files.items():
+        shutil.copyfile(src, tmp / name)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    manifest = {
+        "model": model, "version": version, "parent": parent, "metrics": metrics or {},
+        "files": {name: _sha256(tmp / name) for name in sorted([*files, "config.json"])}, **(extra or {}),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, base / version)
+    if make_current:
+        set_current(root, model, version)
+    return base / version
+
+
+def resolve(path_or_model: str | Path, root: str | Path | None = None) -> Path:
+    """A version directory from a path to one, a path to a model dir (its CURRENT), or a model name."""
+    p = Path(path_or_model)
+    if (p / MANIFEST).is_file():
+        return p
+    if (p / CURRENT).is_file():
+        return p / (p / CURRENT).read_text().strip()
+    if root is not None and current_version(root, str(path_or_model)):
+        return Path(root) / str(path_or_model) / current_version(root, str(path_or_model))
+    raise RegistryError(f"{path_or_model}: not a registry version or model (no {MANIFEST} or {CURRENT})")
+
+
+def load_version(version_dir: str | Path) -> tuple[dict, dict]:
+    """(manifest, config) of a version after checking every file against its sha256."""
+    d = Path(version_dir)
+    if not (d / MANIFEST).is_file():
+        raise RegistryError(f"{d}: no {MANIFEST}")
+    manifest = json.loads((d / MANIFEST).read_text())
+    for name, digest in manifest["files"].items():
+        if not (d / name).is_file():
+            raise RegistryError(f"{d}: {name} is missing")
+        if _sha256(d / name) != digest:
+            raise RegistryError(f"{d}: {name} does not match its sha256 in the manifest (corrupt or replaced)")
+    return manifest, json.loads((d / "config.json").read_text())

@@ -1,0 +1,42 @@
+"""The VRQ training losses (OneVision 3.1.3, eqs. 3, 4, 7 and 8); commitment (eq. 6) lives
+beside its quantizer in rq_vae.py.
+
+All take a batch of N positive pairs: row i of the "1" tensors and row i of the "2" tensors
+show the same product (two views, or a view and a shopper photo); other rows are negatives.
+Embeddings are unit vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def consistency_loss(f1: torch.Tensor, f2: torch.Tensor, v1: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """Eq. 3: fused-feature consistency (f1 vs f2) plus cross-modal alignment (v1 vs f2), InfoNCE."""
+    labels = torch.arange(len(f1), device=f1.device)
+    return F.cross_entropy(f1 @ f2.T / tau, labels) + F.cross_entropy(v1 @ f2.T / tau, labels)
+
+
+def margin_loss(f1: torch.Tensor, f2: torch.Tensor, v1: torch.Tensor, gamma: float = 0.2) -> torch.Tensor:
+    """Eq. 4: every negative similarity must stay `gamma` below the positive one, for the
+    fused-to-fused (s^f2f) and visual-to-fused (s^v2f) similarities. (The paper prints the hinge
+    as max(0, -gamma + s_ij - s_ii); we use the usual max(0, gamma + s_ij - s_ii), j != i, so
+    that gamma > 0 is a margin.)"""
+    off = ~torch.eye(len(f1), dtype=torch.bool, device=f1.device)
+    total = f1.new_zeros(())
+    for s in (f1 @ f2.T, v1 @ f2.T):
+        total = total + (F.relu(gamma + s - s.diagonal().unsqueeze(1)) * off).sum() / len(f1)
+    return total
+
+
+def hierarchical_consistency_loss(partials1: list[torch.Tensor], partials2: list[torch.Tensor]) -> torch.Tensor:
+    """Eq. 7: the quantized prefixes f^(l) of paired views agree at every level l."""
+    return sum(((a - b) ** 2).sum(dim=1).mean() for a, b in zip(partials1, partials2))
+
+
+def vrq_loss(cons: torch.Tensor, mar: torch.Tensor, commit: torch.Tensor, hc: torch.Tensor,
+             betas: tuple[float, float, float, float] = (1.0, 0.5, 0.25, 0.5)) -> torch.Tensor:
+    """Eq. 8: beta1 L_cons + beta2 L_mar + beta3 L_commit + beta4 L_hc."""
+    b1, b2, b3, b4 = betas
+    return b1 * cons + b2 * mar + b3 * commit + b4 * hc

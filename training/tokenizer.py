@@ -1,0 +1,137 @@
+"""Recipe: train a SID tokenizer on a catalog, measure it, publish it with the items' SIDs.
+
+Steps: the aligned encoder V (from the registry, or aligned now), the catalog features
+(cached per catalog and encoder version), the tokenizer fit, the SID quality metrics, and a
+registry version `tokenizer-<method>-<catalog>` holding the weights, config, metrics and
+`item_sids.parquet`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from onevision.catalog.format import Catalog, write_table
+from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
+from onevision.encoders.base import ImageEncoder
+from onevision.metrics.sid import quantized_ann_score, sid_report
+from onevision.registry import current_version, publish, resolve
+from onevision.tokenizers import PAPER_SIZES, Tokenizer, default_sizes, make_tokenizer, save_tokenizer
+from onevision.tokenizers.inputs import CatalogFeatures, build_features
+from onevision.tokenizers.vrq import VRQTraining
+from training.align_encoder import AlignRecipe
+
+ITEM_SIDS = "item_sids.parquet"
+
+
+@dataclass(frozen=True)
+class TokenizerRecipe:
+    """Training lengths of the encoder alignment and the trained tokenizers; sizes (None = sized to the catalog)."""
+
+    align: AlignRecipe = field(default_factory=AlignRecipe)
+    vrq: VRQTraining = field(default_factory=VRQTraining)
+    rqvae_steps: int = 1500
+    sizes: tuple[int, ...] | None = None
+
+    def options(self, method: str) -> dict:
+        return {"vrq": {"training": self.vrq}, "rqvae": {"steps": self.rqvae_steps}}.get(method, {})
+
+
+RECIPES: dict[str, TokenizerRecipe] = {
+    "tiny": TokenizerRecipe(AlignRecipe(steps=30, batch_size=32), VRQTraining(warmup_steps=30, steps=90, batch_size=128),
+                            rqvae_steps=100),
+    "small": TokenizerRecipe(),
+    "paper": TokenizerRecipe(sizes=PAPER_SIZES),
+}
+
+
+def recipe(name: str) -> TokenizerRecipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown tokenizer preset {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+class PrecomputedEncoder(ImageEncoder):
+    """An encoder that answers from embeddings already computed (e.g. during alignment)."""
+
+    def __init__(self, base: ImageEncoder, known: dict[str, np.ndarray]):
+        self.base, self.known, self.name, self.dim = base, known, base.name, base.dim
+
+    def encode_arrays(self, images: Sequence) -> np.ndarray:
+        return self.base.encode_arrays(images)
+
+    def encode_files(self, paths, desc: str = "encoding", progress: bool = True) -> np.ndarray:
+        missing = [str(p) for p in paths if str(p) not in self.known]
+        if missing:
+            self.known.update(zip(missing, self.base.encode_files(missing, desc=desc, progress=progress)))
+        return np.stack([self.known[str(p)] for p in paths]) if len(paths) else np.zeros((0, self.dim), np.float32)
+
+
+def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progress: bool = True) -> tuple[Path, ImageEncoder]:
+    """The current aligned encoder of this catalog, aligning one first if there is none."""
+    model = f"encoder-{catalog.name}"
+    if current_version(registry, model):
+        version = resolve(model, registry)
+        return version, AlignedImageEncoder(AlignedEfficientNet.load(version))
+    from training.align_encoder import positive_groups, publish_encoder, train_aligned_encoder
+
+    aligned, log = train_aligned_encoder(catalog, align, progress=progress)
+    with tempfile.TemporaryDirectory() as work:
+        version = publish_encoder(aligned, align, catalog, log, registry, Path(work))
+    paths, _ = positive_groups(catalog)
+    known = {str(p): v for p, v in zip(paths, log["embeddings"])}
+    return version, PrecomputedEncoder(AlignedImageEncoder(aligned), known)
+
+
+def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignRecipe,
+                    progress: bool = True) -> tuple[Path, CatalogFeatures]:
+    encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
+    path = cache / catalog.name / f"{encoder_version.parent.name}-{encoder_version.name}.npz"
+    if path.is_file():
+        return encoder_version, CatalogFeatures.load(path)
+    features = build_features(catalog, encoder, progress=progress)
+    features.save(path)
+    return encoder_version, features
+
+
+def measure(tok: Tokenizer, catalog: Catalog, features: CatalogFeatures) -> tuple[np.ndarray, dict]:
+    """Item SIDs and every quality metric (QAS over the test photos)."""
+    sids = tok.encode(features.items)
+    view_sids = tok.encode(features.views.inputs) if len(features.views.item) else None
+    report = sid_report(sids, tok.sizes, catalog.items["category"].to_numpy(), view_sids, features.views.item)
+    if len(features.query_target):
+        report["QAS"] = quantized_ann_score(tok.quantized(features.items), tok.quantized(features.queries),
+                                            features.query_target, k=4)
+    return sids, report
+
+
+def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, sizes: tuple[int, ...] | None = None,
+                    seed: int = 0, preset: str = "small", progress: bool = True) -> tuple[Path, dict]:
+    """Fit, measure and publish one tokenizer; return its registry version and metrics."""
+    t0 = time.perf_counter()
+    rec = recipe(preset)
+    encoder_version, features = ensure_features(catalog, registry, cache, rec.align, progress)
+    sizes = tuple(sizes or rec.sizes or default_sizes(len(catalog.items), method))
+    tok = make_tokenizer(method, sizes, seed, rec.options(method))
+    t_fit = time.perf_counter()
+    log = tok.fit(features.items, features.pairs, progress=progress)
+    fit_s = time.perf_counter() - t_fit
+    sids, metrics = measure(tok, catalog, features)
+    metrics.update({"fit_seconds": round(fit_s, 1), "total_seconds": round(time.perf_counter() - t0, 1)})
+    if "restarts" in log:
+        metrics["dead_code_restarts"] = int(log["restarts"])
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        files = save_tokenizer(tok, work)
+        write_table(pd.DataFrame({"item_id": catalog.items["item_id"], "sid": [list(map(int, r)) for r in sids]}), work / ITEM_SIDS)
+        files[ITEM_SIDS] = work / ITEM_SIDS
+        config = {"kind": "tokenizer", "tokenizer": tok.config(), "catalog": catalog.name,
+                  "encoder": str(encoder_version)}
+        version = publish(registry, f"tokenizer-{method}-{catalog.name}", files, config, metrics)
+    return version, metrics
