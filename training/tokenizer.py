@@ -135,3 +135,13 @@ def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, 
                   "encoder": str(encoder_version)}
         version = publish(registry, f"tokenizer-{method}-{catalog.name}", files, config, metrics)
     return version, metrics
+
+
+def cached_aligned_encoder(catalog: Catalog, registry: Path, cache: Path, preset: str = "small") -> ImageEncoder:
+    """The catalog's aligned encoder, answering from the feature cache for the catalog views and
+    test photos it already embedded (so evaluating it costs no second pass over the images)."""
+    encoder_version, features = ensure_features(catalog, registry, cache, recipe(preset).align, progress=False)
+    test = catalog.queries[catalog.queries["split"] == "test"]
+    known = {str(p): v for p, v in zip(catalog.item_images(), features.items.visual)}
+    known.update({str(catalog.path(p)): v for p, v in zip(test["image"], features.queries.visual)})
+    return PrecomputedEncoder(AlignedImageEncoder(AlignedEfficientNet.load(encoder_version)), known)

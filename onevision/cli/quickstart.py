@@ -1,7 +1,8 @@
 """`onevision quickstart`: the main job on embedded defaults, end to end.
 
-At this stage: build the small world, validate it, score the ANN baselines on it, start the
-embedded broker and Redis, and print a summary. Later capabilities plug in here.
+Build the small world, score the ANN baselines, align the image encoder and train the VRQ
+tokenizer (with its SID report), start the embedded broker and Redis, and print a summary.
+Later capabilities plug in here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def quickstart(
     preset: str = typer.Option("small", help="world preset (tiny is for a fast smoke run)"),
     seed: int = typer.Option(0, help="world seed"),
     reports: Path = typer.Option(Path("reports"), help="where reports go"),
+    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
     services: bool = typer.Option(True, help="start the embedded broker and Redis"),
 ) -> None:
     """Build a world, evaluate the ANN baselines, start the services, print where everything is."""
@@ -29,22 +31,40 @@ def quickstart(
     from onevision.world.config import preset as get_preset
 
     out = world_dir(preset, seed)
-    typer.secho(f"[1/3] world: {preset} (seed {seed}) -> {out}", bold=True)
+    training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
+    typer.secho(f"[1/4] world: {preset} (seed {seed}) -> {out}", bold=True)
     s = build_world(get_preset(preset, seed=seed), out)
     typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
     catalog = load_catalog(out)
 
-    typer.secho("[2/3] ANN baselines (faiss over image embeddings, test split)", bold=True)
+    typer.secho("[2/4] ANN baselines (faiss over image embeddings, test split)", bold=True)
     table = ""
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
+    typer.echo(table)
+
+    typer.secho("[3/4] image encoder alignment and VRQ tokenizer", bold=True)
+    from onevision.eval.tokenizer_report import markdown
+    from onevision.registry import current_version, load_version, resolve
+    from training.tokenizer import cached_aligned_encoder, train_tokenizer
+
+    cache = Path("data/cache/features")
+    model = f"tokenizer-vrq-{catalog.name}"
+    if current_version(registry, model):
+        tok_version = resolve(model, registry)
+        metrics = load_version(tok_version)[0]["metrics"]
+        typer.echo(f"  reused {tok_version}")
+    else:
+        tok_version, metrics = train_tokenizer(catalog, "vrq", registry, cache, preset=training)
+    typer.echo(markdown({"vrq": metrics}))
+    path, table = write_report(catalog, evaluate_ann(catalog, cached_aligned_encoder(catalog, registry, cache, training)), reports)
     typer.echo(table)
 
     if services:
         from infra.services import up
         from infra.settings import load_settings
 
-        typer.secho("[3/3] embedded services", bold=True)
+        typer.secho("[4/4] embedded services", bold=True)
         for row in up(load_settings()):
             typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
         typer.echo("  stop them with: onevision infra down")
@@ -52,4 +72,5 @@ def quickstart(
     typer.secho("\nsummary", bold=True)
     typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, {catalog.items['category'].nunique()} categories, "
                f"{len(catalog.queries)} shopper photos, {len(catalog.events)} events)")
-    typer.echo(f"  report  : {path} (and .md)")
+    typer.echo(f"  reports : {path} (and .md)")
+    typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")

@@ -51,13 +51,14 @@ class Fusion(nn.Module):
 
 @dataclass
 class VRQTraining:
-    dim: int = 64
+    dim: int = 128
     warmup_steps: int = 300
-    steps: int = 1200
+    steps: int = 2500
     batch_size: int = 256
     lr: float = 1e-3
     tau: float = 0.07
     gamma: float = 0.2
+    hc_temperature: float = 0.02
     betas: tuple[float, float, float, float] = (1.0, 0.5, 0.25, 0.5)
     ema_decay: float = 0.95
     business_weight: float = 0.5  # scale of standardised business features next to the residual
@@ -123,9 +124,11 @@ class VRQTokenizer(Tokenizer):
             mar = margin_loss(f1, f2, v1, cfg.gamma)
             commit = hc = f1.new_zeros(())
             if step >= cfg.warmup_steps:
-                _, _, parts1, c1 = self.rq(f1)
-                _, _, parts2, c2 = self.rq(f2)
-                commit, hc = c1 + c2, hierarchical_consistency_loss(parts1, parts2)
+                codes1, _, _, c1 = self.rq(f1)
+                codes2, _, _, c2 = self.rq(f2)
+                books = [self.rq.codebook(level) for level in range(len(self.shallow))]
+                hc = hierarchical_consistency_loss(f1, f2, codes1, codes2, books, cfg.hc_temperature)
+                commit = c1 + c2
             loss = vrq_loss(cons, mar, commit, hc, cfg.betas)
             opt.zero_grad()
             loss.backward()

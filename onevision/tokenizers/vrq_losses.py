@@ -30,9 +30,27 @@ def margin_loss(f1: torch.Tensor, f2: torch.Tensor, v1: torch.Tensor, gamma: flo
     return total
 
 
-def hierarchical_consistency_loss(partials1: list[torch.Tensor], partials2: list[torch.Tensor]) -> torch.Tensor:
-    """Eq. 7: the quantized prefixes f^(l) of paired views agree at every level l."""
-    return sum(((a - b) ** 2).sum(dim=1).mean() for a, b in zip(partials1, partials2))
+def hierarchical_consistency_loss(x1: torch.Tensor, x2: torch.Tensor, codes1: torch.Tensor, codes2: torch.Tensor,
+                                  codebooks: list[torch.Tensor], temperature: float = 0.02) -> torch.Tensor:
+    """Eq. 7: paired views get the same code at every level, i.e. the same quantized prefix f^(l).
+
+    Eq. 7 compares the quantized prefixes directly; through a straight-through estimator that
+    term has no gradient once two views share a code and none that keeps them off a cell
+    boundary. We make it differentiable: at level l, view 2's residual taken along view 1's
+    path, x2 - sum_{k<l} e(c1_k), must pick view 1's code c1_l under a softmax over negative
+    squared distances to the level-l codewords (cross-entropy), and symmetrically. It is ~0
+    exactly when both views sit well inside the same cell at every level."""
+    loss = x1.new_zeros(())
+    prefix1 = torch.zeros_like(x1)
+    prefix2 = torch.zeros_like(x2)
+    for level, book in enumerate(codebooks):
+        book = book.detach()
+        for x, prefix, codes in ((x2, prefix1, codes1), (x1, prefix2, codes2)):
+            logits = -torch.cdist(x - prefix, book) ** 2 / temperature
+            loss = loss + F.cross_entropy(logits, codes[:, level])
+        prefix1 = prefix1 + book[codes1[:, level]]
+        prefix2 = prefix2 + book[codes2[:, level]]
+    return loss
 
 
 def vrq_loss(cons: torch.Tensor, mar: torch.Tensor, commit: torch.Tensor, hc: torch.Tensor,

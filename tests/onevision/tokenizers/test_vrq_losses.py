@@ -23,10 +23,19 @@ def test_margin_loss_zero_when_separated_and_known_when_collapsed():
 
 
 def test_hierarchical_consistency():
-    a = [torch.zeros(2, 3), torch.ones(2, 3)]
-    b = [torch.zeros(2, 3), torch.zeros(2, 3)]
-    assert hierarchical_consistency_loss(a, b) == 3.0  # level 2 differs by 1 in 3 dims
-    assert hierarchical_consistency_loss(a, a) == 0.0
+    books = [torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.tensor([[0.0, 0.3], [0.0, -0.3]])]
+    x = torch.tensor([[1.0, 0.3], [-1.0, -0.3]])
+    codes = torch.tensor([[0, 0], [1, 1]])
+    # both views exactly on the same codewords: cross-entropy is ~0
+    assert hierarchical_consistency_loss(x, x, codes, codes, books, temperature=0.01) < 1e-6
+    # view 2 of the first pair sits in the other level-1 cell: the loss is large, and its gradient
+    # moves view 2 toward view 1's codeword
+    x2 = torch.tensor([[-1.0, 0.3], [-1.0, -0.3]], requires_grad=True)
+    codes2 = torch.tensor([[1, 0], [1, 1]])
+    loss = hierarchical_consistency_loss(x, x2, codes, codes2, books, temperature=0.01)
+    assert loss > 100
+    loss.backward()
+    assert x2.grad[0, 0] < 0  # descending the gradient increases x2[0, 0], toward +1
 
 
 def test_total_is_the_weighted_sum():
