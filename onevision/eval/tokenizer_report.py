@@ -34,18 +34,22 @@ def usage_plot(results: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.8 / max(len(results), 1)
-    for k, (method, m) in enumerate(results.items()):
-        xs = [level + k * width for level in range(len(m["usage"]))]
-        ax.bar(xs, [100 * u for u in m["usage"]], width=width, label=method)
-    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("codebook level")
-    ax.set_ylabel("codes used (%)")
-    ax.set_title("Codebook usage per level")
-    ax.set_xticks([level + 0.4 - width / 2 for level in range(max(len(m["usage"]) for m in results.values()))])
-    ax.set_xticklabels([f"L{level + 1}" for level in range(max(len(m["usage"]) for m in results.values()))])
-    ax.legend(fontsize=8)
+    levels = max(len(m["usage"]) for m in results.values())
+    panels = ((axes[0], "codes used (%)", "Codebook usage per level", lambda m: m["usage"]),
+              (axes[1], "normalised entropy (%)", "Code balance per level", lambda m: [e["normalised"] for e in m["entropy"]]))
+    for ax, ylabel, title, values in panels:
+        for k, (method, m) in enumerate(results.items()):
+            v = values(m)
+            ax.bar([level + k * width for level in range(len(v))], [100 * u for u in v], width=width, label=method)
+        ax.axhline(50, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("codebook level")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.set_xticks([level + 0.4 - width / 2 for level in range(levels)])
+        ax.set_xticklabels([f"L{level + 1}" for level in range(levels)])
+    axes[0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -58,3 +58,13 @@ def test_ema_quantizer_exact_codewords_ema_moves_and_dead_codes_restart():
     assert torch.dist(q.codebook(0)[0], target) < before  # codeword 0 moved toward its residuals
     assert q.restarts > 0  # the codes that got nothing were restarted
     assert len(partials) == 2 and commit.item() >= 0 and out.shape == batch.shape
+
+
+def test_commitment_loss_known_value():
+    q = EMAResidualQuantizer((2,), dim=2)
+    q.codebook(0).copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    q.eval()
+    on = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert q(on)[3].item() == pytest.approx(0.0)
+    off = on + torch.tensor([0.0, 0.5])  # each input 0.5 away from its codeword
+    assert q(off)[3].item() == pytest.approx(0.25)  # eq. 6: mean over the batch of ||r - sg(e)||^2
