@@ -33,11 +33,14 @@ class OPQLevels:
             raise ValueError(f"OPQ level size must be a power of two, got {size}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         d, d_out = x.shape[1], cls.padded_dim(x.shape[1], levels)
-        opq = faiss.OPQMatrix(d, levels, d_out)
-        opq.pq = faiss.ProductQuantizer(d_out, levels, nbits)  # train the rotation with our code size
-        opq.verbose = False
-        opq.train(x)
-        rotation = faiss.vector_to_array(opq.A).reshape(d_out, d)
+        if len(x) >= d_out:
+            opq = faiss.OPQMatrix(d, levels, d_out)
+            opq.pq = faiss.ProductQuantizer(d_out, levels, nbits)  # train the rotation with our code size
+            opq.verbose = False
+            opq.train(x)
+            rotation = faiss.vector_to_array(opq.A).reshape(d_out, d)
+        else:  # faiss cannot learn a d_out x d rotation from fewer than d_out points: plain PQ
+            rotation = np.eye(d_out, d, dtype=np.float32)
         pq = faiss.ProductQuantizer(d_out, levels, nbits)
         pq.cp.seed = seed
         pq.cp.min_points_per_centroid = 1

@@ -68,3 +68,10 @@ def test_commitment_loss_known_value():
     assert q(on)[3].item() == pytest.approx(0.0)
     off = on + torch.tensor([0.0, 0.5])  # each input 0.5 away from its codeword
     assert q(off)[3].item() == pytest.approx(0.25)  # eq. 6: mean over the batch of ||r - sg(e)||^2
+
+
+def test_opq_with_fewer_points_than_dimensions_falls_back_to_plain_pq():
+    x = _clusters(n=40, d=64)  # faiss aborts the process when asked to learn this rotation
+    opq = OPQLevels.fit(x, levels=2, size=4, seed=0)
+    assert np.array_equal(opq.rotation, np.eye(64, dtype=np.float32))
+    assert opq.encode(x).shape == (40, 2)
