@@ -32,6 +32,8 @@ class OPQLevels:
         if 2**nbits != size:
             raise ValueError(f"OPQ level size must be a power of two, got {size}")
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) < size:
+            raise ValueError(f"OPQ levels of {size} codes need at least {size} points, got {len(x)}")
         d, d_out = x.shape[1], cls.padded_dim(x.shape[1], levels)
         if len(x) >= d_out:
             opq = faiss.OPQMatrix(d, levels, d_out)

@@ -40,6 +40,8 @@ def test_opq_levels_codes_and_reconstruction():
     assert opq.rotation.shape == (12, 12)
     with pytest.raises(ValueError, match="power of two"):
         OPQLevels.fit(x, levels=2, size=12)
+    with pytest.raises(ValueError, match="need at least 16 points"):
+        OPQLevels.fit(x[:10], levels=2, size=16)
 
 
 def test_ema_quantizer_exact_codewords_ema_moves_and_dead_codes_restart():
