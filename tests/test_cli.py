@@ -7,7 +7,8 @@ from onevision.cli.main import app
 
 COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["catalog", "validate"],
             ["catalog", "import"], ["catalog", "import", "grocery"], ["eval"], ["eval", "ann"],
-            ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"]]
+            ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["encoder"], ["encoder", "align"],
+            ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")

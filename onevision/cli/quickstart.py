@@ -22,7 +22,7 @@ def quickstart(
     registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
     services: bool = typer.Option(True, help="start the embedded broker and Redis"),
 ) -> None:
-    """Build a world, evaluate the ANN baselines, start the services, print where everything is."""
+    """Build a world, score the ANN baselines, align V and train VRQ, start the services, print where everything is."""
     from onevision.catalog.format import load_catalog
     from onevision.cli.world import world_dir
     from onevision.encoders import get_encoder
@@ -38,7 +38,6 @@ def quickstart(
     catalog = load_catalog(out)
 
     typer.secho("[2/4] ANN baselines (faiss over image embeddings, test split)", bold=True)
-    table = ""
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
     typer.echo(table)
