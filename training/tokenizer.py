@@ -91,8 +91,11 @@ def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progres
 
 def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignRecipe,
                     progress: bool = True) -> tuple[Path, CatalogFeatures]:
+    from onevision.registry import load_version
+
     encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
-    path = cache / catalog.name / f"{encoder_version.parent.name}-{encoder_version.name}.npz"
+    weights_sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]  # a rebuilt registry never hits a stale cache
+    path = cache / catalog.name / f"{encoder_version.parent.name}-{encoder_version.name}-{weights_sha}.npz"
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)
     features = build_features(catalog, encoder, progress=progress)
