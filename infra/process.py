@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM us when the starting process dies."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ServiceError(RuntimeError):
     """A service could not be started or checked; the message says why (with its log's tail)."""
 
@@ -90,8 +98,12 @@ class ManagedProcess:
         except OSError:
             return "(no log)"
 
-    def start(self, timeout: float = 30.0) -> int:
-        """Start (or adopt a running instance) and return its pid once it is healthy."""
+    def start(self, timeout: float = 30.0, tie_to_parent: bool = False) -> int:
+        """Start (or adopt a running instance) and return its pid once it is healthy.
+
+        `tie_to_parent` makes the service die with the process that started it, even when that
+        process is killed or aborts (test sessions); `onevision infra up` leaves it off, since
+        its services must outlive the command."""
         pid = self.pid()
         if pid is not None:
             if self._wait_healthy(pid, timeout):
@@ -103,7 +115,8 @@ class ManagedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.data_dir, start_new_session=True)
+                                    cwd=self.data_dir, start_new_session=True,
+                                    preexec_fn=_die_with_parent if tie_to_parent else None)
         self.pid_path.write_text(f"{proc.pid}\n")
         if not self._wait_healthy(proc.pid, timeout, proc):
             self.stop()

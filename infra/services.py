@@ -82,12 +82,12 @@ def services(settings: Settings) -> list[tuple[ManagedProcess, bool]]:
     return [(broker(settings), settings.kafka.embedded), (redis_server(settings), settings.redis.embedded)]
 
 
-def up(settings: Settings, timeout: float = 30.0) -> list[dict]:
+def up(settings: Settings, timeout: float = 30.0, tie_to_parent: bool = False) -> list[dict]:
     """Start the embedded services (or check the external ones) and return their status."""
     out = []
     for proc, embedded in services(settings):
         if embedded:
-            proc.start(timeout)
+            proc.start(timeout, tie_to_parent)
         elif not (port_open(proc.host, proc.port) and proc.is_healthy()):
             raise ServiceError(f"external {proc.name} at {proc.host}:{proc.port} is not reachable")
         out.append(status_of(proc, embedded))

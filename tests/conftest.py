@@ -31,10 +31,11 @@ def embedded_settings(state_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> Settings:
-    """A real Tansu broker and redis-server for the whole session, stopped at the end."""
+    """A real Tansu broker and redis-server for the whole session, stopped at the end (and tied
+    to this process, so that even an aborted test run leaves none behind)."""
     from infra import services as svc
 
     settings = embedded_settings(tmp_path_factory.mktemp("state"))
-    svc.up(settings)
+    svc.up(settings, tie_to_parent=True)
     yield settings
     svc.down(settings)

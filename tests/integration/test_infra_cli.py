@@ -59,3 +59,29 @@ def test_port_taken_by_someone_else_is_a_clear_error(tmp_path):
     assert res.returncode == 2
     assert f"port 127.0.0.1:{port} is already taken" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_services_tied_to_a_process_die_when_it_is_killed(tmp_path):
+    """What the test fixture relies on: an aborted session leaves no broker or Redis behind."""
+    import signal
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from infra import services\n"
+        "from tests.conftest import embedded_settings\n"
+        "from pathlib import Path\n"
+        "s = embedded_settings(Path(sys.argv[1]))\n"
+        "rows = services.up(s, tie_to_parent=True)\n"
+        "print(' '.join(str(r['pid']) for r in rows), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids)
