@@ -128,10 +128,14 @@ class ManagedProcess:
         while time.monotonic() < deadline:
             if (proc is not None and proc.poll() is not None) or not pid_alive(pid):
                 return False
-            if port_open(self.host, self.port) and self.is_healthy():
+            if self.answers():
                 return True
             time.sleep(0.2)
         return False
+
+    def answers(self) -> bool:
+        """Something listens on the port and passes the health probe."""
+        return port_open(self.host, self.port) and self.is_healthy()
 
     def is_healthy(self) -> bool:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from infra.process import ManagedProcess, ServiceError, port_open
+from infra.process import ManagedProcess, ServiceError
 from infra.settings import Settings
 
 
@@ -88,7 +88,7 @@ def up(settings: Settings, timeout: float = 30.0, tie_to_parent: bool = False) -
     for proc, embedded in services(settings):
         if embedded:
             proc.start(timeout, tie_to_parent)
-        elif not (port_open(proc.host, proc.port) and proc.is_healthy()):
+        elif not proc.answers():
             raise ServiceError(f"external {proc.name} at {proc.host}:{proc.port} is not reachable")
         out.append(status_of(proc, embedded))
     ensure_topics(settings)
@@ -103,7 +103,7 @@ def down(settings: Settings) -> list[str]:
 def status_of(proc: ManagedProcess, embedded: bool) -> dict:
     if embedded:
         return {**proc.status(), "embedded": True}
-    healthy = port_open(proc.host, proc.port) and proc.is_healthy()
+    healthy = proc.answers()
     return {"name": proc.name, "address": f"{proc.host}:{proc.port}", "pid": None, "running": healthy,
             "healthy": healthy, "log": "", "embedded": False}
 

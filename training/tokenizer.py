@@ -15,19 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from onevision.catalog.format import Catalog, write_table
+from onevision.catalog.format import Catalog
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_version, publish, resolve
 from onevision.tokenizers import PAPER_SIZES, Tokenizer, default_sizes, make_tokenizer, save_tokenizer
+from onevision.tokenizers.encode_items import ITEM_SIDS, write_item_sids
 from onevision.tokenizers.inputs import CatalogFeatures, build_features
 from onevision.tokenizers.vrq import VRQTraining
 from training.align_encoder import AlignRecipe
-
-ITEM_SIDS = "item_sids.parquet"
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         files = save_tokenizer(tok, work)
-        write_table(pd.DataFrame({"item_id": catalog.items["item_id"], "sid": [list(map(int, r)) for r in sids]}), work / ITEM_SIDS)
+        write_item_sids(catalog.items["item_id"], sids, work / ITEM_SIDS)
         files[ITEM_SIDS] = work / ITEM_SIDS
         config = {"kind": "tokenizer", "tokenizer": tok.config(), "catalog": catalog.name,
                   "encoder": str(encoder_version)}

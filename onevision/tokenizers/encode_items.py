@@ -4,8 +4,10 @@ the category text encoder and the item's business stats make its inputs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from onevision.catalog.format import Catalog, write_table
@@ -15,6 +17,15 @@ from onevision.tokenizers import load_tokenizer
 from onevision.tokenizers.inputs import item_inputs
 
 
+ITEM_SIDS = "item_sids.parquet"
+
+
+def write_item_sids(item_ids: Sequence[str], sids: np.ndarray, path: Path) -> None:
+    """The item -> SID table (item_id, sid as a list of ints) every later stage reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table(pd.DataFrame({"item_id": list(item_ids), "sid": [list(map(int, r)) for r in sids]}), path)
+
+
 def encode_catalog_items(tokenizer_version: str | Path, catalog: Catalog, out: Path, progress: bool = True) -> int:
     version = resolve(tokenizer_version)
     tok = load_tokenizer(version)
@@ -22,6 +33,5 @@ def encode_catalog_items(tokenizer_version: str | Path, catalog: Catalog, out: P
     encoder = AlignedImageEncoder(AlignedEfficientNet.load(resolve(config["encoder"])))
     inputs, _, _ = item_inputs(catalog, encoder, progress)
     sids = tok.encode(inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(pd.DataFrame({"item_id": catalog.items["item_id"], "sid": [list(map(int, r)) for r in sids]}), out)
+    write_item_sids(catalog.items["item_id"], sids, out)
     return len(sids)
