@@ -46,6 +46,11 @@ class RedisSettings(BaseModel):
     def port(self) -> int:
         return int(self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
+    @property
+    def db(self) -> int:
+        rest = self.url.split("//", 1)[1]
+        return int(rest.split("/", 1)[1] or 0) if "/" in rest else 0
+
 
 class Settings(BaseSettings):
     """All connection settings of a OneVision deployment."""

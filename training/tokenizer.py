@@ -130,7 +130,7 @@ def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         files = save_tokenizer(tok, work)
-        write_item_sids(catalog.items["item_id"], sids, work / ITEM_SIDS)
+        write_item_sids(catalog.items["item_id"], sids, work / ITEM_SIDS, tok.quantized(features.items))
         files[ITEM_SIDS] = work / ITEM_SIDS
         config = {"kind": "tokenizer", "tokenizer": tok.config(), "catalog": catalog.name,
                   "encoder": str(encoder_version)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onevision.cli import catalog, encoder, eval, infra, tokenizer, world
+from onevision.cli import catalog, encoder, eval, features, infra, stream, tokenizer, world
 from onevision.cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app.add_typer(encoder.app, name="encoder")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(eval.app, name="eval")
 app.add_typer(infra.app, name="infra")
+app.add_typer(stream.app, name="stream")
+app.add_typer(features.app, name="features")
 
 if __name__ == "__main__":
     app()

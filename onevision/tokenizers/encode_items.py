@@ -20,10 +20,15 @@ from onevision.tokenizers.inputs import item_inputs
 ITEM_SIDS = "item_sids.parquet"
 
 
-def write_item_sids(item_ids: Sequence[str], sids: np.ndarray, path: Path) -> None:
-    """The item -> SID table (item_id, sid as a list of ints) every later stage reads."""
+def write_item_sids(item_ids: Sequence[str], sids: np.ndarray, path: Path, vectors: np.ndarray | None = None) -> None:
+    """The item -> SID table (item_id, sid as a list of ints) every later stage reads, with each
+    item's quantized vector (what its codes reconstruct) when given: the streaming long-term
+    SID averages these and re-quantizes the mean to the nearest catalog SID."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_table(pd.DataFrame({"item_id": list(item_ids), "sid": [list(map(int, r)) for r in sids]}), path)
+    table = {"item_id": list(item_ids), "sid": [list(map(int, r)) for r in sids]}
+    if vectors is not None:
+        table["vector"] = [np.asarray(v, dtype=np.float32) for v in vectors]
+    write_table(pd.DataFrame(table), path)
 
 
 def encode_catalog_items(tokenizer_version: str | Path, catalog: Catalog, out: Path, progress: bool = True) -> int:
@@ -33,5 +38,5 @@ def encode_catalog_items(tokenizer_version: str | Path, catalog: Catalog, out: P
     encoder = AlignedImageEncoder(AlignedEfficientNet.load(resolve(config["encoder"])))
     inputs, _, _ = item_inputs(catalog, encoder, progress)
     sids = tok.encode(inputs)
-    write_item_sids(catalog.items["item_id"], sids, out)
+    write_item_sids(catalog.items["item_id"], sids, out, tok.quantized(inputs))
     return len(sids)

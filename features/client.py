@@ -1,0 +1,90 @@
+"""The thin Feast client that streaming and serving share: one FeatureStore built from
+OneVision's settings and the declarative repo in `features/repo/`.
+
+Redis is the online store whenever it answers; otherwise the SQLite config in the same repo is
+the embedded fallback, so a laptop without Redis still reads and writes the same features.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from feast import FeatureStore, RepoConfig
+
+from infra.process import port_open
+from infra.settings import Settings
+
+REPO = Path(__file__).parent / "repo"
+PROJECT = "onevision"
+USER_VIEW, ITEM_VIEW = "user_behaviour", "item_stats"
+USER_FEATURES = ("short_sids", "long_sid")
+ITEM_FEATURES = ("sid", "clicks_30d", "orders_30d", "gmv_30d", "s_conv")
+Backend = Literal["redis", "sqlite", "auto"]
+log = logging.getLogger(__name__)
+
+
+def feast_dir(settings: Settings) -> Path:
+    return settings.resolved_state_dir() / "feast"
+
+
+def redis_connection_string(settings: Settings) -> str:
+    """Feast's `host:port,db=N` form of OneVision's redis URL."""
+    r = settings.redis
+    return f"{r.host}:{r.port},db={r.db}"
+
+
+def repo_config(settings: Settings, backend: Backend = "auto") -> RepoConfig:
+    """The repo's YAML with its variables filled from `settings`, as `feast apply` would read it."""
+    if backend == "auto":
+        backend = "redis" if port_open(settings.redis.host, settings.redis.port) else "sqlite"
+        if backend == "sqlite":
+            log.warning("Redis at %s does not answer; using Feast's SQLite online store", settings.redis.url)
+    name = "feature_store.yaml" if backend == "redis" else "feature_store.sqlite.yaml"
+    text = (REPO / name).read_text()
+    fdir = feast_dir(settings)
+    fdir.mkdir(parents=True, exist_ok=True)
+    text = text.replace("${ONEVISION_FEAST_DIR}", str(fdir)).replace(
+        "${ONEVISION_FEAST_REDIS}", redis_connection_string(settings))
+    config = RepoConfig(**yaml.safe_load(text))
+    config.repo_path = REPO
+    return config
+
+
+def definitions():
+    """The objects `definitions.py` declares (imported by path: the repo is a Feast repo, not a package)."""
+    spec = importlib.util.spec_from_file_location("onevision_feature_definitions", REPO / "definitions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def feature_store(settings: Settings, backend: Backend = "auto", apply: bool = True) -> FeatureStore:
+    """A FeatureStore on OneVision's online store, with the repo's definitions applied."""
+    store = FeatureStore(config=repo_config(settings, backend))
+    if apply:
+        d = definitions()
+        store.apply([d.user, d.item, d.user_behaviour_push, d.item_stats_push, d.user_behaviour, d.item_stats])
+    return store
+
+
+def user_features(store: FeatureStore, user_ids: list[str]) -> list[dict]:
+    """Each user's short-term SIDs (newest first, as code lists) and long-term SID; empty for
+    a user the workers have not seen (cold start)."""
+    rows = store.get_online_features(features=[f"{USER_VIEW}:{f}" for f in USER_FEATURES],
+                                     entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    out = []
+    for i, u in enumerate(user_ids):
+        short = rows["short_sids"][i] or []
+        out.append({"user_id": u, "short_sids": [[int(c) for c in s.split("-")] for s in short],
+                    "long_sid": list(rows["long_sid"][i] or [])})
+    return out
+
+
+def item_features(store: FeatureStore, item_ids: list[str]) -> list[dict]:
+    rows = store.get_online_features(features=[f"{ITEM_VIEW}:{f}" for f in ITEM_FEATURES],
+                                     entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+    return [{k: rows[k][i] for k in ("item_id", *ITEM_FEATURES)} for i in range(len(item_ids))]
