@@ -7,7 +7,8 @@ Delivery is at-least-once reading with effectively-once state:
   worker's per-user state, open sessions, item counters and the next offset of every
   partition it applied, so state and offsets can never disagree;
 - the Kafka commit follows the Redis write; on (re)assignment the worker seeks to the offsets
-  stored in Redis, so a `kill -9` between the two replays nothing twice;
+  stored in Redis, so a `kill -9` between the two replays nothing twice (and a partition with
+  no stored offset is rebuilt from the start of the topic);
 - a producer's duplicate (same event_id) is dropped by a per-user window of recent ids;
 - bad events go to the DLQ with their reason and the worker carries on;
 - when Redis is down the flush is retried with back-off, nothing is committed meanwhile,
@@ -67,6 +68,7 @@ class WorkerConfig:
     session_timeout_s: float = 30 * 60  # event time
     session_idle_s: float = 60.0  # wall clock
     max_cached_users: int = 200_000
+    kafka_session_timeout_ms: int = 6_000  # how soon a killed worker's partitions move on
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -94,7 +96,8 @@ class FeatureWorker(ConsumerRebalanceListener):
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=c.max_poll_records,
             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
             receive_message_max_bytes=64 * 1024 * 1024,
-            fetch_min_bytes=1, fetch_max_wait_ms=50)
+            fetch_min_bytes=1, fetch_max_wait_ms=50, session_timeout_ms=c.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(c.kafka_session_timeout_ms // 4, 500))
         self.consumer.subscribe([self.topic], listener=self)
         self.users: dict[str, UserState] = {}
         self.next_offset: dict[int, int] = {}  # applied and stored
@@ -140,6 +143,8 @@ class FeatureWorker(ConsumerRebalanceListener):
             if off is not None:
                 self.next_offset[tp.partition] = int(off)
                 self.consumer.seek(tp, int(off))
+            else:  # no state stored for it (new group, or a Redis that lost its data): rebuild it
+                self.consumer.seek_to_beginning(tp)
             raw = self._retry(lambda: self.redis.hgetall(f"{self.ns}:sessions:{tp.partition}"))
             self.sessions.load(tp.partition, {k.decode(): OpenSession.from_json(v) for k, v in raw.items()})
         log.info("worker %s assigned partitions %s", self.config.worker_id, parts)
