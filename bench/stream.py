@@ -94,8 +94,7 @@ def freshness(settings: Settings, table_path: Path, table, rate: int, seconds: f
     tps = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic)]
     r.hset(f"{ns}:offsets", mapping={f"{topic}:{tp.partition}": off for tp, off in probe.end_offsets(tps).items()})
     probe.close()
-    env = {**os.environ, "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "ONEVISION_REDIS__URL": settings.redis.url, "ONEVISION_STATE_DIR": str(settings.state_dir)}
+    env = {**os.environ, **settings.to_env()}
     worker = subprocess.Popen([sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items",
                                str(table_path), "--group", group, "--log-level", "WARNING"], env=env)
 

@@ -66,8 +66,9 @@ class ManagedProcess:
     argv: list[str]
     state_dir: Path
     host: str
-    port: int
+    port: int | None  # None: a worker that listens on nothing
     healthy: Callable[[], bool]
+    env: dict[str, str] | None = None  # added to the environment of the started process
 
     @property
     def home(self) -> Path:
@@ -109,12 +110,13 @@ class ManagedProcess:
             if self._wait_healthy(pid, timeout):
                 return pid
             raise ServiceError(f"{self.name} (pid {pid}) runs but is not healthy; see {self.log_path}")
-        if port_open(self.host, self.port):
+        if self.port is not None and port_open(self.host, self.port):
             raise ServiceError(f"{self.name}: port {self.host}:{self.port} is already taken by another process; "
                                f"choose another port in the settings")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env = {**os.environ, **self.env} if self.env else None
+            proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=self.data_dir, start_new_session=True,
                                     preexec_fn=_die_with_parent if tie_to_parent else None)
         self.pid_path.write_text(f"{proc.pid}\n")
@@ -134,8 +136,8 @@ class ManagedProcess:
         return False
 
     def answers(self) -> bool:
-        """Something listens on the port and passes the health probe."""
-        return port_open(self.host, self.port) and self.is_healthy()
+        """Something listens on the port (when it has one) and passes the health probe."""
+        return (self.port is None or port_open(self.host, self.port)) and self.is_healthy()
 
     def is_healthy(self) -> bool:
         try:
@@ -167,5 +169,5 @@ class ManagedProcess:
 
     def status(self) -> dict:
         pid = self.pid()
-        return {"name": self.name, "address": f"{self.host}:{self.port}", "pid": pid, "running": pid is not None,
+        return {"name": self.name, "address": f"{self.host}:{self.port}" if self.port else "-", "pid": pid, "running": pid is not None,
                 "healthy": pid is not None and self.is_healthy(), "log": str(self.log_path)}

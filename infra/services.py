@@ -83,14 +83,23 @@ def services(settings: Settings) -> list[tuple[ManagedProcess, bool]]:
 
 
 def up(settings: Settings, timeout: float = 30.0, tie_to_parent: bool = False) -> list[dict]:
-    """Start the embedded services (or check the external ones) and return their status."""
+    """Start the embedded services (or check the external ones) and return their status.
+
+    The embedded broker keeps its topics in memory, so a freshly started one has empty topics;
+    whatever the embedded Redis derived from the old topics (features, worker state and
+    offsets) would then point past their end, so it is cleared too."""
     out = []
+    fresh_topics = settings.kafka.embedded and broker(settings).pid() is None
     for proc, embedded in services(settings):
         if embedded:
             proc.start(timeout, tie_to_parent)
         elif not proc.answers():
             raise ServiceError(f"external {proc.name} at {proc.host}:{proc.port} is not reachable")
         out.append(status_of(proc, embedded))
+    if fresh_topics and settings.redis.embedded:
+        import redis
+
+        redis.Redis.from_url(settings.redis.url).flushdb()
     ensure_topics(settings)
     return out
 

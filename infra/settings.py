@@ -69,6 +69,15 @@ class Settings(BaseSettings):
             raise FileNotFoundError(f"ONEVISION_CONFIG names {yaml_file}, which does not exist")
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables a child process reads them from."""
+        k, r = self.kafka, self.redis
+        return {"ONEVISION_STATE_DIR": str(self.resolved_state_dir()),
+                "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": k.bootstrap_servers, "ONEVISION_KAFKA__EMBEDDED": str(k.embedded),
+                "ONEVISION_KAFKA__EVENTS_TOPIC": k.events_topic, "ONEVISION_KAFKA__DLQ_TOPIC": k.dlq_topic,
+                "ONEVISION_KAFKA__SESSIONS_TOPIC": k.sessions_topic, "ONEVISION_KAFKA__PARTITIONS": str(k.partitions),
+                "ONEVISION_REDIS__URL": r.url, "ONEVISION_REDIS__EMBEDDED": str(r.embedded)}
+
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser().resolve()
 

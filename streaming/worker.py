@@ -114,6 +114,7 @@ class FeatureWorker(ConsumerRebalanceListener):
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        self._publish_stats()  # "alive": what a launcher's health check looks for
 
     # ---- batch bookkeeping -------------------------------------------------------------------
     def _reset_batch(self) -> None:
@@ -148,6 +149,7 @@ class FeatureWorker(ConsumerRebalanceListener):
             raw = self._retry(lambda: self.redis.hgetall(f"{self.ns}:sessions:{tp.partition}"))
             self.sessions.load(tp.partition, {k.decode(): OpenSession.from_json(v) for k, v in raw.items()})
         log.info("worker %s assigned partitions %s", self.config.worker_id, parts)
+        self._publish_stats()
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> None:
@@ -176,6 +178,8 @@ class FeatureWorker(ConsumerRebalanceListener):
         n = self._apply_records(records) if records else 0
         if self._inflight is not None and self._inflight[0].done():
             self._finish_write()
+        elif time.monotonic() - self._published > 10:  # idle: still say "alive"
+            self._publish_stats()
         due = self.batch_started is not None and time.monotonic() - self.batch_started >= self.config.flush_interval_s
         if self.batch_events >= self.config.flush_events or due or (not n and self.sessionize and self.sessions.open):
             self.flush()
@@ -389,6 +393,7 @@ class FeatureWorker(ConsumerRebalanceListener):
                 "partitions": sorted(self.next_offset), "updated_ms": int(time.time() * 1000)}
 
     def _publish_stats(self) -> None:
+        self._published = time.monotonic()
         try:
             self.redis.hset(f"{self.ns}:workers", self.config.worker_id, json.dumps(self.snapshot()))
         except redis.RedisError:

@@ -8,7 +8,9 @@ from onevision.cli.main import app
 COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["catalog", "validate"],
             ["catalog", "import"], ["catalog", "import", "grocery"], ["eval"], ["eval", "ann"],
             ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["encoder"], ["encoder", "align"],
-            ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"]]
+            ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"],
+            ["stream"], ["stream", "worker"], ["stream", "run"], ["stream", "start"], ["stream", "stop"],
+            ["stream", "replay"], ["stream", "status"], ["features"], ["features", "apply"], ["features", "get"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")

@@ -1,18 +1,36 @@
-"""`onevision quickstart` end to end on the tiny world (services are covered by tests/integration)."""
+"""`onevision quickstart` end to end on the tiny world, services and streaming included."""
 
+import pandas as pd
 from typer.testing import CliRunner
 
+from infra import services as svc
+from infra.process import free_port
+from infra.settings import load_settings
 from onevision.cli.main import app
+from streaming.launch import stop_workers
 
 
 def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--no-services"])
+    monkeypatch.setenv("ONEVISION_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ONEVISION_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("ONEVISION_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
+    settings = load_settings()
+    try:
+        result = CliRunner().invoke(app, ["quickstart", "--preset", "tiny"])
+    finally:
+        stopped = stop_workers(settings) + svc.down(settings)
     assert result.exit_code == 0, result.output
-    for step in ("[1/4] world", "[2/4] ANN baselines", "[3/4] image encoder alignment and VRQ tokenizer", "summary"):
+    for step in ("[1/5] world", "[2/5] ANN baselines", "[3/5] image encoder alignment and VRQ tokenizer",
+                 "[4/5] embedded services", "[5/5] streaming features", "summary"):
         assert step in result.output
+    assert sorted(stopped) == ["kafka", "redis", "stream-features-0", "stream-sessions-0"]
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
     assert (tmp_path / "reports" / "eval_ann_tiny.json").is_file()
-    assert list((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny").glob("v0001/item_sids.parquet"))
+    sids = pd.read_parquet(next((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny").glob("v0001/item_sids.parquet")))
+    assert {"item_id", "sid", "vector"} <= set(sids.columns)
+    n_events = len(pd.read_parquet(tmp_path / "data" / "worlds" / "tiny" / "events.parquet"))
+    assert f"replayed {n_events:,} events" in result.output and f": {n_events:,} events" in result.output
+    assert "short-term SIDs [[" in result.output and "long-term SID [" in result.output
     again = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--no-services"])
     assert again.exit_code == 0 and "already built, reused" in again.output and "reused" in again.output

@@ -27,5 +27,24 @@ def user_errors(fn: F) -> F:
         except (*USER_ERRORS, ServiceError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
+        except Exception as exc:
+            message = _service_unreachable(exc)
+            if message is None:
+                raise
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _service_unreachable(exc: Exception) -> str | None:
+    """A one-line message when the broker or Redis does not answer (None for anything else)."""
+    from infra.settings import load_settings
+
+    name = type(exc).__name__
+    if name == "NoBrokersAvailable":
+        where = load_settings().kafka.bootstrap_servers
+        return f"no Kafka broker answers at {where} (start the embedded one: onevision infra up)"
+    if type(exc).__module__.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
+        return f"Redis does not answer at {load_settings().redis.url} (start the embedded one: onevision infra up)"
+    return None

@@ -32,11 +32,13 @@ def up(timeout: float = typer.Option(30.0, help="seconds to wait for each servic
 @app.command("down")
 @user_errors
 def down() -> None:
-    """Stop the embedded services and everything they started."""
+    """Stop the stream workers, then the embedded services."""
     from infra.services import down as stop
     from infra.settings import load_settings
+    from streaming.launch import stop_workers
 
-    stopped = stop(load_settings())
+    settings = load_settings()
+    stopped = stop_workers(settings) + stop(settings)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

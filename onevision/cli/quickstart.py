@@ -1,8 +1,9 @@
 """`onevision quickstart`: the main job on embedded defaults, end to end.
 
 Build the small world, score the ANN baselines, align the image encoder and train the VRQ
-tokenizer (with its SID report), start the embedded broker and Redis, and print a summary.
-Later capabilities plug in here.
+tokenizer (with its SID report), start the embedded broker and Redis, start the streaming
+feature and session workers, replay the world's event log through Kafka into Feast, and print
+a summary. Later capabilities plug in here.
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ def quickstart(
 
     out = world_dir(preset, seed)
     training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-    typer.secho(f"[1/4] world: {preset} (seed {seed}) -> {out}", bold=True)
+    typer.secho(f"[1/5] world: {preset} (seed {seed}) -> {out}", bold=True)
     s = build_world(get_preset(preset, seed=seed), out)
     typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
     catalog = load_catalog(out)
 
-    typer.secho("[2/4] ANN baselines (faiss over image embeddings, test split)", bold=True)
+    typer.secho("[2/5] ANN baselines (faiss over image embeddings, test split)", bold=True)
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
     typer.echo(table)
 
-    typer.secho("[3/4] image encoder alignment and VRQ tokenizer", bold=True)
+    typer.secho("[3/5] image encoder alignment and VRQ tokenizer", bold=True)
     from onevision.eval.tokenizer_report import markdown
     from onevision.registry import current_version, load_version, resolve
     from training.tokenizer import cached_aligned_encoder, train_tokenizer
@@ -63,13 +64,61 @@ def quickstart(
         from infra.services import up
         from infra.settings import load_settings
 
-        typer.secho("[4/4] embedded services", bold=True)
+        typer.secho("[4/5] embedded services", bold=True)
         for row in up(load_settings()):
             typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
         typer.echo("  stop them with: onevision infra down")
+        stream_features(catalog, Path(tok_version))
 
     typer.secho("\nsummary", bold=True)
     typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, {catalog.items['category'].nunique()} categories, "
                f"{len(catalog.queries)} shopper photos, {len(catalog.events)} events)")
     typer.echo(f"  reports : {path} (and .md)")
     typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
+
+
+def stream_features(catalog, items: Path) -> None:
+    """[5/5]: workers up, the world's log replayed through Kafka, one user's live features shown."""
+    import time
+
+    from tqdm import tqdm
+
+    from features.client import feature_store, user_features
+    from infra.services import ensure_topics
+    from infra.settings import load_settings
+    from streaming.launch import start_workers
+    from streaming.replay import replay
+    from streaming.status import stream_status
+
+    typer.secho("[5/5] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
+    settings = load_settings()
+    ensure_topics(settings)
+    store = feature_store(settings, backend="redis")
+    for row in start_workers(settings, items):
+        typer.echo(f"  {row['name']:<20} pid {row['pid']}  log {row['log']}")
+    events = catalog.events.sort_values("ts", kind="stable")
+    on_topic = sum(p["end"] for p in stream_status(settings)["partitions"])
+    if on_topic >= len(events):
+        typer.echo(f"  the topic already holds {on_topic:,} events: replay skipped")
+    else:
+        with tqdm(total=len(events), unit="ev", desc="  replay") as bar:
+            out = replay(settings, events, progress=bar.update)
+        typer.echo(f"  replayed {out['events']:,} events at {out['events_per_s']:,.0f}/s")
+    with tqdm(total=len(events), unit="ev", desc="  applied") as bar:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            st = stream_status(settings)
+            done = sum(p["applied"] for p in st["partitions"])
+            bar.update(done - bar.n)
+            if st["lag"] == 0:
+                break
+            time.sleep(1)
+    for w in st["workers"]:
+        if w["alive"]:
+            typer.echo(f"  {w['worker_id']}: {w['events']:,} events, freshness p50 {w['freshness_ms_p50']:.0f} ms, "
+                       f"DLQ {st['dlq']}")
+    clicks = catalog.events[(catalog.events["type"] == "click") & (catalog.events["scene"] == "image_search")]
+    user = clicks["user_id"].value_counts().index[0]
+    (row,) = user_features(store, [user])
+    typer.echo(f"  {user}: short-term SIDs {row['short_sids']}, long-term SID {row['long_sid']}")
+    typer.echo("  watch it: onevision stream status; stop: onevision infra down")

@@ -38,6 +38,10 @@ def worker(items: Path = typer.Option(..., help=ITEMS_HELP),
     if long_term not in ("mean", "onesearch"):
         raise ValueError(f"--long-term must be mean or onesearch, not {long_term!r}")
     table = load_item_table(items)
+    if long_term == "mean" and table.vectors is None:
+        logging.warning("%s has no item vectors (tokenizer trained before they were written); "
+                        "long-term SIDs use OneSearch eq. 3 instead", items)
+        long_term = "onesearch"
     config = WorkerConfig(role=role, group=group, long_term=LongTermConfig(mode=long_term))
     FeatureWorker(load_settings(), table, config).run(max_idle_s=max_idle)
 
@@ -112,3 +116,28 @@ def status(group: str = typer.Option("onevision-features"),
         typer.echo(f"  worker {w['worker_id']} {'alive' if w['alive'] else 'gone'}: {w['events']:,} events, "
                    f"{w['events_per_s']:,.0f}/s, freshness p50 {w['freshness_ms_p50']:.0f} ms "
                    f"p99 {w['freshness_ms_p99']:.0f} ms, partitions {w['partitions']}")
+
+
+@app.command("start")
+@user_errors
+def start(items: Path = typer.Option(..., help=ITEMS_HELP),
+          workers: int = typer.Option(1, min=1, help="feature workers"),
+          session_workers: int = typer.Option(1, min=0, help="sessionizers"),
+          long_term: str = typer.Option("mean")) -> None:
+    """Start workers in the background (pid files and logs under the state dir)."""
+    from infra.settings import load_settings
+    from streaming.launch import start_workers
+
+    for row in start_workers(load_settings(), items, workers, session_workers, long_term):
+        typer.echo(f"{row['name']:<20} pid {row['pid']}  log {row['log']}")
+
+
+@app.command("stop")
+@user_errors
+def stop() -> None:
+    """Stop the background workers (each flushes and commits first)."""
+    from infra.settings import load_settings
+    from streaming.launch import stop_workers
+
+    stopped = stop_workers(load_settings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no worker was running")

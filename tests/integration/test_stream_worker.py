@@ -56,11 +56,7 @@ def run_until_idle(settings: Settings, table: ItemTable, group: str, idle: float
 
 
 def spawn_worker(settings: Settings, table_path: Path, group: str) -> subprocess.Popen:
-    env = {**os.environ, "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "ONEVISION_KAFKA__EVENTS_TOPIC": settings.kafka.events_topic,
-           "ONEVISION_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
-           "ONEVISION_KAFKA__SESSIONS_TOPIC": settings.kafka.sessions_topic,
-           "ONEVISION_REDIS__URL": settings.redis.url, "ONEVISION_STATE_DIR": str(settings.state_dir)}
+    env = {**os.environ, **settings.to_env()}
     return subprocess.Popen([sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items",
                              str(table_path), "--group", group, "--log-level", "WARNING"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
