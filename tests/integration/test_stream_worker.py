@@ -75,6 +75,18 @@ def wait_applied(settings: Settings, group: str, n: int, timeout: float = 120) -
         time.sleep(0.25)
 
 
+def committed(settings: Settings, group: str) -> list[int | None]:
+    """The group's Kafka-committed offsets per partition."""
+    from kafka import TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    try:
+        return [c.committed(TopicPartition(settings.kafka.events_topic, p))
+                for p in sorted(c.partitions_for_topic(settings.kafka.events_topic))]
+    finally:
+        c.close()
+
+
 def dump(settings: Settings, group: str) -> dict:
     """Everything in a Redis db but the worker's liveness stats, with its namespace made neutral."""
     r = redis.Redis.from_url(settings.redis.url)
@@ -175,7 +187,10 @@ def test_redis_down_for_ten_seconds_loses_nothing(services, tmp_path):
         producer.start()
         wait_applied(s, "outage", 3000)
         redis_proc.stop()
-        time.sleep(10)
+        time.sleep(2)
+        before = committed(s, "outage")
+        time.sleep(8)
+        assert committed(s, "outage") == before, "nothing may be committed while Redis is down"
         assert worker.poll() is None, "the worker must ride out the outage"
         redis_proc.start(tie_to_parent=True)
         producer.join()
