@@ -187,11 +187,13 @@ class FeatureWorker(ConsumerRebalanceListener):
 
     def _apply_records(self, records) -> int:
         parsed = []
+        skipped = 0
         for tp, msgs in records.items():
             p = tp.partition
             done = self.next_offset.get(p, -1)
             for m in msgs:
-                if m.offset < done:
+                if m.offset < done:  # already applied and stored (a re-delivery)
+                    skipped += 1
                     continue
                 self.pending_offsets[p] = m.offset + 1
                 try:
@@ -211,9 +213,9 @@ class FeatureWorker(ConsumerRebalanceListener):
         for p, produced, e in parsed:
             self._apply(p, e)
             self.produced_at.append(produced)
-        n = sum(len(m) for m in records.values())  # (re-delivered records count as read, not applied)
-        self.batch_events += n
-        self.stats["events"] += n
+        n = sum(len(m) for m in records.values())
+        self.batch_events += n - skipped
+        self.stats["events"] += n - skipped
         return n
 
     def _load_users(self, user_ids: set[str]) -> None:
