@@ -39,7 +39,7 @@ from infra.process import free_port  # noqa: E402
 from infra.settings import KafkaSettings, RedisSettings, Settings  # noqa: E402
 from streaming.replay import encode_events, replay  # noqa: E402
 from streaming.synthetic import synthetic_events, synthetic_table  # noqa: E402
-from streaming.worker import FeatureWorker, WorkerConfig, namespace  # noqa: E402
+from streaming.worker import FeatureWorker, WorkerConfig, namespace, tune_gc  # noqa: E402
 
 
 def bare_consumer(settings: Settings, n: int) -> float:
@@ -61,6 +61,7 @@ def bare_consumer(settings: Settings, n: int) -> float:
 
 def ours(settings: Settings, table, n: int) -> tuple[float, dict]:
     w = FeatureWorker(settings, table, WorkerConfig(group="bench-ours"))
+    tune_gc()  # as FeatureWorker.run does
     start = None
     while w.stats["events"] < n:
         got = w.step()

@@ -72,6 +72,14 @@ class WorkerConfig:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
+def tune_gc() -> None:
+    """The item table and caches are long-lived: keep the cyclic GC from re-walking them on every
+    batch (it doubled the per-event cost). Process-wide, so called by the worker's run loop."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def namespace(group: str) -> str:
     return f"ov:{group}"
 
@@ -109,11 +117,6 @@ class FeatureWorker(ConsumerRebalanceListener):
         self._stop = threading.Event()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="redis-writer")
         self._inflight = None
-        # The item table and caches are long-lived: keep the cyclic GC from re-walking them on
-        # every batch (it doubled the per-event cost before this).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
         self._publish_stats()  # "alive": what a launcher's health check looks for
 
     # ---- batch bookkeeping -------------------------------------------------------------------
@@ -157,6 +160,7 @@ class FeatureWorker(ConsumerRebalanceListener):
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
+        tune_gc()
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
