@@ -11,7 +11,7 @@ then measures on the same events:
 - feast_push: Feast `push` once per event, the same feature rows, on a sample of events;
 - freshness: a worker subprocess fed at a steady rate with fresh events; time from the
   producer's timestamp to the Redis commit that made the feature readable, p50/p99.
-Writes reports/bench_stream.json.
+Writes reports/bench_stream.json and a PNG beside it.
 """
 
 from __future__ import annotations
@@ -170,7 +170,36 @@ def main() -> None:
                       and fresh["p99_ms"] < 1000)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
+    plot(report, args.out.with_suffix(".png"))
     print(json.dumps(report, indent=2))
+
+
+def plot(report: dict, path: Path) -> None:
+    """Events/s of the three readers (log scale) and freshness percentiles, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = ["bare consumer\n(read + json)", "OneVision worker\n(into Redis)", "Feast push\nper event"]
+    rates = [report["bare_consumer_events_per_s"], report["ours_events_per_s"],
+             report["feast_push_per_event_events_per_s"]]
+    bars = a.bar(names, rates, color=["#999999", "#2a6fdb", "#d9822b"])
+    a.set_yscale("log")
+    a.set_ylabel("events/s (log)")
+    a.bar_label(bars, [f"{r:,.0f}" for r in rates])
+    a.set_title(f"throughput, {report['events']:,} events, one process")
+    f = report["freshness"]
+    bars = b.bar(["p50", "p99"], [f["p50_ms"], f["p99_ms"]], color="#2a6fdb")
+    b.axhline(1000, color="red", linestyle="--", label="target p99")
+    b.bar_label(bars, [f"{f['p50_ms']:.0f} ms", f"{f['p99_ms']:.0f} ms"])
+    b.set_ylabel("produced -> readable (ms)")
+    b.set_title(f"freshness at {f['rate_target']:,} events/s")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
