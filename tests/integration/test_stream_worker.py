@@ -101,6 +101,7 @@ def dump(settings: Settings, group: str) -> dict:
 
 
 def test_bad_events_go_to_the_dlq_and_good_ones_around_them_apply(services):
+    """Also: a duplicated event (same event_id) counts once."""
     s = isolated(services, "dlq")
     table = synthetic_table(n_items=50)
     good = table.item_ids
@@ -113,12 +114,13 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_apply(services):
     raw = json.loads(event("click", "u1", good[2], ts=ts + 3).to_json())
     p.send_raw("u1", json.dumps({k: v for k, v in raw.items() if k != "item_id"}).encode())
     p.send_raw("u1", json.dumps({**raw, "schema": 99}).encode())
-    p.send(event("click", "u1", good[3], ts=ts + 4, request_id="r1"))
+    p.send(event("click", "u1", good[3], ts=ts + 4, request_id="r1", event_id="c3"))
+    p.send(event("click", "u1", good[3], ts=ts + 4, request_id="r1", event_id="c3"))  # a producer's retry
     p.send(event("order", "u1", good[3], ts=ts + 5, request_id="r1", price=12.5))
     p.close()
 
     w = run_until_idle(s, table, "dlq-test")
-    assert w.stats["dlq"] == 5 and w.stats["applied"] == 3
+    assert w.stats["dlq"] == 5 and w.stats["applied"] == 3 and w.stats["duplicates"] == 1
 
     c = KafkaConsumer(s.kafka.dlq_topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
                       consumer_timeout_ms=5000)
