@@ -1,0 +1,76 @@
+"""The catalog's valid SIDs compiled once into flat arrays, so that beam search can mask and
+advance whole batches of hypotheses with array operations instead of walking a Python trie.
+
+Per level l: every prefix of length l is a node (ids in lexicographic order); the edges leaving
+level l are the sorted keys `node * K_l + code` with the child node of each. Allowed codes come
+from a dense (nodes x K_l) mask while it is small (the shallow levels), else from CSR ranges
+over the sorted keys (as in youtube/static-constraint-decoding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DENSE_LIMIT = 1 << 24  # booleans in one level's dense mask
+
+
+class SIDTrie:
+    def __init__(self, sids: np.ndarray, sizes: tuple[int, ...]):
+        sids = np.unique(np.asarray(sids, dtype=np.int64), axis=0)
+        if sids.ndim != 2 or sids.shape[1] != len(sizes) or not len(sids):
+            raise ValueError(f"need SIDs of {len(sizes)} codes, got shape {sids.shape}")
+        if (sids < 0).any() or (sids >= np.asarray(sizes)).any():
+            raise ValueError(f"SID codes outside the sizes {sizes}")
+        self.sids, self.sizes = sids, tuple(int(s) for s in sizes)
+        node = [np.zeros(len(sids), dtype=np.int64)]  # node id of each SID's prefix of length l
+        for level in range(1, len(sizes) + 1):
+            node.append(np.unique(sids[:, :level], axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64))
+        self.n_nodes = [int(n.max()) + 1 for n in node]
+        self.keys, self.child, self.dense = [], [], []
+        self.ptr, self.codes = [], []
+        for level, k in enumerate(self.sizes):
+            keys, first = np.unique(node[level] * k + sids[:, level], return_index=True)
+            self.keys.append(keys)
+            self.child.append(node[level + 1][first])
+            if self.n_nodes[level] * k <= DENSE_LIMIT:
+                mask = np.zeros((self.n_nodes[level], k), dtype=bool)
+                mask[keys // k, keys % k] = True
+                self.dense.append(torch.from_numpy(mask))
+            else:
+                self.dense.append(None)
+            self.ptr.append(np.searchsorted(keys, np.arange(self.n_nodes[level] + 1, dtype=np.int64) * k))
+            self.codes.append(keys % k)
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    def allowed(self, level: int, nodes: np.ndarray) -> torch.Tensor:
+        """(len(nodes), K_level) booleans: the codes that extend each node to a valid prefix."""
+        if self.dense[level] is not None:
+            return self.dense[level][torch.from_numpy(np.asarray(nodes, dtype=np.int64))]
+        k = self.sizes[level]
+        mask = torch.zeros((len(nodes), k), dtype=torch.bool)
+        starts, ends = self.ptr[level][nodes], self.ptr[level][np.asarray(nodes) + 1]
+        counts = ends - starts
+        rows = np.repeat(np.arange(len(nodes)), counts)
+        idx = np.repeat(starts - np.cumsum(np.concatenate([[0], counts[:-1]])), counts) + np.arange(counts.sum())
+        mask[torch.from_numpy(rows), torch.from_numpy(self.codes[level][idx])] = True
+        return mask
+
+    def advance(self, level: int, nodes: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Child node ids (-1 where the code does not extend the node)."""
+        keys = np.asarray(nodes, dtype=np.int64) * self.sizes[level] + np.asarray(codes, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys[level], keys), len(self.keys[level]) - 1)
+        found = self.keys[level][pos] == keys
+        return np.where(found, self.child[level][pos], -1)
+
+    def contains(self, sids: np.ndarray) -> np.ndarray:
+        """Whether each full SID is in the trie."""
+        sids = np.atleast_2d(np.asarray(sids, dtype=np.int64))
+        nodes = np.zeros(len(sids), dtype=np.int64)
+        ok = np.ones(len(sids), dtype=bool)
+        for level in range(self.levels):
+            nodes = self.advance(level, np.maximum(nodes, 0), sids[:, level])
+            ok &= nodes >= 0
+        return ok
