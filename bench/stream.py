@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,7 +37,9 @@ from features.client import feature_store  # noqa: E402
 from infra import services as svc  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from infra.settings import KafkaSettings, RedisSettings, Settings  # noqa: E402
+from streaming.launch import worker_argv  # noqa: E402
 from streaming.replay import encode_events, replay  # noqa: E402
+from streaming.status import end_offsets  # noqa: E402
 from streaming.synthetic import synthetic_events, synthetic_table  # noqa: E402
 from streaming.worker import FeatureWorker, WorkerConfig, namespace, tune_gc  # noqa: E402
 
@@ -91,13 +93,11 @@ def freshness(settings: Settings, table_path: Path, table, rate: int, seconds: f
     group, topic = "bench-fresh", settings.kafka.events_topic
     ns = namespace(group)
     r = redis.Redis.from_url(settings.redis.url)
-    probe = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    tps = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic)]
-    r.hset(f"{ns}:offsets", mapping={f"{topic}:{tp.partition}": off for tp, off in probe.end_offsets(tps).items()})
+    probe = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, receive_message_max_bytes=64 << 20)
+    r.hset(f"{ns}:offsets", mapping={f"{topic}:{p}": end for p, (_, end) in end_offsets(probe, topic).items()})
     probe.close()
     env = {**os.environ, **settings.to_env()}
-    worker = subprocess.Popen([sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items",
-                               str(table_path), "--group", group, "--log-level", "WARNING"], env=env)
+    worker = subprocess.Popen(worker_argv(table_path, group=group, log_level="WARNING"), env=env)
 
     def applied() -> int:
         return sum(json.loads(v)["events"] for v in r.hgetall(f"{ns}:workers").values())

@@ -106,11 +106,6 @@ class ItemDeltas:
         if ts > self.ts.get(item_id, -1):
             self.ts[item_id] = ts
 
-    def touch(self, item_id: str, ts: int = 0) -> None:
-        """Rewrite the item's row without changing its counts (used to seed SIDs)."""
-        self.days[item_id]
-        self.ts[item_id] = max(ts, self.ts.get(item_id, 0))
-
     def __len__(self) -> int:
         return len(self.days)
 

@@ -12,9 +12,15 @@ import redis
 
 from infra.process import ManagedProcess
 from infra.settings import Settings
-from streaming.worker import DEFAULT_GROUP, SESSIONS_GROUP, namespace
+from streaming.worker import ROLE_GROUPS, namespace
 
-ROLE_GROUPS = {"features": DEFAULT_GROUP, "sessions": SESSIONS_GROUP}
+
+def worker_argv(items: Path, role: str = "features", long_term: str = "mean", group: str = "",
+                log_level: str = "INFO") -> list[str]:
+    """The command line of one `onevision stream worker` process."""
+    argv = [sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
+            "--role", role, "--long-term", long_term, "--log-level", log_level]
+    return argv + (["--group", group] if group else [])
 
 
 def _published(settings: Settings, group: str, pid: int | None) -> bool:
@@ -30,8 +36,7 @@ def worker_process(settings: Settings, role: str, items: Path, index: int = 0, l
     group = ROLE_GROUPS[role]
     proc = ManagedProcess(
         name=f"stream-{role}-{index}", state_dir=settings.resolved_state_dir(), host="-", port=None,
-        argv=[sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
-              "--role", role, "--long-term", long_term],
+        argv=worker_argv(items, role, long_term),
         healthy=lambda: _published(settings, group, proc.pid()), env=settings.to_env())
     return proc
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
 
 from kafka import KafkaProducer
 
@@ -40,13 +39,6 @@ class EventProducer:
     def send_raw(self, user_id: str, value: bytes) -> None:
         """An already-encoded event (replays; tests that need malformed bytes on the topic)."""
         self.producer.send(self.topic, key=user_id.encode(), value=value)
-
-    def send_many(self, events: Iterable[Event | dict]) -> int:
-        n = 0
-        for e in events:
-            self.send(e)
-            n += 1
-        return n
 
     def flush(self, timeout: float | None = 30) -> None:
         self.producer.flush(timeout)

@@ -48,7 +48,8 @@ from streaming.user_state import CLICK, ORDER, UserState
 log = logging.getLogger(__name__)
 DEFAULT_GROUP = "onevision-features"
 SESSIONS_GROUP = "onevision-sessions"
-ROLES = ("features", "sessions")
+ROLE_GROUPS = {"features": DEFAULT_GROUP, "sessions": SESSIONS_GROUP}  # each role its own group
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 @dataclass
@@ -88,10 +89,10 @@ class FeatureWorker(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, table: ItemTable, config: WorkerConfig | None = None):
         self.settings, self.table, self.config = settings, table, config or WorkerConfig()
         c = self.config
-        if c.role not in ROLES:
-            raise ValueError(f"worker role must be one of {ROLES}, not {c.role!r}")
+        if c.role not in ROLE_GROUPS:
+            raise ValueError(f"worker role must be one of {tuple(ROLE_GROUPS)}, not {c.role!r}")
         self.features, self.sessionize = c.role == "features", c.role == "sessions"
-        c.group = c.group or (DEFAULT_GROUP if self.features else SESSIONS_GROUP)
+        c.group = c.group or ROLE_GROUPS[c.role]
         self.ns = namespace(c.group)
         self.topic = settings.kafka.events_topic
         self.redis = redis.Redis.from_url(settings.redis.url, socket_timeout=10, socket_connect_timeout=2)
@@ -341,39 +342,35 @@ class FeatureWorker(ConsumerRebalanceListener):
                 for s, ls in zip(closed, longs)]
 
     def _transact(self, queue, offsets: dict[str, int]) -> None:
-        delay = 0.05
-        while True:
-            try:
-                with self.redis.pipeline(transaction=True) as pipe:
-                    queue(pipe)
-                    pipe.execute()
-                return
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
-                self.stats["redis_retries"] += 1
-                log.warning("Redis write failed (%s); retrying in %.2fs, nothing committed", err, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                if offsets and self._landed(offsets):
-                    return
+        def write() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                queue(pipe)
+                pipe.execute()
+
+        self._retry(write, landed=(lambda: self._landed(offsets)) if offsets else None)
 
     def _landed(self, offsets: dict[str, int]) -> bool:
         """Whether a transaction whose reply was lost did apply (its offsets are stored)."""
         try:
             stored = self.redis.hmget(f"{self.ns}:offsets", list(offsets))
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        except REDIS_DOWN:
             return False
         return all(s is not None and int(s) == v for s, v in zip(stored, offsets.values()))
 
-    def _retry(self, call):
+    def _retry(self, call, landed=None):
+        """Call until Redis answers, backing off 50 ms doubling to 2 s; `landed` tells after a
+        failure whether the call took effect anyway (a lost reply), ending the retries."""
         delay = 0.05
         while True:
             try:
                 return call()
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+            except REDIS_DOWN as err:
                 self.stats["redis_retries"] += 1
-                log.warning("Redis read failed (%s); retrying in %.2fs", err, delay)
+                log.warning("Redis call failed (%s); retrying in %.2fs, nothing committed", err, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                if landed is not None and landed():
+                    return None
 
     def _commit(self, offsets: dict[int, int]) -> None:
         if not offsets:
@@ -414,4 +411,4 @@ class FeatureWorker(ConsumerRebalanceListener):
             self.producer.close()
 
 
-__all__ = ["DEFAULT_GROUP", "SESSIONS_GROUP", "FeatureWorker", "WorkerConfig", "namespace"]
+__all__ = ["DEFAULT_GROUP", "ROLE_GROUPS", "SESSIONS_GROUP", "FeatureWorker", "WorkerConfig", "namespace"]

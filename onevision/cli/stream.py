@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import typer
@@ -53,10 +52,10 @@ def run(items: Path = typer.Option(..., help=ITEMS_HELP),
         session_workers: int = typer.Option(1, min=0, help="sessionizer processes"),
         long_term: str = typer.Option("mean")) -> None:
     """Start the feature and session workers and wait for them (Ctrl-C stops all, each flushing first)."""
-    argv = [sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items", str(items),
-            "--long-term", long_term, "--role"]
-    procs = [subprocess.Popen([*argv, "features"]) for _ in range(workers)]
-    procs += [subprocess.Popen([*argv, "sessions"]) for _ in range(session_workers)]
+    from streaming.launch import worker_argv
+
+    roles = ["features"] * workers + ["sessions"] * session_workers
+    procs = [subprocess.Popen(worker_argv(items, role, long_term)) for role in roles]
     typer.echo(f"started {workers} feature and {session_workers} session worker(s): "
                f"pids {', '.join(str(p.pid) for p in procs)}")
 

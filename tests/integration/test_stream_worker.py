@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,8 +21,9 @@ from kafka import KafkaConsumer
 from features.client import feature_store, item_features, user_features
 from infra import services as svc
 from infra.process import free_port
-from infra.settings import KafkaSettings, RedisSettings, Settings
+from infra.settings import RedisSettings, Settings
 from streaming.item_table import ItemTable
+from streaming.launch import worker_argv
 from streaming.producer import EventProducer, event
 from streaming.replay import replay
 from streaming.synthetic import synthetic_events, synthetic_table
@@ -57,8 +57,7 @@ def run_until_idle(settings: Settings, table: ItemTable, group: str, idle: float
 
 def spawn_worker(settings: Settings, table_path: Path, group: str) -> subprocess.Popen:
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items",
-                             str(table_path), "--group", group, "--log-level", "WARNING"], env=env,
+    return subprocess.Popen(worker_argv(table_path, group=group, log_level="WARNING"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
