@@ -44,6 +44,10 @@ class ItemTable:
     def index(self, item_id: str) -> int | None:
         return self._index.get(item_id)
 
+    def indices(self, item_ids) -> np.ndarray:
+        """Row of each item id (-1 for ids not in the table)."""
+        return pd.Series(item_ids, dtype=object).map(self._index).fillna(-1).to_numpy(dtype=np.int64)
+
     def sid(self, item_id: str) -> list[int]:
         return self.sids[self._index[item_id]].tolist()
 

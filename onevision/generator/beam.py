@@ -38,6 +38,7 @@ def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: tor
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
     enc = model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+    enc_q, mask_q = enc, attention_mask
     decoder = model.get_decoder()
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     tokens = torch.full((b, 1), BOS, dtype=torch.long)
@@ -61,9 +62,10 @@ def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: tor
         rows = (torch.arange(b)[:, None] * width + parent).reshape(-1)
         if level == 0:  # one hypothesis per query so far: repeat its caches for the beams
             cache.batch_repeat_interleave(top)
-            enc, mask = enc.repeat_interleave(top, 0), mask.repeat_interleave(top, 0)
         else:
             cache.reorder_cache(rows)
+        if top != width or level == 0:  # the width can still grow while width * K < beam
+            enc, mask = enc_q.repeat_interleave(top, 0), mask_q.repeat_interleave(top, 0)
         nodes = trie.advance(level, nodes[rows.numpy()], code.reshape(-1).numpy()) if constrained \
             else np.zeros(b * top, dtype=np.int64)
         codes_so_far = torch.cat([codes_so_far.reshape(b * width, -1)[rows].reshape(b, top, -1),

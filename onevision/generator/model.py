@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from onevision.generator.vocab import BOS, EOS, PAD, SIDVocab
+from onevision.generator.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
 
 PRESETS = {  # (encoder layers, decoder layers, hidden, heads, ffn)
     "tiny": (1, 1, 32, 2, 64),
@@ -60,3 +60,115 @@ class SIDBart(BartForConditionalGeneration):
         positions = torch.arange(first, first + t).clamp(max=self.vocab.levels)
         out.logits = out.logits + self.level_mask[positions].to(out.logits.dtype)
         return out
+
+
+GRID_DIM, EMBED_DIM = 320, 256  # V's token and embedding sizes (encoders.aligned)
+WEIGHTS = "generator.safetensors"
+
+
+class OneVisionGenerator(torch.nn.Module):
+    """SIDBart plus the projections that turn V's features into encoder inputs.
+
+    `embed` builds inputs_embeds from a `Prompts` batch (token embeddings for the text, SID and
+    scene slots, projected grid tokens and embedding for the visual slots); `sid_logprob`
+    scores given SIDs by teacher forcing with the same level-restricted logits the beam search
+    uses; `category_logits` serves the category pretraining tasks, whose decoder starts from
+    SEP instead of BOS and reads the category tokens' logits."""
+
+    def __init__(self, tokens, preset: str = "small"):
+        super().__init__()
+        from onevision.generator.prompt import PromptTokens
+
+        self.tokens: PromptTokens = tokens
+        self.preset = preset
+        self.bart = SIDBart(bart_config(tokens.vocab, preset, max_positions=max(64, tokens.length + 8)))
+        d = self.bart.config.d_model
+        self.grid_proj = torch.nn.Linear(GRID_DIM, d)
+        self.embed_proj = torch.nn.Linear(EMBED_DIM, d)
+
+    @property
+    def vocab(self) -> SIDVocab:
+        return self.bart.vocab
+
+    def embed(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.bart.get_input_embeddings()(prompts.ids)
+        start = self.tokens.visual_start
+        n_grid = prompts.grid.shape[1]
+        visual = torch.cat([self.grid_proj(prompts.grid), self.embed_proj(prompts.embedding)[:, None]], dim=1)
+        x = torch.cat([x[:, :start], visual, x[:, start + n_grid + 1:]], dim=1)
+        mask = torch.cat([prompts.mask[:, :start], torch.ones(len(x), n_grid + 1, dtype=prompts.mask.dtype),
+                          prompts.mask[:, start + n_grid + 1:]], dim=1)
+        return x, mask
+
+    def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = self.embed(prompts)
+        return self.bart.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state, mask
+
+    def sid_logprob(self, prompts, sids: torch.Tensor, encoded=None) -> torch.Tensor:
+        """Log-probability of each SID (B, L) or of each of several SIDs per prompt (B, C, L):
+        the sum over levels of the level-restricted log-softmax."""
+        enc, mask = encoded if encoded is not None else self.encode(prompts)
+        flat = sids.reshape(-1, sids.shape[-1])
+        reps = flat.shape[0] // enc.shape[0]
+        if reps > 1:
+            enc, mask = enc.repeat_interleave(reps, 0), mask.repeat_interleave(reps, 0)
+        tokens = flat + torch.from_numpy(self.vocab.offsets)
+        dec_in = torch.cat([torch.full((len(flat), 1), BOS, dtype=torch.long), tokens[:, :-1]], dim=1)
+        hidden = self.bart.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
+                                         encoder_attention_mask=mask).last_hidden_state
+        total = torch.zeros(len(flat))
+        for level in range(self.vocab.levels):
+            logp = torch.log_softmax(self.bart.level_logits(hidden[:, level], level).float(), dim=-1)
+            total = total + logp.gather(1, flat[:, level:level + 1]).squeeze(1)
+        return total.reshape(sids.shape[:-1])
+
+    def category_logits(self, prompts, encoded=None) -> torch.Tensor:
+        enc, mask = encoded if encoded is not None else self.encode(prompts)
+        dec_in = torch.full((len(enc), 1), SEP_TOKEN, dtype=torch.long)
+        hidden = self.bart.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
+                                         encoder_attention_mask=mask).last_hidden_state[:, 0]
+        start = self.tokens.category_offset
+        end = start + len(self.tokens.categories)
+        return hidden @ self.bart.lm_head.weight[start:end].T + self.bart.final_logits_bias[0, start:end]
+
+    def search(self, prompts, trie, beam: int = 10, constrained: bool = True):
+        from onevision.generator.beam import beam_search
+
+        x, mask = self.embed(prompts)
+        return beam_search(self.bart, x, mask, trie, beam=beam, constrained=constrained)
+
+    def config(self) -> dict:
+        return {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}
+
+    def save(self, folder) -> dict:
+        from pathlib import Path
+
+        from safetensors.torch import save_model
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(folder / WEIGHTS))  # handles BART's tied embeddings
+        return {WEIGHTS: folder / WEIGHTS}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "OneVisionGenerator":
+        from onevision.generator.prompt import PromptTokens
+
+        if config.get("kind") != "onevision-generator":
+            raise ValueError(f"not a generator config (kind {config.get('kind')!r})")
+        return cls(PromptTokens.from_config(config["tokens"]), config["preset"])
+
+    @classmethod
+    def load(cls, folder, config: dict | None = None) -> "OneVisionGenerator":
+        """From a registry version (checked against its manifest) or a checkpoint folder with `config`."""
+        from pathlib import Path
+
+        from safetensors.torch import load_model
+
+        if config is None:
+            from onevision.registry import load_version
+
+            config = load_version(folder)[1]
+        model = cls.from_config(config)
+        load_model(model, str(Path(folder) / WEIGHTS))
+        return model.eval()

@@ -1,0 +1,47 @@
+"""Offline scores of a generator: constrained beam search over shopper photos, SIDs expanded to
+items by S_conv, HR@1/4/10 and MRR@4/10 per query set (click, order, all)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onevision.generator.retrieve import calibrate_threshold, s_conv
+from onevision.generator.searcher import GenerativeSearcher
+from onevision.metrics.retrieval import retrieval_metrics
+
+QUERY_SETS = ("click", "order", "all")
+
+
+def searcher_for(model, data) -> GenerativeSearcher:
+    """A searcher over the catalog of `data` (training/generator_data.GeneratorData), its
+    confidence threshold calibrated on the training photos."""
+    emb = data.bank.tokens.embedding
+    item_emb = emb[data.bank.rows(data.catalog.items["image"])]
+    train = data.queries("train")
+    threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
+                                    item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
+    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold)
+
+
+def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:
+    out = {}
+    for name in QUERY_SETS:
+        mask = np.ones(len(kinds), bool) if name == "all" else kinds == name
+        out[name] = {"n": int(mask.sum()), **(retrieval_metrics(ranked[mask], targets[mask]) if mask.any() else {})}
+    return out
+
+
+def evaluate_generator(model, data, examples, kinds, beam: int = 10, personalized: bool = True,
+                       searcher: GenerativeSearcher | None = None) -> dict:
+    """Scores on `examples` (with their user features, or blanked when not `personalized`)."""
+    ex = examples
+    if not personalized:
+        ex = ex.take(slice(None))
+        ex.long_sid = np.full_like(ex.long_sid, -1)
+        ex.short_sids = np.full_like(ex.short_sids, -1)
+    searcher = searcher or searcher_for(model, data)
+    res = searcher.search(ex.prompts(data.tokens, data.bank), beam=beam, k=10)
+    valid = searcher.trie.contains(res.sids.reshape(-1, res.sids.shape[-1])).reshape(res.sids.shape[:2])
+    finite = np.isfinite(res.scores)
+    return {"sets": set_metrics(res.items, ex.target_item, np.asarray(kinds)), "ranked": res.items,
+            "all_sids_valid": bool(valid[finite].all()), "low_confidence_share": float(res.low_confidence.mean())}

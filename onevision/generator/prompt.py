@@ -1,0 +1,159 @@
+"""The encoder's input: one fixed layout for every stage, so a model trained on one stage reads
+the next stage's prompts without surprises.
+
+    BOS  scene  long-term SID (L)  SEP  short-term SIDs (5 x L)  SEP  title (T)  SEP  visual (V)  EOS
+
+Empty slots (no title, a user with no history, a shorter short-term list) are PAD with
+attention mask 0, so a cold-start user is just a prompt whose user slots are empty. Visual
+positions hold the image's grid tokens then its pooled embedding; their embeddings come from
+projections of V's features, not the token table (`generator.model.OneVisionGenerator.embed`).
+
+Extra tokens after the SID codes: the scenes, the categories (also the outputs of the category
+pretraining tasks) and title words (the most frequent words of the catalog's titles).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from onevision.generator.vocab import BOS, EOS, MASK, PAD, SEP, SPECIAL, SIDVocab
+
+SCENES = ("image_search", "search", "feed", "unknown")
+SHORT_LEN = 5
+WORD = re.compile(r"[a-z0-9]+")
+
+
+def title_words(title: str) -> list[str]:
+    return WORD.findall(str(title).lower())
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """Token ids of everything a prompt can hold, and the layout's sizes."""
+
+    sizes: tuple[int, ...]
+    categories: tuple[str, ...]
+    words: tuple[str, ...]
+    scenes: tuple[str, ...] = SCENES
+    title_len: int = 8
+    n_visual: int = 17  # grid tokens + the pooled embedding
+
+    @classmethod
+    def from_catalog(cls, sizes: Sequence[int], categories: Iterable[str], titles: Iterable[str],
+                     max_words: int = 2000, n_visual: int = 17) -> "PromptTokens":
+        counts = Counter(w for t in titles for w in title_words(t))
+        words = tuple(sorted(w for w, _ in counts.most_common(max_words)))
+        return cls(tuple(int(s) for s in sizes), tuple(sorted(set(categories))), words, n_visual=n_visual)
+
+    @property
+    def vocab(self) -> SIDVocab:
+        return SIDVocab(self.sizes, extra=len(self.scenes) + len(self.categories) + len(self.words))
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def scene_offset(self) -> int:
+        return len(SPECIAL) + sum(self.sizes)
+
+    @property
+    def category_offset(self) -> int:
+        return self.scene_offset + len(self.scenes)
+
+    @property
+    def word_offset(self) -> int:
+        return self.category_offset + len(self.categories)
+
+    @property
+    def length(self) -> int:
+        return 1 + 1 + self.levels + 1 + SHORT_LEN * self.levels + 1 + self.title_len + 1 + self.n_visual + 1
+
+    @property
+    def visual_start(self) -> int:
+        return self.length - 1 - self.n_visual
+
+    def scene_ids(self, scenes: Sequence[str]) -> np.ndarray:
+        index = {s: i for i, s in enumerate(self.scenes)}
+        return np.array([index.get(s, index["unknown"]) for s in scenes], dtype=np.int64) + self.scene_offset
+
+    def category_index(self, categories: Sequence[str]) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.categories)}
+        missing = sorted(set(categories) - set(index))
+        if missing:
+            raise ValueError(f"unknown categories {missing[:3]}")
+        return np.array([index[c] for c in categories], dtype=np.int64)
+
+    def title_ids(self, titles: Sequence[str]) -> np.ndarray:
+        index = {w: i + self.word_offset for i, w in enumerate(self.words)}
+        out = np.full((len(titles), self.title_len), PAD, dtype=np.int64)
+        for row, title in enumerate(titles):
+            ids = [index[w] for w in title_words(title) if w in index][: self.title_len]
+            out[row, : len(ids)] = ids
+        return out
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PromptTokens":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
+@dataclass
+class Prompts:
+    """A batch of prompts as arrays: token ids (visual positions hold MASK), attention mask and
+    the visual features that fill the visual positions."""
+
+    ids: torch.Tensor  # (B, S) long
+    mask: torch.Tensor  # (B, S) long
+    grid: torch.Tensor  # (B, V - 1, d_grid) float
+    embedding: torch.Tensor  # (B, d_emb) float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray, scene: np.ndarray,
+                  long_sid: np.ndarray | None = None, short_sids: np.ndarray | None = None,
+                  title: np.ndarray | None = None) -> Prompts:
+    """Prompts from arrays: scene token ids (B,), long-term SIDs (B, L) and short-term SIDs
+    (B, 5, L) with -1 rows for missing ones, title token ids (B, T) with PAD."""
+    b, levels = len(grid), tokens.levels
+    vocab = tokens.vocab
+    ids = np.full((b, tokens.length), PAD, dtype=np.int64)
+    ids[:, 0], ids[:, 1] = BOS, scene
+    pos = 2
+    if long_sid is not None:
+        ids[:, pos:pos + levels] = _sid_tokens(vocab, long_sid)
+    pos += levels
+    ids[:, pos] = SEP
+    pos += 1
+    if short_sids is not None:
+        ids[:, pos:pos + SHORT_LEN * levels] = _sid_tokens(vocab, short_sids[:, :SHORT_LEN]).reshape(b, -1)
+    pos += SHORT_LEN * levels
+    ids[:, pos] = SEP
+    pos += 1
+    if title is not None:
+        ids[:, pos:pos + tokens.title_len] = title[:, : tokens.title_len]
+    pos += tokens.title_len
+    ids[:, pos] = SEP
+    ids[:, tokens.visual_start:-1] = MASK
+    ids[:, -1] = EOS
+    return Prompts(torch.from_numpy(ids), torch.from_numpy((ids != PAD).astype(np.int64)),
+                   torch.from_numpy(np.asarray(grid, dtype=np.float32)),
+                   torch.from_numpy(np.asarray(embedding, dtype=np.float32)))
+
+
+def _sid_tokens(vocab: SIDVocab, sids: np.ndarray) -> np.ndarray:
+    """SID codes to tokens; rows holding -1 (missing) become PAD."""
+    sids = np.asarray(sids, dtype=np.int64)
+    missing = (sids < 0).any(axis=-1, keepdims=True)
+    out = np.where(missing, 0, sids) + vocab.offsets
+    return np.where(missing, PAD, out)

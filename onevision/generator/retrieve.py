@@ -1,0 +1,77 @@
+"""From generated SIDs to a ranked item list, and a low-confidence flag.
+
+Several items can share a SID (near duplicates); inside a SID they are ordered by S_conv
+(OneVision eq. 13: w1 clicks_30d + w2 GMV_30d + w3 orders_30d), and SIDs keep the beam's order.
+The flag says the results may not be the product in the photo: when none of the top-K items'
+image embeddings is at least `threshold` cosine-similar to the query's (OneVision 3.4's
+top-K similarity check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+S_CONV_WEIGHTS = (1.0, 0.01, 5.0)  # clicks, GMV, orders (same defaults as streaming.item_stats)
+
+
+def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEIGHTS) -> np.ndarray:
+    """Eq. 13 from a catalog's 30-day columns (missing columns count as zero)."""
+    cols = [items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
+            for c in ("clicks_30d", "gmv_30d", "orders_30d")]
+    return sum(w * c for w, c in zip(weights, cols))
+
+
+@dataclass
+class SIDItems:
+    """Items grouped by SID, each group ordered by S_conv (best first)."""
+
+    sids: np.ndarray  # (G, L) distinct SIDs, lexicographic
+    starts: np.ndarray  # (G + 1,) group g's items are members[starts[g]:starts[g + 1]]
+    members: np.ndarray  # item rows
+
+    @classmethod
+    def build(cls, item_sids: np.ndarray, score: np.ndarray) -> "SIDItems":
+        sids, group = np.unique(np.asarray(item_sids, np.int64), axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        order = np.lexsort((np.arange(len(group)), -np.asarray(score, np.float64), group))
+        starts = np.searchsorted(group[order], np.arange(len(sids) + 1))
+        return cls(sids, starts, order)
+
+    def groups(self, sids: np.ndarray) -> np.ndarray:
+        """Group index of each SID (N, L), -1 where no item has it."""
+        sids = np.atleast_2d(np.asarray(sids, np.int64))
+        keys = np.ravel_multi_index(sids.T, self.sids.max(0) + 1, mode="clip")
+        mine = np.ravel_multi_index(self.sids.T, self.sids.max(0) + 1)
+        pos = np.minimum(np.searchsorted(mine, keys), len(mine) - 1)
+        ok = (mine[pos] == keys) & (sids <= self.sids.max(0)).all(1)
+        return np.where(ok, pos, -1)
+
+    def rank(self, beam_sids: np.ndarray, k: int = 10) -> np.ndarray:
+        """(B, beam, L) SIDs best first -> (B, k) item rows, -1 padded."""
+        b = beam_sids.shape[0]
+        out = np.full((b, k), -1, np.int64)
+        groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, -1)
+        for r in range(b):
+            items = [self.members[self.starts[g]:self.starts[g + 1]] for g in groups[r] if g >= 0]
+            flat = np.concatenate(items)[:k] if items else np.zeros(0, np.int64)
+            out[r, : len(flat)] = flat
+        return out
+
+
+def low_confidence(query_embedding: np.ndarray, item_embedding: np.ndarray, ranked: np.ndarray,
+                   threshold: float, top_k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(flag, best similarity) per query: flag when the best cosine similarity between the query
+    and its top-K items is below `threshold`."""
+    top = ranked[:, :top_k]
+    sims = np.einsum("bd,bkd->bk", query_embedding, item_embedding[np.maximum(top, 0)])
+    best = np.where(top >= 0, sims, -1.0).max(1)
+    return best < threshold, best
+
+
+def calibrate_threshold(query_embedding: np.ndarray, target_embedding: np.ndarray, quantile: float = 0.02) -> float:
+    """A threshold that flags about `quantile` of correct matches: the quantile of the cosine
+    similarity between training photos and their own items."""
+    return float(np.quantile((query_embedding * target_embedding).sum(1), quantile))

@@ -1,0 +1,48 @@
+"""Image search with a trained generator: prompts in, ranked items and a confidence flag out.
+
+Constrained beam search over the catalog's SID trie, SIDs expanded to items ordered by S_conv,
+the low-confidence check against V's embeddings. Batches of any size; a prompt with empty user
+slots (cold start) is searched like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onevision.generator.model import OneVisionGenerator
+from onevision.generator.prompt import Prompts
+from onevision.generator.retrieve import SIDItems, low_confidence
+from onevision.generator.trie import SIDTrie
+
+
+@dataclass
+class SearchResult:
+    items: np.ndarray  # (B, k) item rows best first, -1 padded
+    sids: np.ndarray  # (B, beam, L) generated SIDs
+    scores: np.ndarray  # (B, beam) log-probabilities
+    low_confidence: np.ndarray  # (B,) bool
+    similarity: np.ndarray  # (B,) best query-item cosine among the top K
+
+
+class GenerativeSearcher:
+    def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
+                 item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64):
+        self.model = model.eval()
+        self.trie = SIDTrie(item_sids, model.vocab.sizes)
+        self.items = SIDItems.build(item_sids, s_conv)
+        self.item_embedding = np.asarray(item_embedding, np.float32)
+        self.threshold, self.batch_size = threshold, batch_size
+
+    def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
+        parts = []
+        for start in range(0, len(prompts), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            chunk = Prompts(prompts.ids[sl], prompts.mask[sl], prompts.grid[sl], prompts.embedding[sl])
+            parts.append(self.model.search(chunk, self.trie, beam=beam, constrained=constrained))
+        sids = np.concatenate([p.sids for p in parts])
+        scores = np.concatenate([p.scores for p in parts])
+        items = self.items.rank(sids, k)
+        flag, best = low_confidence(prompts.embedding.numpy(), self.item_embedding, items, self.threshold)
+        return SearchResult(items, sids, scores, flag, best)

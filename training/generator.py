@@ -1,0 +1,86 @@
+"""Recipe `train all`: pretrain -> SFT -> personalized SFT -> DPO, then publish the generator.
+
+Each stage starts from the previous stage's weights and checkpoints under
+`<runs>/<model>/<run id>/<stage>/` (the run id fingerprints catalog, tokenizer, preset, stages
+and seed), so an interrupted `train all` resumes where it stopped and a finished stage is
+loaded, not retrained. The result is published as `generator-<method>-<catalog>` (or the
+given name) with the stage logs, loss curves and validation metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from onevision.catalog.format import Catalog
+from onevision.generator.model import OneVisionGenerator
+from onevision.registry import load_version, publish
+from training import dpo, personalized_sft, pretrain, sft
+from training.generator_data import GeneratorData, fingerprint, load_generator_data
+
+STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
+ALL_STAGES = tuple(STAGES)
+MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}
+
+
+def stage_config(stage: str, preset: str, seed: int):
+    presets = STAGES[stage].PRESETS
+    cfg = presets.get(preset, presets["small"])
+    return type(cfg)(**{**asdict(cfg), "seed": seed})
+
+
+def generator_name(tokenizer_version: Path) -> str:
+    model = Path(tokenizer_version).parent.name  # tokenizer-<method>-<catalog>
+    return "generator-" + model.removeprefix("tokenizer-")
+
+
+def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], workdir: Path, seed: int = 0,
+                 progress: bool = True) -> tuple[OneVisionGenerator, dict]:
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
+    torch.manual_seed(seed)
+    model = OneVisionGenerator(data.tokens, MODEL_PRESET.get(preset, "small"))
+    logs = {}
+    for stage in stages:
+        logs[stage] = STAGES[stage].run(model, data, stage_config(stage, preset, seed), workdir / stage, progress)
+    return model, logs
+
+
+def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
+                    preset: str = "small", stages: tuple[str, ...] = ALL_STAGES, seed: int = 0,
+                    name: str | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """Run the stages and publish; returns the registry version and its validation metrics."""
+    from onevision.eval.generative import evaluate_generator
+
+    t0 = time.perf_counter()
+    data = load_generator_data(catalog, tokenizer_version, cache, progress=progress)
+    name = name or generator_name(tokenizer_version)
+    tok_manifest, _ = load_version(tokenizer_version)
+    run_id = fingerprint(catalog.root.resolve(), tok_manifest["files"], preset, stages, seed)
+    workdir = runs / name / run_id
+    model, logs = train_stages(data, preset, stages, workdir, seed, progress)
+    val, q = data.evaluation("val")
+    metrics = {"val": evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10)["sets"], "train_seconds": round(time.perf_counter() - t0, 1),
+               "stages": {s: {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
+                              "seconds": round(log["seconds"], 1)} for s, log in logs.items()}}
+    config = {**model.config(), "tokenizer": str(tokenizer_version), "catalog": catalog.name, "stages": list(stages),
+              "seed": seed, "training_preset": preset}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = model.save(Path(tmp))
+        for stage in stages:
+            png = workdir / stage / "loss.png"
+            if png.is_file():
+                files[f"loss_{stage}.png"] = shutil.copy(png, Path(tmp) / f"loss_{stage}.png")
+        log_path = Path(tmp) / "training_log.json"
+        log_path.write_text(json.dumps(logs))
+        files["training_log.json"] = log_path
+        version = publish(registry, name, files, config, metrics)
+    return version, metrics
+
