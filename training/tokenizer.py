@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,12 +112,34 @@ def measure(tok: Tokenizer, catalog: Catalog, features: CatalogFeatures) -> tupl
     return sids, report
 
 
+ABLATIONS = ("business", "category")  # OneVision Table 2: VRQ without business / category features
+
+
+def ablate(features: CatalogFeatures, without: str | None) -> CatalogFeatures:
+    """The same features with one input zeroed everywhere (items, pairs, views, queries)."""
+    if without is None:
+        return features
+    if without not in ABLATIONS:
+        raise ValueError(f"unknown ablation {without!r}; choose from {', '.join(ABLATIONS)}")
+    field_ = {"business": "business", "category": "text"}[without]
+
+    def zero(inp):
+        return replace(inp, **{field_: np.zeros_like(getattr(inp, field_))})
+    return CatalogFeatures(zero(features.items), replace(features.pairs, inputs=zero(features.pairs.inputs)),
+                           replace(features.views, inputs=zero(features.views.inputs)), zero(features.queries),
+                           features.query_target)
+
+
 def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, sizes: tuple[int, ...] | None = None,
-                    seed: int = 0, preset: str = "small", progress: bool = True) -> tuple[Path, dict]:
-    """Fit, measure and publish one tokenizer; return its registry version and metrics."""
+                    seed: int = 0, preset: str = "small", progress: bool = True,
+                    without: str | None = None) -> tuple[Path, dict]:
+    """Fit, measure and publish one tokenizer (optionally without business or category
+    features, published as `tokenizer-<method>-no-<feature>-<catalog>`); return its registry
+    version and metrics."""
     t0 = time.perf_counter()
     rec = recipe(preset)
     encoder_version, features = ensure_features(catalog, registry, cache, rec.align, progress)
+    features = ablate(features, without)
     sizes = tuple(sizes or rec.sizes or default_sizes(len(catalog.items), method))
     tok = make_tokenizer(method, sizes, seed, rec.options(method))
     t_fit = time.perf_counter()
@@ -134,7 +156,9 @@ def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, 
         files[ITEM_SIDS] = work / ITEM_SIDS
         config = {"kind": "tokenizer", "tokenizer": tok.config(), "catalog": catalog.name,
                   "encoder": str(encoder_version)}
-        version = publish(registry, f"tokenizer-{method}-{catalog.name}", files, config, metrics)
+        config["without"] = without
+        tag = f"{method}-no-{without}" if without else method
+        version = publish(registry, f"tokenizer-{tag}-{catalog.name}", files, config, metrics)
     return version, metrics
 
 

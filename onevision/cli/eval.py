@@ -29,3 +29,26 @@ def ann(
     path, table = write_report(c, result, reports)
     typer.echo(table)
     typer.echo(f"\nwrote {path}")
+
+
+@app.command("offline")
+@user_errors
+def offline(
+    catalog: Path = typer.Option(..., help="catalog directory"),
+    preset: str = typer.Option("small", help="training preset for anything not yet in the registry"),
+    ablations: bool = typer.Option(True, help="also train and score the Table 2 ablations"),
+    beam: int = typer.Option(10, help="beam size (the paper uses 10 offline)"),
+    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
+    cache: Path = typer.Option(Path("data/cache/features"), help="feature and visual-token cache root"),
+    runs: Path = typer.Option(Path("data/runs"), help="stage checkpoints"),
+    reports: Path = typer.Option(Path("reports"), help="where the JSON and Markdown reports go"),
+) -> None:
+    """ANN, MCA, MCA w/o ranking, RQ-KMeans GR and OneVision (w/ and w/o personalization) on the
+    test split's CLICK and ORDER sets, plus the ablations: Tables 1 and 2."""
+    from onevision.catalog.format import load_catalog
+    from onevision.eval.offline import offline_report
+
+    path, report = offline_report(load_catalog(catalog), registry, cache, runs, reports, preset, ablations, beam,
+                                  log=typer.echo)
+    typer.echo("\n" + path.with_suffix(".md").read_text())
+    typer.echo(f"wrote {path} and {path.with_suffix('.md')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onevision.cli import catalog, encoder, eval, features, infra, stream, tokenizer, world
+from onevision.cli import catalog, encoder, eval, features, infra, stream, tokenizer, train, world
 from onevision.cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(world.app, name="world")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(encoder.app, name="encoder")
 app.add_typer(tokenizer.app, name="tokenizer")
+app.add_typer(train.app, name="train")
 app.add_typer(eval.app, name="eval")
 app.add_typer(infra.app, name="infra")
 app.add_typer(stream.app, name="stream")

@@ -35,13 +35,15 @@ def train(
     preset: str = typer.Option("small", help="training lengths: tiny (tests) | small | paper (paper sizes)"),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
+    without: str = typer.Option(None, help="ablation: train without 'business' or 'category' features (Table 2)"),
 ) -> None:
     """Train a tokenizer (aligning the encoder first if needed); publish weights and item SIDs."""
     from onevision.catalog.format import load_catalog
     from onevision.eval.tokenizer_report import markdown
     from training.tokenizer import train_tokenizer
 
-    version, metrics = train_tokenizer(load_catalog(catalog), method, registry, cache, _sizes(sizes), seed, preset)
+    version, metrics = train_tokenizer(load_catalog(catalog), method, registry, cache, _sizes(sizes), seed, preset,
+                                       without=without)
     typer.echo(markdown({method: metrics}))
     typer.echo(f"\n{method} tokenizer -> {version} (item_sids.parquet inside), fit {metrics['fit_seconds']:.0f}s, "
                f"total {metrics['total_seconds']:.0f}s")

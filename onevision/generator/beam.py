@@ -1,14 +1,17 @@
-"""Trie-constrained beam search written for speed, not `generate`:
+"""Trie-constrained beam search written for speed, not `generate`.
 
-- the encoder runs once per query, and the first decoder step runs once per query too; its
-  caches (self- and cross-attention keys/values) are then repeated for the beams, so the
-  encoder's keys/values are projected once per query, not once per beam;
-- each step computes logits only for the current level's codes (`SIDBart.level_logits`);
-- validity comes from the compiled trie (`SIDTrie.allowed` / `advance`), batched;
-- many queries decode together.
+- The encoder runs once per query, and each decoder layer's cross-attention keys and values are
+  projected once per query and shared by all of its beams: the beams of a query attend to them
+  as extra query rows of one attention call, so nothing of size (beams x prompt) is ever copied
+  or reordered. Only the small self-attention caches (one entry per generated level) follow
+  the beams.
+- Each step computes logits only for the current level's codes (`SIDBart.level_logits`).
+- Validity comes from the compiled trie (`SIDTrie.allowed` / `advance`), for whole batches.
+- Many queries decode together.
 
-Scores are sums of level-restricted log-probabilities, exactly what `SIDBart.forward` gives
-transformers' beam search, so both return the same SIDs in the same order.
+The decoder step reads SIDBart's own weights (post-LN BART decoder layers), so scores are the
+sums of level-restricted log-probabilities that `SIDBart.forward` gives transformers' beam
+search; a test checks both return the same SIDs in the same order.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+import torch.nn.functional as F
 
 from onevision.generator.model import SIDBart
 from onevision.generator.trie import SIDTrie
@@ -30,6 +33,58 @@ class BeamResult:
     scores: np.ndarray  # (B, beam) summed log-probabilities, best first
 
 
+class _Decoder:
+    """BART's decoder, one step for (B, W) hypotheses with per-query shared cross-attention."""
+
+    def __init__(self, model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor):
+        dec = model.get_decoder()
+        self.dec, self.layers = dec, dec.layers
+        self.heads = model.config.decoder_attention_heads
+        b, s, h = enc.shape
+        self.head_dim = h // self.heads
+        self.cross = []  # per layer: (K, V) of shape (B, heads, S, d)
+        for layer in self.layers:
+            att = layer.encoder_attn
+            self.cross.append((self._split(att.k_proj(enc)), self._split(att.v_proj(enc))))
+        self.enc_mask = enc_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, W, heads, t, d)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, H) -> (B, heads, N, d)
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def step(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
+        """Decoder states (B, W, H) of the tokens (B, W) at `position`."""
+        b, w = tokens.shape
+        dec = self.dec
+        x = dec.embed_tokens(tokens) + dec.embed_positions.weight[position + dec.embed_positions.offset]
+        x = dec.layernorm_embedding(x)
+        new_kv = []
+        for i, layer in enumerate(self.layers):
+            att = layer.self_attn
+            q = att.q_proj(x).view(b, w, self.heads, 1, self.head_dim)
+            k = att.k_proj(x).view(b, w, self.heads, 1, self.head_dim)
+            v = att.v_proj(x).view(b, w, self.heads, 1, self.head_dim)
+            if self.self_kv:
+                k = torch.cat([self.self_kv[i][0], k], dim=3)
+                v = torch.cat([self.self_kv[i][1], v], dim=3)
+            new_kv.append((k, v))
+            a = F.scaled_dot_product_attention(q, k, v).reshape(b, w, -1)
+            x = layer.self_attn_layer_norm(x + att.out_proj(a))
+            ca = layer.encoder_attn
+            q = ca.q_proj(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, W, d)
+            ck, cv = self.cross[i]
+            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=self.enc_mask).transpose(1, 2).reshape(b, w, -1)
+            x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
+            x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
+        self.self_kv = new_kv
+        return x
+
+    def reorder(self, parent: torch.Tensor) -> None:
+        """Keep the self-attention caches of the chosen parents (B, W')."""
+        rows = torch.arange(parent.shape[0])[:, None]
+        self.self_kv = [(k[rows, parent], v[rows, parent]) for k, v in self.self_kv]
+
+
 @torch.no_grad()
 def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, trie: SIDTrie,
                 beam: int = 10, constrained: bool = True) -> BeamResult:
@@ -38,20 +93,16 @@ def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: tor
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
     enc = model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-    enc_q, mask_q = enc, attention_mask
-    decoder = model.get_decoder()
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    decoder = _Decoder(model, enc, attention_mask)
     tokens = torch.full((b, 1), BOS, dtype=torch.long)
-    mask = attention_mask
     width = 1  # hypotheses per query so far
     nodes = np.zeros(b, dtype=np.int64)
     scores = torch.zeros(b, 1)
-    codes_so_far = torch.zeros((b, 1, 0), dtype=torch.long)
+    codes = torch.zeros((b, 1, 0), dtype=torch.long)
     offsets = model.vocab.offsets
     for level in range(trie.levels):
-        hidden = decoder(input_ids=tokens, encoder_hidden_states=enc, encoder_attention_mask=mask,
-                         past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        logp = torch.log_softmax(model.level_logits(hidden, level).float(), dim=-1)
+        hidden = decoder.step(tokens, level)
+        logp = torch.log_softmax(model.level_logits(hidden.reshape(b * width, -1), level).float(), dim=-1)
         if constrained:
             logp = logp.masked_fill(~trie.allowed(level, np.maximum(nodes, 0)), float("-inf"))
         k = logp.shape[-1]
@@ -59,17 +110,11 @@ def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: tor
         top = min(beam, width * k)
         scores, flat = total.topk(top, dim=-1)
         parent, code = flat // k, flat % k
-        rows = (torch.arange(b)[:, None] * width + parent).reshape(-1)
-        if level == 0:  # one hypothesis per query so far: repeat its caches for the beams
-            cache.batch_repeat_interleave(top)
-        else:
-            cache.reorder_cache(rows)
-        if top != width or level == 0:  # the width can still grow while width * K < beam
-            enc, mask = enc_q.repeat_interleave(top, 0), mask_q.repeat_interleave(top, 0)
-        nodes = trie.advance(level, nodes[rows.numpy()], code.reshape(-1).numpy()) if constrained \
+        decoder.reorder(parent)
+        rows = (torch.arange(b)[:, None] * width + parent).reshape(-1).numpy()
+        nodes = trie.advance(level, nodes[rows], code.reshape(-1).numpy()) if constrained \
             else np.zeros(b * top, dtype=np.int64)
-        codes_so_far = torch.cat([codes_so_far.reshape(b * width, -1)[rows].reshape(b, top, -1),
-                                  code[:, :, None]], dim=-1)
-        tokens = (code.reshape(-1, 1) + int(offsets[level]))
+        codes = torch.cat([codes[torch.arange(b)[:, None], parent], code[:, :, None]], dim=-1)
+        tokens = code + int(offsets[level])
         width = top
-    return BeamResult(codes_so_far.numpy(), scores.numpy())
+    return BeamResult(codes.numpy(), scores.numpy())

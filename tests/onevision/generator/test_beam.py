@@ -7,6 +7,7 @@ import torch
 
 from onevision.generator.beam import beam_search
 from onevision.generator.model import SIDBart, bart_config
+from onevision.generator.reference import dict_trie, generate_reference
 from onevision.generator.trie import SIDTrie
 from onevision.generator.vocab import SIDVocab
 
@@ -23,15 +24,7 @@ def setup():
 
 
 def reference(model, vocab, trie, x, beam):
-    prefixes = {}
-    for s in vocab.tokens(trie.sids).tolist():
-        for level in range(len(s)):
-            prefixes.setdefault(tuple(s[:level]), set()).add(s[level])
-    prefixes = {k: sorted(v) for k, v in prefixes.items()}
-    out = model.generate(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long), num_beams=beam,
-                         num_return_sequences=beam, max_new_tokens=len(SIZES), do_sample=False, length_penalty=0.0,
-                         prefix_allowed_tokens_fn=lambda _, ids: prefixes.get(tuple(ids[1:].tolist()), [0]))
-    return out[:, 1:].reshape(len(x), beam, len(SIZES)).numpy() - vocab.offsets
+    return generate_reference(model, x, None, dict_trie(model, trie.sids), beam)
 
 
 @pytest.mark.parametrize("beam", [10, 32])

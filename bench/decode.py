@@ -1,0 +1,109 @@
+"""Decoding benchmark: our trie-constrained beam search vs transformers `generate` with a
+Python dict trie (`prefix_allowed_tokens_fn`), same weights, same valid SIDs, same prompts.
+
+For beams 10, 64 and 256, a single query and a batch of 16: latency per call, queries/s, and
+whether the top-10 SIDs are identical; plus ours with vs without the constraint (the cost of
+the trie). Writes reports/bench_decode.json.
+
+    python bench/decode.py                              # a trained generator if the registry has one
+    python bench/decode.py --generator data/registry/generator-vrq-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onevision.generator.beam import beam_search
+from onevision.generator.model import OneVisionGenerator
+from onevision.generator.prompt import PromptTokens, build_prompts
+from onevision.generator.reference import dict_trie, generate_reference
+from onevision.generator.trie import SIDTrie
+
+
+def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerator, np.ndarray, str]:
+    """The generator and its catalog's SIDs, or a random small model over random SIDs."""
+    from onevision.registry import current_version, load_version, resolve
+    from streaming.item_table import load_item_table
+
+    if generator is None:
+        found = sorted(p.name for p in registry.glob("generator-vrq-*") if current_version(registry, p.name)) \
+            if registry.is_dir() else []
+        generator = str(registry / found[0]) if found else None
+    if generator is not None:
+        version = resolve(generator, registry)
+        config = load_version(version)[1]
+        return OneVisionGenerator.load(version), load_item_table(config["tokenizer"]).sids, str(version)
+    torch.manual_seed(0)
+    sizes = (71, 35, 17, 16, 16)
+    tokens = PromptTokens(sizes, tuple(f"c{i}" for i in range(20)), tuple(f"w{i}" for i in range(500)))
+    sids = np.random.default_rng(0).integers(0, sizes, (5000, len(sizes)))
+    return OneVisionGenerator(tokens, "small").eval(), sids, "random small generator, 5000 random SIDs"
+
+
+def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = model.tokens
+    x = build_prompts(t, rng.standard_normal((n, t.n_visual - 1, 320)).astype(np.float32),
+                      rng.standard_normal((n, 256)).astype(np.float32), t.scene_ids(["image_search"] * n))
+    return model.embed(x)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    fn()  # warm-up
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--generator", default=None, help="registry version or model dir (default: a generator-vrq-* if any)")
+    ap.add_argument("--registry", type=Path, default=Path("data/registry"))
+    ap.add_argument("--beams", default="10,64,256")
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("reports/bench_decode.json"))
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    model, sids, source = load_setup(args.generator, args.registry)
+    trie = SIDTrie(sids, model.vocab.sizes)
+    t0 = time.perf_counter()
+    prefixes = dict_trie(model.bart, trie.sids)
+    dict_s = time.perf_counter() - t0
+    rows = []
+    for batch in map(int, args.batches.split(",")):
+        x, mask = prompts(model, batch)
+        for beam in map(int, args.beams.split(",")):
+            ours_s, ours = timed(lambda: beam_search(model.bart, x, mask, trie, beam=beam), args.repeats)
+            free_s, _ = timed(lambda: beam_search(model.bart, x, mask, trie, beam=beam, constrained=False), args.repeats)
+            ref_s, ref = timed(lambda: generate_reference(model.bart, x, mask, prefixes, beam), max(1, args.repeats - 2))
+            top = min(10, beam)
+            row = {"batch": batch, "beam": beam, "ours_ms": 1000 * ours_s, "reference_ms": 1000 * ref_s,
+                   "ours_unconstrained_ms": 1000 * free_s, "ours_qps": batch / ours_s, "reference_qps": batch / ref_s,
+                   "speedup": ref_s / ours_s, "constraint_overhead": ours_s / free_s - 1,
+                   "top10_identical": bool((ours.sids[:, :top] == ref[:, :top]).all()),
+                   "all_valid": bool(trie.contains(ours.sids.reshape(-1, trie.levels)).all())}
+            rows.append(row)
+            print(f"batch {batch:>2} beam {beam:>3}: ours {row['ours_ms']:8.1f} ms ({row['ours_qps']:7.1f} q/s)  "
+                  f"transformers {row['reference_ms']:8.1f} ms ({row['reference_qps']:6.1f} q/s)  x{row['speedup']:.1f}  "
+                  f"constraint +{100 * row['constraint_overhead']:.1f}%  top-10 identical {row['top10_identical']}")
+    report = {"model": source, "preset": model.preset, "sid_sizes": list(model.vocab.sizes), "n_sids": int(len(trie.sids)),
+              "prompt_length": model.tokens.length, "dict_trie_build_s": dict_s, "rows": rows,
+              "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

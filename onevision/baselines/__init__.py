@@ -1,0 +1,1 @@
+"""Non-generative baselines evaluated beside OneVision: the multi-stage cascade (MCA)."""

@@ -1,0 +1,44 @@
+"""`onevision train`: the generator's training stages, in order, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from onevision.cli.errors import user_errors
+
+app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO.", no_args_is_help=True)
+
+
+@app.command("all")
+@user_errors
+def train_all(
+    catalog: Path = typer.Option(..., help="catalog directory"),
+    preset: str = typer.Option("small", help="model size and training lengths: tiny | small | paper"),
+    tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if missing)"),
+    stages: str = typer.Option("pretrain,sft,personalized-sft,dpo", help="stages to run, in order"),
+    name: str = typer.Option(None, help="registry model name (default generator-<method>-<catalog>)"),
+    seed: int = typer.Option(0),
+    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
+    cache: Path = typer.Option(Path("data/cache/features"), help="feature and visual-token cache root"),
+    runs: Path = typer.Option(Path("data/runs"), help="stage checkpoints (an interrupted run resumes from them)"),
+) -> None:
+    """Run the stages and publish the generator with its validation metrics."""
+    from onevision.catalog.format import load_catalog
+    from onevision.eval.offline import _tokenizer
+    from training.generator import train_generator
+    from training.tokenizer import recipe
+
+    c = load_catalog(catalog)
+    recipe(preset)  # unknown presets fail before any work
+    tok = _tokenizer(c, tokenizer, registry, cache, preset)
+    version, metrics = train_generator(c, tok, registry, cache, runs, preset, tuple(s.strip() for s in stages.split(",")),
+                                       seed, name)
+    for stage, m in metrics["stages"].items():
+        typer.echo(f"  {stage:<18} {m['epochs']} epochs, final loss {m['final_loss']:.4f}, {m['seconds']:.0f}s")
+    for set_name, m in metrics["val"].items():
+        if "HR@1" in m:
+            typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
+                       f"MRR@10 {100 * m['MRR@10']:.2f}")
+    typer.echo(f"generator -> {version} (loss curves loss_<stage>.png inside)")

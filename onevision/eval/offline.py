@@ -1,0 +1,142 @@
+"""`onevision eval offline`: every method through one evaluation, shaped like OneVision's
+Tables 1 and 2, on the test split's CLICK and ORDER sets.
+
+Methods (each trained here if the registry lacks it):
+- ANN: the aligned encoder V + exact faiss search (the DINOv3 row);
+- MCA: ANN recall, pre-rank, learned ranker with user features and item stats; MCA w/o ranking;
+- RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT (IRGen-like);
+- OneVision: VRQ SIDs, pretrain -> SFT -> personalized SFT -> DPO, with and without the user's
+  features at inference (w/ P. / w/o P.);
+- ablations (Table 2): trained without user SIDs (pretrain -> SFT), on VRQ without business
+  features, on VRQ without category features.
+Writes `reports/offline_<catalog>.json` and `.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from onevision.baselines.mca import MCACascade, UserArrays
+from onevision.catalog.format import Catalog
+from onevision.eval.ann import search
+from onevision.eval.generative import evaluate_generator, set_metrics
+from onevision.metrics.retrieval import DEFAULT_CUTOFFS
+from onevision.registry import current_version, load_version, resolve
+
+STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
+
+
+def _tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
+               progress: bool = True) -> Path:
+    from training.tokenizer import train_tokenizer
+
+    tag = f"{method}-no-{without}" if without else method
+    model = f"tokenizer-{tag}-{catalog.name}"
+    if current_version(registry, model):
+        return resolve(model, registry)
+    return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
+
+
+def _generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
+               runs: Path, preset: str, progress: bool = True) -> Path:
+    """The registry's current `name` if it was trained on this tokenizer with these stages, else a new one."""
+    from training.generator import train_generator
+
+    if current_version(registry, name):
+        version = resolve(name, registry)
+        config = load_version(version)[1]
+        if config.get("tokenizer") == str(tokenizer) and tuple(config.get("stages", ())) == stages \
+                and config.get("training_preset") == preset:
+            return version
+    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress)[0]
+
+
+def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, reports: Path, preset: str = "small",
+                   ablations: bool = True, beam: int = 10, progress: bool = True,
+                   log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    from onevision.generator.model import OneVisionGenerator
+    from training.generator import ALL_STAGES, generator_name
+    from training.generator_data import load_generator_data
+
+    t0 = time.perf_counter()
+    vrq = _tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
+    data = load_generator_data(catalog, vrq, cache, progress=progress)
+    test, q = data.evaluation("test")
+    kinds, targets = q["kind"].to_numpy(), test.target_item
+    emb = data.bank.tokens.embedding
+    item_emb, query_emb = emb[data.bank.rows(catalog.items["image"])], emb[test.image]
+    rows: dict[str, dict] = {}
+
+    def record(name: str, ranked: np.ndarray, **extra) -> None:
+        rows[name] = {"sets": set_metrics(ranked, targets, kinds), **extra}
+        m = rows[name]["sets"]
+        log(f"  {name:<34} CLICK HR@4 {100 * m['click']['HR@4']:.2f}  ORDER HR@4 {100 * m['order']['HR@4']:.2f}")
+
+    record("ANN (aligned V + faiss)", search(item_emb, query_emb, 10))
+
+    items = catalog.items
+    stats = np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items)) for c in STAT_COLUMNS], 1)
+    mca = MCACascade(item_emb, stats, items["price"].to_numpy())
+    train, tq = data.evaluation("train")
+    train_ctx = data.context(tq)
+    fit = mca.fit(emb[train.image], UserArrays(train_ctx.short_items, train_ctx.long_items), train.target_item)
+    ctx = data.context(q)
+    users = UserArrays(ctx.short_items, ctx.long_items)
+    record("MCA", mca.rank(query_emb, users), ranker=fit)
+    record("MCA w/o P.", mca.rank(query_emb, None))
+    record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
+
+    def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool) -> None:
+        version = _generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress)
+        model = OneVisionGenerator.load(version)
+        d = data if tokenizer == vrq else load_generator_data(catalog, tokenizer, cache, progress=progress)
+        ex, _ = (test, q) if d is data else d.evaluation("test")
+        for personalized in ((True, False) if both else (False,)):
+            res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=personalized)
+            suffix = (" w/ P." if personalized else " w/o P.") if both else ""
+            record(label + suffix, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"],
+                   low_confidence_share=res["low_confidence_share"])
+
+    rqk = _tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
+    generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False)
+    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True)
+    table2 = ["OneVision (VRQ) w/ P."]
+    if ablations:
+        generator_rows("OneVision w/o user SIDs", vrq, generator_name(vrq) + "-no-user", ("pretrain", "sft"), both=False)
+        for without in ("business", "category"):
+            tok = _tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
+            generator_rows(f"OneVision w/o {without} features", tok, generator_name(tok), ALL_STAGES, both=False)
+        table2 += ["OneVision w/o user SIDs", "OneVision w/o business features", "OneVision w/o category features"]
+    table2 += ["MCA", "MCA w/o ranking"]
+    table1 = [r for r in rows if r not in table2[1:4]]
+    report = {"catalog": catalog.name, "catalog_path": str(catalog.root.resolve()), "split": "test", "beam": beam,
+              "n_queries": {k: int((kinds == k).sum()) for k in ("click", "order")}, "methods": rows,
+              "table1": table1, "table2": [r for r in table2 if r in rows], "seconds": round(time.perf_counter() - t0, 1)}
+    reports.mkdir(parents=True, exist_ok=True)
+    path = reports / f"offline_{catalog.name}.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    path.with_suffix(".md").write_text(markdown(report))
+    return path, report
+
+
+def markdown(report: dict) -> str:
+    cols = [f"{m}@{k}" for m, k in DEFAULT_CUTOFFS]
+
+    def table(names: list[str]) -> list[str]:
+        head = "| method | " + " | ".join(f"CLICK {c}" for c in cols) + " | " + " | ".join(f"ORDER {c}" for c in cols) + " |"
+        lines = [head, "|---|" + "---:|" * (2 * len(cols))]
+        for name in names:
+            m = report["methods"][name]["sets"]
+            vals = [f"{100 * m[s][c]:.2f}" for s in ("click", "order") for c in cols]
+            lines.append(f"| {name} | " + " | ".join(vals) + " |")
+        return lines
+
+    n = report["n_queries"]
+    return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: CLICK {n['click']}, ORDER {n['order']} "
+                      f"shopper photos; beam {report['beam']})", "", "## Table 1: methods", "", *table(report["table1"]),
+                      "", "## Table 2: ablations", "", *table(report["table2"]), ""])
