@@ -29,7 +29,7 @@ from onevision.generator.trie import SIDTrie
 
 def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerator, np.ndarray, str]:
     """The generator and its catalog's SIDs, or a random small model over random SIDs."""
-    from onevision.registry import current_version, load_version, resolve
+    from onevision.registry import current_version, load_version, resolve, resolve_ref
     from streaming.item_table import load_item_table
 
     if generator is None:
@@ -39,7 +39,7 @@ def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerato
     if generator is not None:
         version = resolve(generator, registry)
         config = load_version(version)[1]
-        return OneVisionGenerator.load(version), load_item_table(config["tokenizer"]).sids, str(version)
+        return OneVisionGenerator.load(version), load_item_table(resolve_ref(config["tokenizer"], version)).sids, str(version)
     torch.manual_seed(0)
     sizes = (71, 35, 17, 16, 16)
     tokens = PromptTokens(sizes, tuple(f"c{i}" for i in range(20)), tuple(f"w{i}" for i in range(500)))

@@ -97,3 +97,16 @@ def load_version(version_dir: str | Path) -> tuple[dict, dict]:
         if _sha256(d / name) != digest:
             raise RegistryError(f"{d}: {name} does not match its sha256 in the manifest (corrupt or replaced)")
     return manifest, json.loads((d / "config.json").read_text())
+
+
+def resolve_ref(ref: str | Path, from_version: str | Path) -> Path:
+    """A version another version's config names (e.g. a generator's tokenizer): the path as
+    written if it exists, else the same `<model>/<version>` under `from_version`'s registry
+    root, so a registry copied or moved elsewhere still resolves its own references."""
+    p = Path(ref)
+    if (p / MANIFEST).is_file():
+        return p
+    local = Path(from_version).parent.parent / p.parent.name / p.name
+    if (local / MANIFEST).is_file():
+        return local
+    raise RegistryError(f"{ref}: referenced by {from_version} but not found there or in its registry")

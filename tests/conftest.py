@@ -39,3 +39,36 @@ def services(tmp_path_factory) -> Settings:
     svc.up(settings, tie_to_parent=True)
     yield settings
     svc.down(settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizers(tiny_world, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(registry, cache, reports) holding the tiny world's aligned encoder and its VRQ and
+    RQ-KMeans tokenizers, trained once per session through the CLI (read-only for tests)."""
+    from typer.testing import CliRunner
+
+    from onevision.cli.main import app
+
+    root = tmp_path_factory.mktemp("tok")
+    registry, cache, reports = root / "registry", root / "cache", root / "reports"
+    result = CliRunner().invoke(app, ["tokenizer", "report", "--catalog", str(tiny_world), "--methods", "vrq,rq-kmeans",
+                                      "--preset", "tiny", "--registry", str(registry), "--cache", str(cache),
+                                      "--reports", str(reports)])
+    assert result.exit_code == 0, result.output
+    return registry, cache, reports
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
+    """(version, GeneratorData): the tiny world's generator after all four stages (read-only)."""
+    from onevision.catalog.format import load_catalog
+    from onevision.registry import resolve
+    from training.generator import train_generator
+    from training.generator_data import load_generator_data
+
+    registry, cache, _ = tiny_tokenizers
+    catalog = load_catalog(tiny_world)
+    tok = resolve(registry / "tokenizer-vrq-tiny")
+    version, _ = train_generator(catalog, tok, registry, cache, tmp_path_factory.mktemp("runs"), preset="tiny",
+                                 progress=False)
+    return version, load_generator_data(catalog, tok, cache, progress=False)

@@ -21,9 +21,12 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     finally:
         stopped = stop_workers(settings) + svc.down(settings)
     assert result.exit_code == 0, result.output
-    for step in ("[1/5] world", "[2/5] ANN baselines", "[3/5] image encoder alignment and VRQ tokenizer",
-                 "[4/5] embedded services", "[5/5] streaming features", "summary"):
+    for step in ("[1/6] world", "[2/6] ANN baselines", "[3/6] image encoder alignment and VRQ tokenizer",
+                 "[4/6] generator", "[5/6] embedded services", "[6/6] streaming features", "summary"):
         assert step in result.output
+    searches = [line for line in result.output.splitlines() if " recent clicks) -> " in line]
+    assert len(searches) == 3 and all(len(line.split("-> ")[1].split(", ")) == 4 for line in searches)
+    assert (tmp_path / "data" / "registry" / "generator-vrq-tiny" / "v0001" / "loss_dpo.png").is_file()
     assert sorted(stopped) == ["kafka", "redis", "stream-features-0", "stream-sessions-0"]
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
     assert (tmp_path / "reports" / "eval_ann_tiny.json").is_file()

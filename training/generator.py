@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors.numpy import save_file
 
 from onevision.catalog.format import Catalog
 from onevision.generator.model import OneVisionGenerator
@@ -26,6 +27,7 @@ from training.generator_data import GeneratorData, fingerprint, load_generator_d
 
 STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
 ALL_STAGES = tuple(STAGES)
+ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
 MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}
 
 
@@ -57,7 +59,7 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
                     preset: str = "small", stages: tuple[str, ...] = ALL_STAGES, seed: int = 0,
                     name: str | None = None, progress: bool = True) -> tuple[Path, dict]:
     """Run the stages and publish; returns the registry version and its validation metrics."""
-    from onevision.eval.generative import evaluate_generator
+    from onevision.eval.generative import evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
     data = load_generator_data(catalog, tokenizer_version, cache, progress=progress)
@@ -67,10 +69,13 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
     workdir = runs / name / run_id
     model, logs = train_stages(data, preset, stages, workdir, seed, progress)
     val, q = data.evaluation("val")
-    metrics = {"val": evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10)["sets"], "train_seconds": round(time.perf_counter() - t0, 1),
+    searcher = searcher_for(model, data)
+    metrics = {"val": evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"],
+               "confidence_threshold": searcher.threshold, "train_seconds": round(time.perf_counter() - t0, 1),
                "stages": {s: {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                               "seconds": round(log["seconds"], 1)} for s, log in logs.items()}}
-    config = {**model.config(), "tokenizer": str(tokenizer_version), "catalog": catalog.name, "stages": list(stages),
+    config = {**model.config(), "tokenizer": str(tokenizer_version), "tokenizer_files": tok_manifest["files"],
+              "catalog": catalog.name, "stages": list(stages),
               "seed": seed, "training_preset": preset}
     with tempfile.TemporaryDirectory() as tmp:
         files = model.save(Path(tmp))
@@ -78,6 +83,8 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
             png = workdir / stage / "loss.png"
             if png.is_file():
                 files[f"loss_{stage}.png"] = shutil.copy(png, Path(tmp) / f"loss_{stage}.png")
+        save_file({"embedding": searcher.item_embedding}, str(Path(tmp) / ITEM_EMBEDDING))
+        files[ITEM_EMBEDDING] = Path(tmp) / ITEM_EMBEDDING
         log_path = Path(tmp) / "training_log.json"
         log_path.write_text(json.dumps(logs))
         files["training_log.json"] = log_path

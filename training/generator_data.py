@@ -215,13 +215,13 @@ class GeneratorData:
 
 def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: Path, n_visual: int = 17,
                         progress: bool = True) -> GeneratorData:
-    from onevision.registry import load_version
+    from onevision.registry import load_version, resolve_ref
 
     _, config = load_version(tokenizer_version)
     table = load_item_table(tokenizer_version)
     if list(table.item_ids) != list(catalog.items["item_id"]):
         raise ValueError(f"{tokenizer_version} was trained on another catalog (item ids differ from {catalog.root})")
-    bank = image_bank(catalog, Path(config["encoder"]), cache_root, progress)
+    bank = image_bank(catalog, resolve_ref(config["encoder"], tokenizer_version), cache_root, progress)
     sizes = config["tokenizer"]["sizes"]
     tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual)
     return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])))

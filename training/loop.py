@@ -71,7 +71,8 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = max(1, math.ceil(n_examples / cfg.batch_size))
     total = per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_share * total))))
+    lr_at = _lr_lambda(total, max(1, int(cfg.warmup_share * total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     log = {"stage": name, "config": asdict(cfg), "epoch": 0, "step": 0, "losses": [], "epoch_loss": [],
            "seconds": 0.0, "finished": False}
     if (workdir / STATE).is_file():
@@ -80,8 +81,9 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
         if log["finished"]:
             return log
         _load_optimizer(opt, workdir / OPTIMIZER)
-        for _ in range(log["step"]):
-            sched.step()
+        sched.last_epoch = log["step"]  # continue the schedule where the checkpoint left it
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * lr_at(log["step"])
     model.train()
     t0 = time.perf_counter() - log["seconds"]
     with tqdm(total=total, initial=log["step"], desc=name, unit="step", disable=not progress) as bar:
@@ -96,7 +98,7 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
-                running.append(float(loss))
+                running.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
             log["losses"].extend(running)

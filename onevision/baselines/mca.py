@@ -110,7 +110,7 @@ class MCACascade:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
         return {"trained_on": int(keep.sum()), "recall_hit_share": float(keep.mean()), "final_loss": float(np.mean(losses[-20:]))}
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """`onevision quickstart`: the main job on embedded defaults, end to end.
 
 Build the small world, score the ANN baselines, align the image encoder and train the VRQ
-tokenizer (with its SID report), start the embedded broker and Redis, start the streaming
+tokenizer (with its SID report), train the generator's four stages and show a few searches,
+start the embedded broker and Redis, start the streaming
 feature and session workers, replay the world's event log through Kafka into Feast, and print
 a summary. Later capabilities plug in here.
 """
@@ -23,7 +24,8 @@ def quickstart(
     registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
     services: bool = typer.Option(True, help="start the embedded broker and Redis"),
 ) -> None:
-    """Build a world, score the ANN baselines, align V and train VRQ, start the services, print where everything is."""
+    """Build a world, score the ANN baselines, align V and train VRQ, train the generator and show searches,
+    start the services and stream features, print where everything is."""
     from onevision.catalog.format import load_catalog
     from onevision.cli.world import world_dir
     from onevision.encoders import get_encoder
@@ -33,17 +35,17 @@ def quickstart(
 
     out = world_dir(preset, seed)
     training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-    typer.secho(f"[1/5] world: {preset} (seed {seed}) -> {out}", bold=True)
+    typer.secho(f"[1/6] world: {preset} (seed {seed}) -> {out}", bold=True)
     s = build_world(get_preset(preset, seed=seed), out)
     typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
     catalog = load_catalog(out)
 
-    typer.secho("[2/5] ANN baselines (faiss over image embeddings, test split)", bold=True)
+    typer.secho("[2/6] ANN baselines (faiss over image embeddings, test split)", bold=True)
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
     typer.echo(table)
 
-    typer.secho("[3/5] image encoder alignment and VRQ tokenizer", bold=True)
+    typer.secho("[3/6] image encoder alignment and VRQ tokenizer", bold=True)
     from onevision.eval.tokenizer_report import markdown
     from onevision.registry import current_version, load_version, resolve
     from training.tokenizer import cached_aligned_encoder, train_tokenizer
@@ -60,11 +62,13 @@ def quickstart(
     path, table = write_report(catalog, evaluate_ann(catalog, cached_aligned_encoder(catalog, registry, cache, training)), reports)
     typer.echo(table)
 
+    gen_version = generator_step(catalog, Path(tok_version), registry, cache, training)
+
     if services:
         from infra.services import up
         from infra.settings import load_settings
 
-        typer.secho("[4/5] embedded services", bold=True)
+        typer.secho("[5/6] embedded services", bold=True)
         for row in up(load_settings()):
             typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
         typer.echo("  stop them with: onevision infra down")
@@ -75,10 +79,42 @@ def quickstart(
                f"{len(catalog.queries)} shopper photos, {len(catalog.events)} events)")
     typer.echo(f"  reports : {path} (and .md)")
     typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
+    typer.echo(f"  model   : {gen_version} (loss curves loss_<stage>.png inside)")
+
+
+def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> Path:
+    """[4/6]: the generator's four stages (reused when already trained), then a few searches."""
+    from onevision.eval.offline import _generator
+    from onevision.generator.image_search import ImageSearch
+    from onevision.registry import load_version
+    from streaming.backfill import user_context
+    from streaming.item_table import load_item_table
+    from training.generator import ALL_STAGES, generator_name
+
+    typer.secho("[4/6] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO", bold=True)
+    version = _generator(catalog, tokenizer, generator_name(tokenizer), ALL_STAGES, registry, cache, Path("data/runs"), preset)
+    metrics = load_version(version)[0]["metrics"]
+    for set_name in ("click", "order"):
+        m = metrics["val"][set_name]
+        if "HR@1" in m:
+            typer.echo(f"  val {set_name:<5} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
+                       f"MRR@10 {100 * m['MRR@10']:.2f}")
+    search = ImageSearch.from_registry(version, catalog)
+    test = catalog.queries[catalog.queries["split"] == "test"].head(3)
+    ctx = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(), test["ts"].to_numpy())
+    users = [{"long_sid": [int(c) for c in ctx.long_sid[r]] if ctx.long_sid[r, 0] >= 0 else [],
+              "short_sids": ["-".join(map(str, s)) for s in ctx.short_sids[r] if s[0] >= 0]} for r in range(len(test))]
+    answers = search.search([catalog.path(p) for p in test["image"]], users, k=4)
+    for (_, q), answer, user in zip(test.iterrows(), answers, users):
+        shown = ", ".join(("*" if h.item_id == q["target_item_id"] else "") + h.item_id for h in answer.hits)
+        flag = "  [low confidence]" if answer.low_confidence else ""
+        typer.echo(f"  {q['query_id']} by {q['user_id']} ({len(user['short_sids'])} recent clicks) -> {shown}{flag}")
+    typer.echo("  (* = the item the shopper bought or clicked)")
+    return version
 
 
 def stream_features(catalog, items: Path) -> None:
-    """[5/5]: workers up, the world's log replayed through Kafka, one user's live features shown."""
+    """[6/6]: workers up, the world's log replayed through Kafka, one user's live features shown."""
     import time
 
     from tqdm import tqdm
@@ -90,7 +126,7 @@ def stream_features(catalog, items: Path) -> None:
     from streaming.replay import replay
     from streaming.status import stream_status
 
-    typer.secho("[5/5] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
+    typer.secho("[6/6] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
     settings = load_settings()
     ensure_topics(settings)
     store = feature_store(settings, backend="redis")

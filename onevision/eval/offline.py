@@ -50,7 +50,7 @@ def _generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, 
     if current_version(registry, name):
         version = resolve(name, registry)
         config = load_version(version)[1]
-        if config.get("tokenizer") == str(tokenizer) and tuple(config.get("stages", ())) == stages \
+        if config.get("tokenizer_files") == load_version(tokenizer)[0]["files"] and tuple(config.get("stages", ())) == stages \
                 and config.get("training_preset") == preset:
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress)[0]

@@ -14,13 +14,8 @@ from onevision.tokenizers import TokenizerError, load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_world, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    registry, cache, reports = root / "registry", root / "cache", root / "reports"
-    result = CliRunner().invoke(app, ["tokenizer", "report", "--catalog", str(tiny_world), "--methods", "vrq,rq-kmeans",
-                                      "--preset", "tiny", "--registry", str(registry), "--cache", str(cache),
-                                      "--reports", str(reports)])
-    assert result.exit_code == 0, result.output
+def trained(tiny_tokenizers):
+    registry, _, reports = tiny_tokenizers
     return registry, reports
 
 

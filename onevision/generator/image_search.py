@@ -1,0 +1,105 @@
+"""Image search end to end, the unit serving hosts: photo bytes and the user's features in,
+ranked catalog items out.
+
+Photo -> safe decode (`images.load_rgb`: a non-image, truncated file or decompression bomb is
+an `ImageError` with the reason) -> V's visual tokens -> prompt with the scene and the user's
+long- and short-term SIDs (missing = cold start) -> constrained beam search -> items by S_conv
+-> low-confidence flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onevision.encoders.aligned import AlignedEfficientNet
+from onevision.encoders.visual_tokens import encode_images
+from onevision.generator.prompt import SHORT_LEN, build_prompts
+from onevision.generator.searcher import GenerativeSearcher
+from onevision.images import load_rgb
+
+
+@dataclass
+class Hit:
+    item_id: str
+    sid: list[int]
+    score: float  # log-probability of the item's SID
+
+
+@dataclass
+class SearchAnswer:
+    hits: list[Hit]
+    low_confidence: bool
+    similarity: float
+
+
+def parse_sid(sid, levels: int) -> list[int]:
+    """A SID as Feast stores it ('3-1-0-7-2' or a list of ints) -> list of `levels` ints."""
+    codes = [int(c) for c in (sid.split("-") if isinstance(sid, str) else sid)]
+    if len(codes) != levels:
+        raise ValueError(f"SID {sid!r} has {len(codes)} codes, expected {levels}")
+    return codes
+
+
+class ImageSearch:
+    def __init__(self, encoder: AlignedEfficientNet, searcher: GenerativeSearcher, item_ids: Sequence[str]):
+        self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
+        self.tokens = searcher.model.tokens
+        self.item_sids = searcher.items  # SIDItems: items grouped by SID
+        self._sid_of = {}
+        for g, sid in enumerate(searcher.items.sids):
+            for row in searcher.items.members[searcher.items.starts[g]:searcher.items.starts[g + 1]]:
+                self._sid_of[int(row)] = sid.tolist()
+
+    def search(self, images: Sequence[bytes | str | Path], users: Sequence[dict] | None = None,
+               scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
+        """One answer per image; `users[i]` holds 'short_sids' (newest first) and 'long_sid'
+        as the feature store returns them (empty or missing for a cold-start user)."""
+        pil = [load_rgb(img) for img in images]
+        levels = self.tokens.levels
+        long_sid = np.full((len(pil), levels), -1, np.int64)
+        short = np.full((len(pil), SHORT_LEN, levels), -1, np.int64)
+        for r, user in enumerate(users or [{}] * len(pil)):
+            if user.get("long_sid"):
+                long_sid[r] = parse_sid(user["long_sid"], levels)
+            for j, sid in enumerate(list(user.get("short_sids") or [])[:SHORT_LEN]):
+                short[r, j] = parse_sid(sid, levels)
+        for arr in (long_sid, short):
+            bad = (arr >= np.asarray(self.tokens.sizes)).any(-1)
+            if bad.any():
+                raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
+        vis = encode_images(self.encoder, pil)
+        prompts = build_prompts(self.tokens, vis.tokens[:, : self.tokens.n_visual - 1], vis.embedding,
+                                self.tokens.scene_ids([scene] * len(pil)), long_sid, short)
+        res = self.searcher.search(prompts, beam=beam, k=k)
+        answers = []
+        for r in range(len(pil)):
+            score_of = {tuple(s): float(v) for s, v in zip(res.sids[r].tolist(), res.scores[r]) if np.isfinite(v)}
+            hits = [Hit(self.item_ids[i], self._sid_of[int(i)], score_of.get(tuple(self._sid_of[int(i)]), float("nan")))
+                    for i in res.items[r] if i >= 0]
+            answers.append(SearchAnswer(hits, bool(res.low_confidence[r]), float(res.similarity[r])))
+        return answers
+
+    @classmethod
+    def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
+        """The generator of a registry version with its tokenizer's items and encoder V."""
+        from onevision.generator.model import OneVisionGenerator
+        from onevision.generator.retrieve import s_conv
+        from safetensors.numpy import load_file
+
+        from onevision.registry import load_version, resolve_ref
+        from streaming.item_table import load_item_table
+
+        manifest, config = load_version(generator_version)
+        model = OneVisionGenerator.load(generator_version)
+        tokenizer = resolve_ref(config["tokenizer"], generator_version)
+        tok_config = load_version(tokenizer)[1]
+        table = load_item_table(tokenizer)
+        encoder = AlignedEfficientNet.load(resolve_ref(tok_config["encoder"], tokenizer))
+        items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
+        embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
+        threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
+        return cls(encoder, GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold), table.item_ids)

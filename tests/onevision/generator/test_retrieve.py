@@ -1,0 +1,32 @@
+"""SIDs to items: groups ordered by S_conv (eq. 13), beams' order kept; the low-confidence flag."""
+
+import numpy as np
+import pandas as pd
+
+from onevision.generator.retrieve import SIDItems, calibrate_threshold, low_confidence, s_conv
+
+
+def test_s_conv_is_eq_13():
+    items = pd.DataFrame({"clicks_30d": [10, 0], "gmv_30d": [100.0, 50.0], "orders_30d": [1, 2]})
+    assert np.allclose(s_conv(items, (1.0, 0.01, 5.0)), [10 + 1 + 5, 0.5 + 10])
+    assert np.allclose(s_conv(pd.DataFrame({"x": [1, 2]})), 0)
+
+
+def test_items_inside_a_sid_follow_s_conv_and_sids_follow_the_beam():
+    sids = np.array([[0, 1], [2, 0], [0, 1], [0, 1], [1, 1]])
+    score = np.array([1.0, 9.0, 5.0, 3.0, 0.0])
+    index = SIDItems.build(sids, score)
+    assert index.groups(np.array([[0, 1], [1, 1], [3, 3], [1, 0]])).tolist()[2:] == [-1, -1]
+    ranked = index.rank(np.array([[[0, 1], [2, 0], [1, 1]]]), k=4)
+    assert ranked.tolist() == [[2, 3, 0, 1]]  # S_conv 5, 3, 1 inside (0, 1), then the next SID
+    assert index.rank(np.array([[[3, 3]]]), k=3).tolist() == [[-1, -1, -1]]
+
+
+def test_low_confidence_flags_queries_far_from_their_results():
+    items = np.eye(3, dtype=np.float32)
+    queries = np.array([[1, 0, 0], [0, 0.6, 0.8]], np.float32)
+    ranked = np.array([[0, 1], [0, 1]])
+    flag, best = low_confidence(queries, items, ranked, threshold=0.7, top_k=2)
+    assert flag.tolist() == [False, True] and np.allclose(best, [1.0, 0.6])
+    t = calibrate_threshold(np.eye(3), np.eye(3), quantile=0.5)
+    assert np.isclose(t, 1.0)

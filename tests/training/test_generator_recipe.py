@@ -1,0 +1,76 @@
+"""The generator end to end on the tiny world: four stages published with their curves and
+metrics; only catalog SIDs, batched or not; cold-start users and bad photos handled."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onevision.catalog.format import load_catalog
+from onevision.cli.main import app
+from onevision.eval.generative import evaluate_generator, searcher_for
+from onevision.generator.image_search import ImageSearch
+from onevision.generator.model import OneVisionGenerator
+from onevision.images import ImageError
+from onevision.registry import load_version
+from training.generator import ALL_STAGES
+
+
+def test_published_with_stages_curves_and_metrics(tiny_generator):
+    version, _ = tiny_generator
+    manifest, config = load_version(version)
+    assert config["stages"] == list(ALL_STAGES) and config["kind"] == "onevision-generator"
+    for stage in ALL_STAGES:
+        assert (version / f"loss_{stage}.png").stat().st_size > 1000
+        assert manifest["metrics"]["stages"][stage]["epochs"] >= 1
+    log = json.loads((version / "training_log.json").read_text())
+    assert all(np.isfinite(log[s]["losses"]).all() for s in ALL_STAGES)
+    val = manifest["metrics"]["val"]
+    assert set(val) == {"click", "order", "all"} and 0 <= val["all"]["HR@10"] <= 1
+
+
+def test_every_generated_sid_is_a_catalog_sid_batched_or_not(tiny_generator):
+    version, data = tiny_generator
+    model = OneVisionGenerator.load(version)
+    searcher = searcher_for(model, data)
+    test, q = data.evaluation("test")
+    prompts = test.prompts(data.tokens, data.bank)
+    batched = searcher.search(prompts, beam=16)
+    finite = np.isfinite(batched.scores)
+    assert finite[:, :10].all()
+    assert searcher.trie.contains(batched.sids[finite]).all()
+    for i in range(0, len(test), 7):
+        single = searcher.search(test.prompts(data.tokens, data.bank, slice(i, i + 1)), beam=16)
+        assert (single.sids[0] == batched.sids[i]).all() and (single.items[0] == batched.items[i]).all()
+    res = evaluate_generator(model, data, test, q["kind"].to_numpy(), searcher=searcher)
+    assert res["all_sids_valid"] and (res["ranked"] >= 0).all()
+
+
+def test_cold_start_user_and_bad_photos(tiny_generator, tiny_world):
+    version, data = tiny_generator
+    search = ImageSearch.from_registry(version, load_catalog(tiny_world))
+    photo = (tiny_world / data.catalog.queries["image"].iloc[0]).read_bytes()
+    cold, warm = search.search([photo, photo], [{}, {"short_sids": ["1-0-2-3-1"], "long_sid": [0, 1, 0, 2, 3]}])
+    assert len(cold.hits) == 10 and len({h.item_id for h in cold.hits}) == 10
+    assert all(h.item_id in set(data.catalog.items["item_id"]) for h in cold.hits + warm.hits)
+    assert isinstance(cold.low_confidence, bool) and -1 <= cold.similarity <= 1
+    for bad, reason in ((b"", "empty"), (b"not an image at all", "not an image"), (photo[: len(photo) // 3], "decoded")):
+        with pytest.raises(ImageError, match=reason):
+            search.search([bad])
+    with pytest.raises(ValueError, match="codes"):
+        search.search([photo], [{"short_sids": ["1-2"]}])
+
+
+def test_cli_train_all_runs_the_named_stages(tiny_world, tiny_tokenizers, tmp_path):
+    registry, cache, _ = tiny_tokenizers
+    result = CliRunner().invoke(app, ["train", "all", "--catalog", str(tiny_world), "--preset", "tiny", "--stages", "sft",
+                                      "--name", "generator-cli-test", "--registry", str(registry),
+                                      "--cache", str(cache), "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "sft" in result.output and "val order" in result.output and "generator-cli-test" in result.output
+    assert load_version(registry / "generator-cli-test" / "v0001")[1]["stages"] == ["sft"]
+    bad = CliRunner().invoke(app, ["train", "all", "--catalog", str(tiny_world), "--stages", "sft,nonsense",
+                                   "--preset", "tiny", "--registry", str(registry), "--cache", str(cache),
+                                   "--runs", str(tmp_path / "runs")])
+    assert bad.exit_code == 2 and "unknown stages" in bad.output
