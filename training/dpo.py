@@ -23,7 +23,7 @@ class DPOConfig(StageConfig):
     nll_weight: float = 1.0  # OneSearch eq. 11; 0 = pure eq. 10
 
 
-PRESETS = {"tiny": DPOConfig(epochs=1, batch_size=32, lr=2e-4), "small": DPOConfig(epochs=2, batch_size=64, lr=1e-4)}
+PRESETS = {"tiny": DPOConfig(epochs=1, batch_size=32, lr=2e-4), "small": DPOConfig(epochs=1, batch_size=64, lr=1e-4)}
 
 
 def listwise_dpo_loss(policy: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:

@@ -25,6 +25,7 @@ import pandas as pd
 from onevision.catalog.format import Catalog
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, cached_tokens
+from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, PromptTokens, Prompts, build_prompts
 from streaming.backfill import UserContext, user_context
 from streaming.item_table import ItemTable, load_item_table
@@ -36,6 +37,7 @@ SID_TASK, CATEGORY_TASK = 0, 1
 class ImageBank:
     tokens: VisualTokens
     row: dict[str, int]  # catalog-relative image path -> row
+    sids: np.ndarray | None = None  # (N, H, L) the SIDs of each image (`generator.image_sid`)
 
     def rows(self, paths) -> np.ndarray:
         return np.array([self.row[p] for p in paths], dtype=np.int64)
@@ -70,6 +72,7 @@ class Examples:
     category: np.ndarray  # (N,) category index (pretraining's category tasks)
     task: np.ndarray  # (N,) SID_TASK | CATEGORY_TASK
     target_item: np.ndarray  # (N,) item row (-1 when not one item)
+    image_sid: np.ndarray  # (N, H, L) the input image's SIDs (-1 = left out)
     candidates: np.ndarray | None = None  # (N, C, L) DPO: the positive first, then negatives; -1 rows pad
 
     def __len__(self) -> int:
@@ -88,7 +91,8 @@ class Examples:
     def prompts(self, tokens: PromptTokens, bank: ImageBank, idx=slice(None)) -> Prompts:
         img = self.image[idx]
         return build_prompts(tokens, bank.tokens.tokens[img][:, : tokens.n_visual - 1], bank.tokens.embedding[img],
-                             self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx])
+                             self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx],
+                             self.image_sid[idx])
 
 
 @dataclass
@@ -100,6 +104,7 @@ class GeneratorData:
     bank: ImageBank
     table: ItemTable  # item ids, SIDs, quantized vectors (tokenizer version)
     item_category: np.ndarray  # (n_items,) category index
+    image_sid: str = "tokenizer"  # how the prompt's image SIDs were made (generator.image_sid.MODES)
 
     @property
     def levels(self) -> int:
@@ -107,7 +112,7 @@ class GeneratorData:
 
     def _base(self, image_rows: np.ndarray, items: np.ndarray, scene: str = "image_search",
               context: UserContext | None = None, title: np.ndarray | None = None,
-              task: int = SID_TASK) -> Examples:
+              task: int = SID_TASK, image_sid: bool = True) -> Examples:
         n, L = len(image_rows), self.levels
         return Examples(
             image=image_rows, scene=self.tokens.scene_ids([scene] * n),
@@ -115,7 +120,8 @@ class GeneratorData:
             short_sids=context.short_sids if context is not None else np.full((n, SHORT_LEN, L), -1, np.int64),
             title=title if title is not None else np.zeros((n, self.tokens.title_len), np.int64),
             target=self.table.sids[items], category=self.item_category[items],
-            task=np.full(n, task, np.int64), target_item=np.asarray(items, np.int64))
+            task=np.full(n, task, np.int64), target_item=np.asarray(items, np.int64),
+            image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, self.tokens.n_hints, L), -1, np.int64))
 
     # -- stage data -------------------------------------------------------------------
     def item_images(self) -> tuple[np.ndarray, np.ndarray]:
@@ -131,14 +137,16 @@ class GeneratorData:
         return np.array(rows, np.int64), np.array(owner, np.int64)
 
     def pretrain(self, seed: int = 0) -> Examples:
-        """Each image twice: once for its SID, once for its category; half of each with the title."""
+        """Each image twice: once for its SID, once for its category; half of each with the title.
+    The paper's four tasks read the image (and title) only, so the image-SID slot stays empty."""
         rng = np.random.default_rng(seed)
         rows, owner = self.item_images()
         titles = self.tokens.title_ids(list(self.catalog.items["title"]))[owner]
         parts = []
         for task in (SID_TASK, CATEGORY_TASK):
             with_title = rng.random(len(rows)) < 0.5
-            parts.append(self._base(rows, owner, scene="unknown", title=np.where(with_title[:, None], titles, 0), task=task))
+            parts.append(self._base(rows, owner, scene="unknown", title=np.where(with_title[:, None], titles, 0), task=task,
+                                    image_sid=False))
         return Examples.concat(parts)
 
     def queries(self, split: str) -> pd.DataFrame:
@@ -214,7 +222,7 @@ class GeneratorData:
 
 
 def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: Path, n_visual: int = 17,
-                        progress: bool = True) -> GeneratorData:
+                        progress: bool = True, image_sid: str = "tokenizer", hints: int = 1) -> GeneratorData:
     from onevision.registry import load_version, resolve_ref
 
     _, config = load_version(tokenizer_version)
@@ -222,9 +230,16 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     if list(table.item_ids) != list(catalog.items["item_id"]):
         raise ValueError(f"{tokenizer_version} was trained on another catalog (item ids differ from {catalog.root})")
     bank = image_bank(catalog, resolve_ref(config["encoder"], tokenizer_version), cache_root, progress)
+    n_items = len(catalog.items)
+    item_emb = bank.tokens.embedding[:n_items]  # the bank starts with the catalog images, in item order
+    image_sids = ImageSIDs.from_version(tokenizer_version, catalog.items["category"], item_emb, mode=image_sid, hints=hints)
+    own = table.sids[:, None] if image_sid == "tokenizer" else image_sids.encode(item_emb)  # a catalog image's SID is its item's
+    own = own[:, :hints]
+    bank.sids = np.concatenate([own, image_sids.encode(bank.tokens.embedding[n_items:])])
     sizes = config["tokenizer"]["sizes"]
-    tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual)
-    return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])))
+    tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual,
+                                       n_hints=hints)
+    return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])), image_sid)
 
 
 def fingerprint(*parts) -> str:

@@ -12,7 +12,7 @@ from training import sft
 from training.generator_data import GeneratorData
 from training.loop import StageConfig
 
-PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=1e-3), "small": StageConfig(epochs=5, batch_size=256, lr=5e-4)}
+PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=1e-3), "small": StageConfig(epochs=4, batch_size=128, lr=1e-3)}
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: StageConfig, workdir: Path, progress: bool = True) -> dict:

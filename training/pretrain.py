@@ -16,7 +16,7 @@ from training.generator_data import CATEGORY_TASK, SID_TASK, GeneratorData
 from training.loop import StageConfig, run_stage
 from training.sft import ntp_loss
 
-PRESETS = {"tiny": StageConfig(epochs=2, batch_size=64, lr=2e-3), "small": StageConfig(epochs=3, batch_size=256, lr=2e-3)}
+PRESETS = {"tiny": StageConfig(epochs=2, batch_size=64, lr=2e-3), "small": StageConfig(epochs=1, batch_size=128, lr=3e-3)}
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: StageConfig, workdir: Path, progress: bool = True) -> dict:

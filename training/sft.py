@@ -13,7 +13,7 @@ from onevision.generator.model import OneVisionGenerator
 from training.generator_data import Examples, GeneratorData
 from training.loop import StageConfig, run_stage
 
-PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=2e-3), "small": StageConfig(epochs=6, batch_size=256, lr=1e-3)}
+PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=2e-3), "small": StageConfig(epochs=8, batch_size=128, lr=3e-3)}
 
 
 def ntp_loss(model: OneVisionGenerator, data: GeneratorData, ex: Examples, idx: np.ndarray) -> torch.Tensor:

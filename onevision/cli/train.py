@@ -19,6 +19,8 @@ def train_all(
     tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if missing)"),
     stages: str = typer.Option("pretrain,sft,personalized-sft,dpo", help="stages to run, in order"),
     name: str = typer.Option(None, help="registry model name (default generator-<method>-<catalog>)"),
+    image_sid: str = typer.Option("nearest-item", help="prompt's image SIDs: nearest-item | tokenizer | none"),
+    hints: int = typer.Option(4, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, 0 for none)"),
     seed: int = typer.Option(0),
     registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
     cache: Path = typer.Option(Path("data/cache/features"), help="feature and visual-token cache root"),
@@ -34,7 +36,7 @@ def train_all(
     recipe(preset)  # unknown presets fail before any work
     tok = _tokenizer(c, tokenizer, registry, cache, preset)
     version, metrics = train_generator(c, tok, registry, cache, runs, preset, tuple(s.strip() for s in stages.split(",")),
-                                       seed, name)
+                                       seed, name, image_sid=image_sid, hints=hints)
     for stage, m in metrics["stages"].items():
         typer.echo(f"  {stage:<18} {m['epochs']} epochs, final loss {m['final_loss']:.4f}, {m['seconds']:.0f}s")
     for set_name, m in metrics["val"].items():

@@ -4,7 +4,7 @@ Tables 1 and 2, on the test split's CLICK and ORDER sets.
 Methods (each trained here if the registry lacks it):
 - ANN: the aligned encoder V + exact faiss search (the DINOv3 row);
 - MCA: ANN recall, pre-rank, learned ranker with user features and item stats; MCA w/o ranking;
-- RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT (IRGen-like);
+- RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT from the image alone (IRGen-like);
 - OneVision: VRQ SIDs, pretrain -> SFT -> personalized SFT -> DPO, with and without the user's
   features at inference (w/ P. / w/o P.);
 - ablations (Table 2): trained without user SIDs (pretrain -> SFT), on VRQ without business
@@ -43,17 +43,20 @@ def _tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, prese
 
 
 def _generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
-               runs: Path, preset: str, progress: bool = True) -> Path:
+               runs: Path, preset: str, progress: bool = True, image_sid: tuple[str, int] | None = None) -> Path:
     """The registry's current `name` if it was trained on this tokenizer with these stages, else a new one."""
-    from training.generator import train_generator
+    from training.generator import HINTS, IMAGE_SID, train_generator
 
+    mode, hints = image_sid or (IMAGE_SID, HINTS)
     if current_version(registry, name):
         version = resolve(name, registry)
         config = load_version(version)[1]
         if config.get("tokenizer_files") == load_version(tokenizer)[0]["files"] and tuple(config.get("stages", ())) == stages \
-                and config.get("training_preset") == preset:
+                and config.get("training_preset") == preset and config.get("image_sid") == mode \
+                and config["tokens"].get("n_hints") == hints:
             return version
-    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress)[0]
+    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
+                           image_sid=mode, hints=hints)[0]
 
 
 def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, reports: Path, preset: str = "small",
@@ -65,7 +68,16 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
 
     t0 = time.perf_counter()
     vrq = _tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
-    data = load_generator_data(catalog, vrq, cache, progress=progress)
+    datas: dict[tuple, object] = {}
+
+    def data_for(tokenizer: Path, config: dict | None = None):
+        mode, hints = (config["image_sid"], config["tokens"]["n_hints"]) if config else ("tokenizer", 1)
+        if (tokenizer, mode, hints) not in datas:
+            datas[tokenizer, mode, hints] = load_generator_data(catalog, tokenizer, cache, progress=progress,
+                                                                 image_sid=mode, hints=hints)
+        return datas[tokenizer, mode, hints]
+
+    data = data_for(vrq)
     test, q = data.evaluation("test")
     kinds, targets = q["kind"].to_numpy(), test.target_item
     emb = data.bank.tokens.embedding
@@ -91,11 +103,12 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     record("MCA w/o P.", mca.rank(query_emb, None))
     record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
 
-    def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool) -> None:
-        version = _generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress)
+    def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool,
+                       image_sid: tuple[str, int] | None = None) -> None:
+        version = _generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
-        d = data if tokenizer == vrq else load_generator_data(catalog, tokenizer, cache, progress=progress)
-        ex, _ = (test, q) if d is data else d.evaluation("test")
+        d = data_for(tokenizer, load_version(version)[1])
+        ex, _ = d.evaluation("test")
         for personalized in ((True, False) if both else (False,)):
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=personalized)
             suffix = (" w/ P." if personalized else " w/o P.") if both else ""
@@ -103,7 +116,8 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
                    low_confidence_share=res["low_confidence_share"])
 
     rqk = _tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
-    generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False)
+    generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False,
+                   image_sid=("none", 0))  # IRGen-like: the image alone
     generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True)
     table2 = ["OneVision (VRQ) w/ P."]
     if ablations:

@@ -2,7 +2,8 @@
 ranked catalog items out.
 
 Photo -> safe decode (`images.load_rgb`: a non-image, truncated file or decompression bomb is
-an `ImageError` with the reason) -> V's visual tokens -> prompt with the scene and the user's
+an `ImageError` with the reason) -> V's visual tokens and the photo's own SID -> prompt with the
+scene and the user's
 long- and short-term SIDs (missing = cold start) -> constrained beam search -> items by S_conv
 -> low-confidence flag.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
+from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, build_prompts
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.images import load_rgb
@@ -45,8 +47,10 @@ def parse_sid(sid, levels: int) -> list[int]:
 
 
 class ImageSearch:
-    def __init__(self, encoder: AlignedEfficientNet, searcher: GenerativeSearcher, item_ids: Sequence[str]):
+    def __init__(self, encoder: AlignedEfficientNet, searcher: GenerativeSearcher, image_sids: ImageSIDs,
+                 item_ids: Sequence[str]):
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
+        self.image_sids = image_sids
         self.tokens = searcher.model.tokens
         self.item_sids = searcher.items  # SIDItems: items grouped by SID
         self._sid_of = {}
@@ -73,7 +77,8 @@ class ImageSearch:
                 raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
         vis = encode_images(self.encoder, pil)
         prompts = build_prompts(self.tokens, vis.tokens[:, : self.tokens.n_visual - 1], vis.embedding,
-                                self.tokens.scene_ids([scene] * len(pil)), long_sid, short)
+                                self.tokens.scene_ids([scene] * len(pil)), long_sid, short,
+                                image_sid=self.image_sids.encode(vis.embedding))
         res = self.searcher.search(prompts, beam=beam, k=k)
         answers = []
         for r in range(len(pil)):
@@ -102,4 +107,7 @@ class ImageSearch:
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
-        return cls(encoder, GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold), table.item_ids)
+        searcher = GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold)
+        image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding, mode=config.get("image_sid", "tokenizer"),
+                                            hints=model.tokens.n_hints)
+        return cls(encoder, searcher, image_sids, table.item_ids)

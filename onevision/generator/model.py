@@ -81,7 +81,7 @@ class OneVisionGenerator(torch.nn.Module):
 
         self.tokens: PromptTokens = tokens
         self.preset = preset
-        self.bart = SIDBart(bart_config(tokens.vocab, preset, max_positions=max(64, tokens.length + 8)))
+        self.bart = SIDBart(bart_config(tokens.vocab, preset, max_positions=max(128, tokens.length + 8)))
         d = self.bart.config.d_model
         self.grid_proj = torch.nn.Linear(GRID_DIM, d)
         self.embed_proj = torch.nn.Linear(EMBED_DIM, d)

@@ -1,9 +1,13 @@
 """The encoder's input: one fixed layout for every stage, so a model trained on one stage reads
 the next stage's prompts without surprises.
 
-    BOS  scene  long-term SID (L)  SEP  short-term SIDs (5 x L)  SEP  title (T)  SEP  visual (V)  EOS
+    BOS  scene  long-term SID (L)  SEP  short-term SIDs (5 x L)  SEP  title (T)  SEP
+    image SIDs (H x L)  SEP  visual (V)  EOS
 
-Empty slots (no title, a user with no history, a shorter short-term list) are PAD with
+The image SIDs are the photo's own SID (`generator.image_sid`; OneVision 3.2.2 feeds "the query
+image and its corresponding SID"): the tokenizer's quantization of it, or the SIDs of its H
+nearest catalog items. Empty slots (no title, a user with no
+history, a shorter short-term list) are PAD with
 attention mask 0, so a cold-start user is just a prompt whose user slots are empty. Visual
 positions hold the image's grid tokens then its pooled embedding; their embeddings come from
 projections of V's features, not the token table (`generator.model.OneVisionGenerator.embed`).
@@ -43,13 +47,15 @@ class PromptTokens:
     scenes: tuple[str, ...] = SCENES
     title_len: int = 8
     n_visual: int = 17  # grid tokens + the pooled embedding
+    n_hints: int = 1  # image SIDs in the prompt (generator.image_sid)
 
     @classmethod
     def from_catalog(cls, sizes: Sequence[int], categories: Iterable[str], titles: Iterable[str],
-                     max_words: int = 2000, n_visual: int = 17) -> "PromptTokens":
+                     max_words: int = 2000, n_visual: int = 17, n_hints: int = 1) -> "PromptTokens":
         counts = Counter(w for t in titles for w in title_words(t))
         words = tuple(sorted(w for w, _ in counts.most_common(max_words)))
-        return cls(tuple(int(s) for s in sizes), tuple(sorted(set(categories))), words, n_visual=n_visual)
+        return cls(tuple(int(s) for s in sizes), tuple(sorted(set(categories))), words, n_visual=n_visual,
+                   n_hints=n_hints)
 
     @property
     def vocab(self) -> SIDVocab:
@@ -73,7 +79,8 @@ class PromptTokens:
 
     @property
     def length(self) -> int:
-        return 1 + 1 + self.levels + 1 + SHORT_LEN * self.levels + 1 + self.title_len + 1 + self.n_visual + 1
+        return (1 + 1 + self.levels + 1 + SHORT_LEN * self.levels + 1 + self.title_len + 1
+                + self.n_hints * self.levels + 1 + self.n_visual + 1)
 
     @property
     def visual_start(self) -> int:
@@ -122,9 +129,10 @@ class Prompts:
 
 def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray, scene: np.ndarray,
                   long_sid: np.ndarray | None = None, short_sids: np.ndarray | None = None,
-                  title: np.ndarray | None = None) -> Prompts:
-    """Prompts from arrays: scene token ids (B,), long-term SIDs (B, L) and short-term SIDs
-    (B, 5, L) with -1 rows for missing ones, title token ids (B, T) with PAD."""
+                  title: np.ndarray | None = None, image_sid: np.ndarray | None = None) -> Prompts:
+    """Prompts from arrays: scene token ids (B,), long-term SIDs (B, L), short-term SIDs
+    (B, 5, L) and the images' SIDs (B, H, L) with -1 rows for missing ones, title token ids
+    (B, T) with PAD."""
     b, levels = len(grid), tokens.levels
     vocab = tokens.vocab
     ids = np.full((b, tokens.length), PAD, dtype=np.int64)
@@ -143,6 +151,12 @@ def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray,
     if title is not None:
         ids[:, pos:pos + tokens.title_len] = title[:, : tokens.title_len]
     pos += tokens.title_len
+    ids[:, pos] = SEP
+    pos += 1
+    if image_sid is not None:
+        hints = np.asarray(image_sid).reshape(b, -1, levels)[:, : tokens.n_hints]
+        ids[:, pos:pos + hints.shape[1] * levels] = _sid_tokens(vocab, hints).reshape(b, -1)
+    pos += tokens.n_hints * levels
     ids[:, pos] = SEP
     ids[:, tokens.visual_start:-1] = MASK
     ids[:, -1] = EOS
