@@ -10,7 +10,8 @@ COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["ca
             ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["encoder"], ["encoder", "align"],
             ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"],
             ["stream"], ["stream", "worker"], ["stream", "run"], ["stream", "start"], ["stream", "stop"],
-            ["stream", "replay"], ["stream", "status"], ["features"], ["features", "apply"], ["features", "get"]]
+            ["stream", "replay"], ["stream", "status"], ["features"], ["features", "apply"], ["features", "get"],
+            ["train"], ["train", "all"], ["eval", "offline"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from onevision.cli.errors import user_errors
+from onevision.cli.options import CACHE, CATALOG, REGISTRY, REPORTS, RUNS
 
 app = typer.Typer(help="Offline evaluation.", no_args_is_help=True)
 
@@ -34,14 +35,14 @@ def ann(
 @app.command("offline")
 @user_errors
 def offline(
-    catalog: Path = typer.Option(..., help="catalog directory"),
+    catalog: Path = CATALOG,
     preset: str = typer.Option("small", help="training preset for anything not yet in the registry"),
     ablations: bool = typer.Option(True, help="also train and score the Table 2 ablations"),
     beam: int = typer.Option(10, help="beam size (the paper uses 10 offline)"),
-    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
-    cache: Path = typer.Option(Path("data/cache/features"), help="feature and visual-token cache root"),
-    runs: Path = typer.Option(Path("data/runs"), help="stage checkpoints"),
-    reports: Path = typer.Option(Path("reports"), help="where the JSON and Markdown reports go"),
+    registry: Path = REGISTRY,
+    cache: Path = CACHE,
+    runs: Path = RUNS,
+    reports: Path = REPORTS,
 ) -> None:
     """ANN, MCA, MCA w/o ranking, RQ-KMeans GR and OneVision (w/ and w/o personalization) on the
     test split's CLICK and ORDER sets, plus the ablations: Tables 1 and 2."""

@@ -7,12 +7,11 @@ from pathlib import Path
 import typer
 
 from onevision.cli.errors import user_errors
+from onevision.cli.options import CACHE, REGISTRY
 
 app = typer.Typer(help="Semantic-ID tokenizers: VRQ and the baselines (RQ-KMeans, RQ-OPQ, OPQ, RQ-VAE).",
                   no_args_is_help=True)
 
-REGISTRY = typer.Option(Path("data/registry"), help="model registry root")
-CACHE = typer.Option(Path("data/cache/features"), help="feature cache root")
 
 
 def _sizes(text: str | None) -> tuple[int, ...] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from onevision.cli.errors import user_errors
+from onevision.cli.options import CACHE, CATALOG, REGISTRY, RUNS
 
 app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO.", no_args_is_help=True)
 
@@ -14,7 +15,7 @@ app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT 
 @app.command("all")
 @user_errors
 def train_all(
-    catalog: Path = typer.Option(..., help="catalog directory"),
+    catalog: Path = CATALOG,
     preset: str = typer.Option("small", help="model size and training lengths: tiny | small | paper"),
     tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if missing)"),
     stages: str = typer.Option("pretrain,sft,personalized-sft,dpo", help="stages to run, in order"),
@@ -22,9 +23,9 @@ def train_all(
     image_sid: str = typer.Option("nearest-item", help="prompt's image SIDs: nearest-item | tokenizer | none"),
     hints: int = typer.Option(4, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, 0 for none)"),
     seed: int = typer.Option(0),
-    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
-    cache: Path = typer.Option(Path("data/cache/features"), help="feature and visual-token cache root"),
-    runs: Path = typer.Option(Path("data/runs"), help="stage checkpoints (an interrupted run resumes from them)"),
+    registry: Path = REGISTRY,
+    cache: Path = CACHE,
+    runs: Path = RUNS,
 ) -> None:
     """Run the stages and publish the generator with its validation metrics."""
     from onevision.catalog.format import load_catalog
