@@ -1,7 +1,8 @@
 """Decoding benchmark: our trie-constrained beam search vs transformers `generate` with a
 Python dict trie (`prefix_allowed_tokens_fn`), same weights, same valid SIDs, same prompts.
 
-For beams 10, 64 and 256, a single query and a batch of 16: latency per call, queries/s, and
+For beams 10, 64 and 256, a single query and a batch of 16: median latency per call over
+interleaved runs, queries/s, and
 whether the top-10 SIDs are identical; plus ours with vs without the constraint (the cost of
 the trie). Writes reports/bench_decode.json.
 
@@ -55,14 +56,17 @@ def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
     return model.embed(x)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    best, out = float("inf"), None
+def timed(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, runs interleaved (A B C A B C ...) so that a
+    noisy neighbour on a shared machine slows every variant alike; plus each one's output."""
+    out = {name: fn() for name, fn in fns.items()}  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(t)), out[name]) for name, t in times.items()}
 
 
 def main() -> None:
@@ -71,7 +75,7 @@ def main() -> None:
     ap.add_argument("--registry", type=Path, default=Path("data/registry"))
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("reports/bench_decode.json"))
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -84,9 +88,12 @@ def main() -> None:
     for batch in map(int, args.batches.split(",")):
         x, mask = prompts(model, batch)
         for beam in map(int, args.beams.split(",")):
-            ours_s, ours = timed(lambda: beam_search(model.bart, x, mask, trie, beam=beam), args.repeats)
-            free_s, _ = timed(lambda: beam_search(model.bart, x, mask, trie, beam=beam, constrained=False), args.repeats)
-            ref_s, ref = timed(lambda: generate_reference(model.bart, x, mask, prefixes, beam), max(1, args.repeats - 2))
+            fns = {"ours": lambda: beam_search(model.bart, x, mask, trie, beam=beam),
+                   "free": lambda: beam_search(model.bart, x, mask, trie, beam=beam, constrained=False),
+                   "reference": lambda: generate_reference(model.bart, x, mask, prefixes, beam)}
+            res = timed(fns, args.repeats)
+            (ours_s, ours), (free_s, _) = res["ours"], res["free"]
+            ref_s, ref = res["reference"]
             top = min(10, beam)
             row = {"batch": batch, "beam": beam, "ours_ms": 1000 * ours_s, "reference_ms": 1000 * ref_s,
                    "ours_unconstrained_ms": 1000 * free_s, "ours_qps": batch / ours_s, "reference_qps": batch / ref_s,
