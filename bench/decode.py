@@ -57,12 +57,15 @@ def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
 
 
 def timed(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each function, runs interleaved (A B C A B C ...) so that a
-    noisy neighbour on a shared machine slows every variant alike; plus each one's output."""
+    """Median seconds per call of each function, runs interleaved in rotating order (A B C,
+    B C A, ...) so that a noisy neighbour slows every variant alike and none always follows the
+    heaviest; plus each one's output."""
     out = {name: fn() for name, fn in fns.items()}  # warm-up
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):  # rotate the order, so no variant always runs right after the heaviest one
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -75,7 +78,7 @@ def main() -> None:
     ap.add_argument("--registry", type=Path, default=Path("data/registry"))
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--out", type=Path, default=Path("reports/bench_decode.json"))
     args = ap.parse_args()
     torch.set_grad_enabled(False)
