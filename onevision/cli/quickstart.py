@@ -84,7 +84,7 @@ def quickstart(
 
 def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> Path:
     """[4/6]: the generator's four stages (reused when already trained), then a few searches."""
-    from onevision.eval.offline import _generator
+    from onevision.eval.offline import ensure_generator
     from onevision.generator.image_search import ImageSearch
     from onevision.registry import load_version
     from streaming.backfill import user_context
@@ -92,7 +92,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     from training.generator import ALL_STAGES, generator_name
 
     typer.secho("[4/6] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO", bold=True)
-    version = _generator(catalog, tokenizer, generator_name(tokenizer), ALL_STAGES, registry, cache, Path("data/runs"), preset)
+    version = ensure_generator(catalog, tokenizer, generator_name(tokenizer), ALL_STAGES, registry, cache, Path("data/runs"), preset)
     metrics = load_version(version)[0]["metrics"]
     for set_name in ("click", "order"):
         m = metrics["val"][set_name]

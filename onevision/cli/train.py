@@ -29,13 +29,13 @@ def train_all(
 ) -> None:
     """Run the stages and publish the generator with its validation metrics."""
     from onevision.catalog.format import load_catalog
-    from onevision.eval.offline import _tokenizer
+    from onevision.eval.offline import ensure_tokenizer
     from training.generator import train_generator
     from training.tokenizer import recipe
 
     c = load_catalog(catalog)
     recipe(preset)  # unknown presets fail before any work
-    tok = _tokenizer(c, tokenizer, registry, cache, preset)
+    tok = ensure_tokenizer(c, tokenizer, registry, cache, preset)
     version, metrics = train_generator(c, tok, registry, cache, runs, preset, tuple(s.strip() for s in stages.split(",")),
                                        seed, name, image_sid=image_sid, hints=hints)
     for stage, m in metrics["stages"].items():

@@ -31,7 +31,7 @@ from onevision.registry import current_version, load_version, resolve
 STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
 
 
-def _tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
+def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
                progress: bool = True) -> Path:
     from training.tokenizer import train_tokenizer
 
@@ -42,7 +42,7 @@ def _tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, prese
     return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
 
 
-def _generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
+def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
                runs: Path, preset: str, progress: bool = True, image_sid: tuple[str, int] | None = None) -> Path:
     """The registry's current `name` if it was trained on this tokenizer with these stages, else a new one."""
     from training.generator import HINTS, IMAGE_SID, train_generator
@@ -67,7 +67,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     from training.generator_data import load_generator_data
 
     t0 = time.perf_counter()
-    vrq = _tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
+    vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
     datas: dict[tuple, object] = {}
 
     def data_for(tokenizer: Path, config: dict | None = None):
@@ -105,7 +105,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
 
     def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool,
                        image_sid: tuple[str, int] | None = None) -> None:
-        version = _generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
+        version = ensure_generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
         d = data_for(tokenizer, load_version(version)[1])
         ex, _ = d.evaluation("test")
@@ -115,7 +115,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
             record(label + suffix, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"],
                    low_confidence_share=res["low_confidence_share"])
 
-    rqk = _tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
+    rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
     generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False,
                    image_sid=("none", 0))  # IRGen-like: the image alone
     generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True)
@@ -123,7 +123,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     if ablations:
         generator_rows("OneVision w/o user SIDs", vrq, generator_name(vrq) + "-no-user", ("pretrain", "sft"), both=False)
         for without in ("business", "category"):
-            tok = _tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
+            tok = ensure_tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
             generator_rows(f"OneVision w/o {without} features", tok, generator_name(tok), ALL_STAGES, both=False)
         table2 += ["OneVision w/o user SIDs", "OneVision w/o business features", "OneVision w/o category features"]
     table2 += ["MCA", "MCA w/o ranking"]
