@@ -27,10 +27,6 @@ class UserContext:
     long_sid: np.ndarray  # (N, L) SID codes, -1 row = cold start
     long_items: list[np.ndarray]  # the item indices the long-term SID aggregates, oldest first
 
-    def take(self, idx) -> "UserContext":
-        return UserContext(self.short_items[idx], self.short_sids[idx], self.long_sid[idx],
-                           [self.long_items[i] for i in np.arange(len(self.long_items))[idx]])
-
     def blank(self) -> "UserContext":
         """The same requests as a user with no history (cold start / personalization off)."""
         return UserContext(np.full_like(self.short_items, -1), np.full_like(self.short_sids, -1),

@@ -16,7 +16,7 @@ Val and test sets are shopper photos of the matching split with request-time fea
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,7 @@ class GeneratorData:
     table: ItemTable  # item ids, SIDs, quantized vectors (tokenizer version)
     item_category: np.ndarray  # (n_items,) category index
     image_sid: str = "tokenizer"  # how the prompt's image SIDs were made (generator.image_sid.MODES)
+    _evaluations: dict = field(default_factory=dict, repr=False)  # split -> (examples, queries)
 
     @property
     def levels(self) -> int:
@@ -165,9 +166,13 @@ class GeneratorData:
         return user_context(self.catalog.events, self.table, q["user_id"].to_numpy(), q["ts"].to_numpy())
 
     def evaluation(self, split: str) -> tuple[Examples, pd.DataFrame]:
-        """Shopper photos of `split` with request-time user features, and the query rows."""
-        q = self.queries(split)
-        return self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]), context=self.context(q)), q
+        """Shopper photos of `split` with request-time user features, and the query rows;
+        built once per split (the user features are the slow part), so read-only."""
+        if split not in self._evaluations:
+            q = self.queries(split)
+            ex = self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]), context=self.context(q))
+            self._evaluations[split] = (ex, q)
+        return self._evaluations[split]
 
     def personalized(self, seed: int = 0, max_window: int = 20_000, blank_share: float = 0.15) -> Examples:
         rng = np.random.default_rng(seed)

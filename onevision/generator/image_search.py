@@ -52,11 +52,6 @@ class ImageSearch:
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
-        self.item_sids = searcher.items  # SIDItems: items grouped by SID
-        self._sid_of = {}
-        for g, sid in enumerate(searcher.items.sids):
-            for row in searcher.items.members[searcher.items.starts[g]:searcher.items.starts[g + 1]]:
-                self._sid_of[int(row)] = sid.tolist()
 
     def search(self, images: Sequence[bytes | str | Path], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
@@ -83,7 +78,8 @@ class ImageSearch:
         answers = []
         for r in range(len(pil)):
             score_of = {tuple(s): float(v) for s, v in zip(res.sids[r].tolist(), res.scores[r]) if np.isfinite(v)}
-            hits = [Hit(self.item_ids[i], self._sid_of[int(i)], score_of.get(tuple(self._sid_of[int(i)]), float("nan")))
+            sids = self.searcher.item_sids
+            hits = [Hit(self.item_ids[i], sids[i].tolist(), score_of.get(tuple(sids[i].tolist()), float("nan")))
                     for i in res.items[r] if i >= 0]
             answers.append(SearchAnswer(hits, bool(res.low_confidence[r]), float(res.similarity[r])))
         return answers

@@ -9,8 +9,13 @@ search and transformers' `generate` agree token for token.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_model, save_model
 from transformers import BartConfig, BartForConditionalGeneration
+
+from onevision.generator.prompt import PromptTokens
 
 from onevision.generator.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
 
@@ -75,10 +80,8 @@ class OneVisionGenerator(torch.nn.Module):
     uses; `category_logits` serves the category pretraining tasks, whose decoder starts from
     SEP instead of BOS and reads the category tokens' logits."""
 
-    def __init__(self, tokens, preset: str = "small"):
+    def __init__(self, tokens: PromptTokens, preset: str = "small"):
         super().__init__()
-        from onevision.generator.prompt import PromptTokens
-
         self.tokens: PromptTokens = tokens
         self.preset = preset
         self.bart = SIDBart(bart_config(tokens.vocab, preset, max_positions=max(128, tokens.length + 8)))
@@ -141,10 +144,6 @@ class OneVisionGenerator(torch.nn.Module):
         return {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}
 
     def save(self, folder) -> dict:
-        from pathlib import Path
-
-        from safetensors.torch import save_model
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_model(self, str(folder / WEIGHTS))  # handles BART's tied embeddings
@@ -152,8 +151,6 @@ class OneVisionGenerator(torch.nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "OneVisionGenerator":
-        from onevision.generator.prompt import PromptTokens
-
         if config.get("kind") != "onevision-generator":
             raise ValueError(f"not a generator config (kind {config.get('kind')!r})")
         return cls(PromptTokens.from_config(config["tokens"]), config["preset"])
@@ -161,10 +158,6 @@ class OneVisionGenerator(torch.nn.Module):
     @classmethod
     def load(cls, folder, config: dict | None = None) -> "OneVisionGenerator":
         """From a registry version (checked against its manifest) or a checkpoint folder with `config`."""
-        from pathlib import Path
-
-        from safetensors.torch import load_model
-
         if config is None:
             from onevision.registry import load_version
 

@@ -30,7 +30,8 @@ class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
                  item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64):
         self.model = model.eval()
-        self.trie = SIDTrie(item_sids, model.vocab.sizes)
+        self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
+        self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
         self.items = SIDItems.build(item_sids, s_conv)
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size = threshold, batch_size
