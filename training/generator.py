@@ -28,9 +28,9 @@ from training.generator_data import GeneratorData, fingerprint, load_generator_d
 STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
 ALL_STAGES = tuple(STAGES)
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
-# the prompt's image SIDs: the SIDs of the photo's 4 nearest catalog items (see generator/image_sid.py
+# the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/image_sid.py
 # and docs/architecture.md for why not the tokenizer's own quantization of the photo)
-IMAGE_SID, HINTS = "nearest-item", 4
+IMAGE_SID, HINTS = "nearest-item", 8
 MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}
 
 
@@ -61,15 +61,17 @@ def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], work
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
                     preset: str = "small", stages: tuple[str, ...] = ALL_STAGES, seed: int = 0,
                     name: str | None = None, progress: bool = True, image_sid: str = IMAGE_SID,
-                    hints: int = HINTS) -> tuple[Path, dict]:
+                    hints: int = HINTS, hint_similarity: bool = True, sid_content: bool = True) -> tuple[Path, dict]:
     """Run the stages and publish; returns the registry version and its validation metrics."""
     from onevision.eval.generative import evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
-    data = load_generator_data(catalog, tokenizer_version, cache, progress=progress, image_sid=image_sid, hints=hints)
+    data = load_generator_data(catalog, tokenizer_version, cache, progress=progress, image_sid=image_sid, hints=hints,
+                               hint_similarity=hint_similarity, sid_content=sid_content)
     name = name or generator_name(tokenizer_version)
     tok_manifest, _ = load_version(tokenizer_version)
-    run_id = fingerprint(catalog.root.resolve(), tok_manifest["files"], preset, stages, seed, image_sid, hints)
+    run_id = fingerprint(catalog.root.resolve(), tok_manifest["files"], preset, stages, seed, image_sid, hints,
+                         hint_similarity, sid_content)
     workdir = runs / name / run_id
     model, logs = train_stages(data, preset, stages, workdir, seed, progress)
     val, q = data.evaluation("val")

@@ -27,6 +27,7 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, cached_tokens
 from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, PromptTokens, Prompts, build_prompts
+from onevision.generator.sid_content import SIDContent
 from streaming.backfill import UserContext, user_context
 from streaming.item_table import ItemTable, load_item_table
 
@@ -38,6 +39,8 @@ class ImageBank:
     tokens: VisualTokens
     row: dict[str, int]  # catalog-relative image path -> row
     sids: np.ndarray | None = None  # (N, H, L) the SIDs of each image (`generator.image_sid`)
+    hint_similarity: np.ndarray | None = None  # (N, H) each image's cosine to its hint items
+    content: SIDContent | None = None  # SID -> its items' V embedding, for the prompts' SID slots
 
     def rows(self, paths) -> np.ndarray:
         return np.array([self.row[p] for p in paths], dtype=np.int64)
@@ -73,6 +76,7 @@ class Examples:
     task: np.ndarray  # (N,) SID_TASK | CATEGORY_TASK
     target_item: np.ndarray  # (N,) item row (-1 when not one item)
     image_sid: np.ndarray  # (N, H, L) the input image's SIDs (-1 = left out)
+    hint_similarity: np.ndarray  # (N, H) their cosines to the image (0 = left out)
     candidates: np.ndarray | None = None  # (N, C, L) DPO: the positive first, then negatives; -1 rows pad
 
     def __len__(self) -> int:
@@ -92,7 +96,7 @@ class Examples:
         img = self.image[idx]
         return build_prompts(tokens, bank.tokens.tokens[img][:, : tokens.n_visual - 1], bank.tokens.embedding[img],
                              self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx],
-                             self.image_sid[idx])
+                             self.image_sid[idx], self.hint_similarity[idx], bank.content)
 
 
 @dataclass
@@ -114,7 +118,7 @@ class GeneratorData:
     def _base(self, image_rows: np.ndarray, items: np.ndarray, scene: str = "image_search",
               context: UserContext | None = None, title: np.ndarray | None = None,
               task: int = SID_TASK, image_sid: bool = True) -> Examples:
-        n, L = len(image_rows), self.levels
+        n, L, h = len(image_rows), self.levels, self.tokens.n_hints
         return Examples(
             image=image_rows, scene=self.tokens.scene_ids([scene] * n),
             long_sid=context.long_sid if context is not None else np.full((n, L), -1, np.int64),
@@ -122,7 +126,8 @@ class GeneratorData:
             title=title if title is not None else np.zeros((n, self.tokens.title_len), np.int64),
             target=self.table.sids[items], category=self.item_category[items],
             task=np.full(n, task, np.int64), target_item=np.asarray(items, np.int64),
-            image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, self.tokens.n_hints, L), -1, np.int64))
+            image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, h, L), -1, np.int64),
+            hint_similarity=self.bank.hint_similarity[image_rows] if image_sid else np.zeros((n, h), np.float32))
 
     # -- stage data -------------------------------------------------------------------
     def item_images(self) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +232,8 @@ class GeneratorData:
 
 
 def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: Path, n_visual: int = 17,
-                        progress: bool = True, image_sid: str = "tokenizer", hints: int = 1) -> GeneratorData:
+                        progress: bool = True, image_sid: str = "tokenizer", hints: int = 1,
+                        hint_similarity: bool = True, sid_content: bool = True) -> GeneratorData:
     from onevision.registry import load_version, resolve_ref
 
     _, config = load_version(tokenizer_version)
@@ -238,12 +244,17 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     n_items = len(catalog.items)
     item_emb = bank.tokens.embedding[:n_items]  # the bank starts with the catalog images, in item order
     image_sids = ImageSIDs.from_version(tokenizer_version, catalog.items["category"], item_emb, mode=image_sid, hints=hints)
-    own = table.sids[:, None] if image_sid == "tokenizer" else image_sids.encode(item_emb)  # a catalog image's SID is its item's
-    own = own[:, :hints]
-    bank.sids = np.concatenate([own, image_sids.encode(bank.tokens.embedding[n_items:])])
+    if image_sid == "tokenizer":  # a catalog image's SID is its item's
+        own, own_sim = table.sids[:, None], np.zeros((n_items, 1), np.float32)
+    else:
+        own, own_sim = image_sids.encode_scored(item_emb)
+    others, others_sim = image_sids.encode_scored(bank.tokens.embedding[n_items:])
+    bank.sids = np.concatenate([own[:, :hints], others])
+    bank.hint_similarity = np.concatenate([own_sim[:, :hints], others_sim])
     sizes = config["tokenizer"]["sizes"]
+    bank.content = SIDContent(table.sids, item_emb, sizes)
     tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual,
-                                       n_hints=hints)
+                                       n_hints=hints, hint_similarity=hint_similarity, sid_content=sid_content)
     return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])), image_sid)
 
 

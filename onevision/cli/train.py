@@ -21,7 +21,9 @@ def train_all(
     stages: str = typer.Option("pretrain,sft,personalized-sft,dpo", help="stages to run, in order"),
     name: str = typer.Option(None, help="registry model name (default generator-<method>-<catalog>)"),
     image_sid: str = typer.Option("nearest-item", help="prompt's image SIDs: nearest-item | tokenizer | none"),
-    hints: int = typer.Option(4, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, 0 for none)"),
+    hints: int = typer.Option(8, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, 0 for none)"),
+    hint_similarity: bool = typer.Option(True, help="the model also reads each hint's cosine to the photo"),
+    sid_content: bool = typer.Option(True, help="every SID slot of the prompt also carries its items' V embedding"),
     seed: int = typer.Option(0),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
@@ -37,7 +39,8 @@ def train_all(
     recipe(preset)  # unknown presets fail before any work
     tok = ensure_tokenizer(c, tokenizer, registry, cache, preset)
     version, metrics = train_generator(c, tok, registry, cache, runs, preset, tuple(s.strip() for s in stages.split(",")),
-                                       seed, name, image_sid=image_sid, hints=hints)
+                                       seed, name, image_sid=image_sid, hints=hints, hint_similarity=hint_similarity,
+                                       sid_content=sid_content)
     for stage, m in metrics["stages"].items():
         typer.echo(f"  {stage:<18} {m['epochs']} epochs, final loss {m['final_loss']:.4f}, {m['seconds']:.0f}s")
     for set_name, m in metrics["val"].items():

@@ -22,10 +22,14 @@ QUERY_SETS = ("click", "order", "all")
 
 def search(item_vecs: np.ndarray, query_vecs: np.ndarray, k: int) -> np.ndarray:
     """Exact inner-product search (vectors are unit length, so cosine): (n_queries, k) indices."""
+    return search_scored(item_vecs, query_vecs, k)[1]
+
+
+def search_scored(item_vecs: np.ndarray, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`search` with its cosines: ((n_queries, k) similarities, (n_queries, k) indices)."""
     index = faiss.IndexFlatIP(item_vecs.shape[1])
     index.add(np.ascontiguousarray(item_vecs, dtype=np.float32))
-    _, ranked = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), min(k, len(item_vecs)))
-    return ranked
+    return index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), min(k, len(item_vecs)))
 
 
 def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k: int = 10,

@@ -53,7 +53,9 @@ def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple
         config = load_version(version)[1]
         if config.get("tokenizer_files") == load_version(tokenizer)[0]["files"] and tuple(config.get("stages", ())) == stages \
                 and config.get("training_preset") == preset and config.get("image_sid") == mode \
-                and config["tokens"].get("n_hints") == hints:
+                and config["tokens"].get("n_hints") == hints \
+                and (hints == 0 or (config["tokens"].get("hint_similarity", False)
+                                    and config["tokens"].get("sid_content", False))):
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
                            image_sid=mode, hints=hints)[0]

@@ -20,6 +20,7 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, build_prompts
+from onevision.generator.sid_content import SIDContent
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.images import load_rgb
 
@@ -52,6 +53,7 @@ class ImageSearch:
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
+        self.content = SIDContent(searcher.item_sids, searcher.item_embedding, self.tokens.sizes)
 
     def search(self, images: Sequence[bytes | str | Path], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
@@ -71,9 +73,10 @@ class ImageSearch:
             if bad.any():
                 raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
         vis = encode_images(self.encoder, pil)
+        hints, hint_sim = self.image_sids.encode_scored(vis.embedding)
         prompts = build_prompts(self.tokens, vis.tokens[:, : self.tokens.n_visual - 1], vis.embedding,
                                 self.tokens.scene_ids([scene] * len(pil)), long_sid, short,
-                                image_sid=self.image_sids.encode(vis.embedding))
+                                image_sid=hints, hint_similarity=hint_sim, content=self.content)
         res = self.searcher.search(prompts, beam=beam, k=k)
         answers = []
         for r in range(len(pil)):

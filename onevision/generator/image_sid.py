@@ -43,18 +43,25 @@ class ImageSIDs:
 
     def encode(self, embedding: np.ndarray) -> np.ndarray:
         """(B, hints, L) SIDs of images from V's embeddings (B, D)."""
-        embedding = np.asarray(embedding, np.float32)
-        if not len(embedding) or self.mode == "none":
-            return np.zeros((len(embedding), self.hints, self.tok.levels), np.int64)
-        if self.mode == "nearest-item":
-            from onevision.eval.ann import search
+        return self.encode_scored(embedding)[0]
 
-            return self.item_sids[search(self.item_embedding, embedding, self.hints)]
+    def encode_scored(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode` and (B, hints) cosines between each image and its hint items (0 where a hint
+        is no catalog item: modes `tokenizer` and `none`)."""
+        embedding = np.asarray(embedding, np.float32)
+        zeros = np.zeros((len(embedding), self.hints), np.float32)
+        if not len(embedding) or self.mode == "none":
+            return np.zeros((len(embedding), self.hints, self.tok.levels), np.int64), zeros
+        if self.mode == "nearest-item":
+            from onevision.eval.ann import search_scored
+
+            sims, rows = search_scored(self.item_embedding, embedding, self.hints)
+            return self.item_sids[rows], sims.astype(np.float32)
         text = _predicted_category_text(embedding, self.item_embedding, self.item_category, self.category_text)
         if self.without == "category":
             text = np.zeros_like(text)
         inputs = TokenizerInputs(embedding, text, np.zeros((len(embedding), self.n_business), np.float32))
-        return self.tok.encode(inputs)[:, None]
+        return self.tok.encode(inputs)[:, None], zeros
 
     @classmethod
     def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray,

@@ -68,6 +68,7 @@ class SIDBart(BartForConditionalGeneration):
 
 
 GRID_DIM, EMBED_DIM = 320, 256  # V's token and embedding sizes (encoders.aligned)
+SIM_SCALE = 10.0  # hint cosines differ in the second decimal; scaled so their projection learns at the embeddings' pace
 WEIGHTS = "generator.safetensors"
 
 
@@ -88,17 +89,34 @@ class OneVisionGenerator(torch.nn.Module):
         d = self.bart.config.d_model
         self.grid_proj = torch.nn.Linear(GRID_DIM, d)
         self.embed_proj = torch.nn.Linear(EMBED_DIM, d)
+        # each hint's cosine to the photo and its gap to the nearest hint's, added to the hint's SID tokens
+        self.hint_proj = torch.nn.Linear(2, d) if tokens.hint_similarity and tokens.n_hints else None
+        # the V embedding of each SID slot's items (generator.sid_content), added to the slot's tokens
+        self.content_proj = torch.nn.Linear(EMBED_DIM, d) if tokens.sid_content else None
+        self.register_buffer("slot_positions", torch.from_numpy(tokens.sid_slots.reshape(-1)), persistent=False)
 
     @property
     def vocab(self) -> SIDVocab:
         return self.bart.vocab
 
     def embed(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        if prompts.ids.shape[1] != self.tokens.length:
+            raise ValueError(f"prompts of {prompts.ids.shape[1]} tokens, the model reads {self.tokens.length} "
+                             f"({self.tokens.n_hints} image SIDs): build them with the model's PromptTokens")
         x = self.bart.get_input_embeddings()(prompts.ids)
         start = self.tokens.visual_start
         n_grid = prompts.grid.shape[1]
         visual = torch.cat([self.grid_proj(prompts.grid), self.embed_proj(prompts.embedding)[:, None]], dim=1)
         x = torch.cat([x[:, :start], visual, x[:, start + n_grid + 1:]], dim=1)
+        if self.hint_proj is not None:
+            sim = prompts.hint_similarity
+            feats = SIM_SCALE * torch.stack([sim, sim[:, :1] - sim], dim=-1)  # (B, H, 2)
+            extra = self.hint_proj(feats).repeat_interleave(self.tokens.levels, dim=1)  # (B, H * L, d)
+            h0, h1 = self.tokens.hint_start, self.tokens.hint_start + extra.shape[1]
+            x = torch.cat([x[:, :h0], x[:, h0:h1] + extra, x[:, h1:]], dim=1)
+        if self.content_proj is not None:
+            content = self.content_proj(prompts.sid_content).repeat_interleave(self.tokens.levels, dim=1)
+            x = x.index_add(1, self.slot_positions, content)
         mask = torch.cat([prompts.mask[:, :start], torch.ones(len(x), n_grid + 1, dtype=prompts.mask.dtype),
                           prompts.mask[:, start + n_grid + 1:]], dim=1)
         return x, mask

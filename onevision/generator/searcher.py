@@ -40,7 +40,7 @@ class GenerativeSearcher:
         parts = []
         for start in range(0, len(prompts), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            chunk = Prompts(prompts.ids[sl], prompts.mask[sl], prompts.grid[sl], prompts.embedding[sl])
+            chunk = prompts[sl]
             parts.append(self.model.search(chunk, self.trie, beam=beam, constrained=constrained))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])

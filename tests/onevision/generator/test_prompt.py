@@ -47,3 +47,59 @@ def test_config_round_trip_and_unknown_category():
         assert "hats" in str(exc)
     else:
         raise AssertionError("an unknown category must be refused")
+
+
+def test_hint_similarities_reach_only_the_hint_tokens():
+    import torch
+
+    from onevision.generator.model import OneVisionGenerator
+
+    t = PromptTokens.from_catalog(SIZES, ["shoes", "bags"], ["red shoe"], n_visual=5, n_hints=2)
+    hints = np.array([[[2, 1, 0], [3, 0, 1]]])
+    p = build_prompts(t, np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
+                      image_sid=hints, hint_similarity=np.array([[0.9, 0.7]]))
+    assert p.hint_similarity.tolist() == [[np.float32(0.9), np.float32(0.7)]]
+    assert (p.ids[0, t.hint_start:t.hint_start + 3].numpy() == t.vocab.tokens(np.array([2, 1, 0]))).all()
+    torch.manual_seed(0)
+    model = OneVisionGenerator(t, "tiny")
+    x, _ = model.embed(p)
+    closer = p[:]
+    closer.hint_similarity = torch.tensor([[0.9, 0.85]])
+    y, _ = model.embed(closer)
+    changed = (x - y).abs().sum(-1)[0] > 0
+    assert changed[t.hint_start + 3:t.hint_start + 2 * 3].all() and changed.sum() == 3  # the second hint's tokens
+    # a model saved before hint similarities existed loads without the projection
+    old = {k: v for k, v in t.config().items() if k != "hint_similarity"}
+    assert OneVisionGenerator(PromptTokens.from_config(old), "tiny").hint_proj is None
+
+
+def test_sid_slots_carry_their_items_embedding():
+    import torch
+
+    from onevision.generator.model import OneVisionGenerator
+    from onevision.generator.sid_content import SIDContent
+
+    item_sids = np.array([[2, 1, 0], [3, 0, 1], [3, 0, 1]])
+    emb = np.eye(3, 256, dtype=np.float32)
+    content = SIDContent(item_sids, emb, SIZES)
+    looked = content.lookup(np.array([[2, 1, 0], [3, 0, 1], [-1, -1, -1], [7, 3, 3]]))
+    assert np.allclose(looked[0], emb[0]) and np.allclose(looked[1], (emb[1] + emb[2]) / np.sqrt(2))
+    assert not looked[2:].any()  # missing and non-catalog SIDs: zeros
+    t = PromptTokens.from_catalog(SIZES, ["shoes"], ["red shoe"], n_visual=5, n_hints=1)
+    short = np.full((1, SHORT_LEN, 3), -1)
+    short[0, 0] = [3, 0, 1]
+    p = build_prompts(t, np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
+                      np.array([[2, 1, 0]]), short, image_sid=np.array([[[2, 1, 0]]]), content=content)
+    assert p.sid_content.shape == (1, 1 + SHORT_LEN + 1, 256)
+    assert np.allclose(p.sid_content[0, 0], emb[0]) and np.allclose(p.sid_content[0, 6], emb[0])
+    assert np.allclose(p.sid_content[0, 1], looked[1]) and not p.sid_content[0, 2:6].any()
+    assert (p.ids[0, t.sid_slots[1]].numpy() == t.vocab.tokens(np.array([3, 0, 1]))).all()
+    torch.manual_seed(0)
+    model = OneVisionGenerator(t, "tiny")
+    x, _ = model.embed(p)
+    other = p[:]
+    other.sid_content = p.sid_content.clone()
+    other.sid_content[0, 1] = torch.from_numpy(emb[0])
+    y, _ = model.embed(other)
+    changed = ((x - y).abs().sum(-1)[0] > 0).nonzero().reshape(-1).tolist()
+    assert changed == t.sid_slots[1].tolist()  # only the first short-term slot's tokens
