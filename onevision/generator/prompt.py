@@ -10,10 +10,11 @@ nearest catalog items; with `hint_similarity` the model also adds a projection o
 cosine to the photo (and its gap to the nearest's) to the hint's tokens, so it knows how close
 each candidate is, which the SID alone cannot say; with `sid_content` every SID slot also
 carries its items' V embedding (`generator.sid_content`), so candidates can be compared with the
-photo and with the shopper's clicks by what they look like. Empty slots (no title, a user with no
-history, a shorter short-term list) are PAD with attention mask 0, so a cold-start user is just a prompt whose user slots are empty. Visual
-positions hold the image's grid tokens then its pooled embedding; their embeddings come from
-projections of V's features, not the token table (`generator.model.OneVisionGenerator.embed`).
+photo and with the shopper's clicks by what they look like. Empty slots (no title, a user with
+no history, a shorter short-term list) are PAD with attention mask 0, so a cold-start user is
+just a prompt whose user slots are empty. Visual positions hold the image's grid tokens then its
+pooled embedding; their embeddings come from projections of V's features, not the token table
+(`generator.model.OneVisionGenerator.embed`).
 
 Extra tokens after the SID codes: the scenes, the categories (also the outputs of the category
 pretraining tasks) and title words (the most frequent words of the catalog's titles).
@@ -86,11 +87,11 @@ class PromptTokens:
 
     @property
     def length(self) -> int:
-        return (1 + 1 + self.levels + 1 + SHORT_LEN * self.levels + 1 + self.title_len + 1
-                + self.n_hints * self.levels + 1 + self.n_visual + 1)
+        return self.hint_start + self.n_hints * self.levels + 1 + self.n_visual + 1
 
     @property
     def hint_start(self) -> int:
+        """Position of the first image-SID token."""
         return 1 + 1 + self.levels + 1 + SHORT_LEN * self.levels + 1 + self.title_len + 1
 
     @property
@@ -196,7 +197,8 @@ def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray,
         given = np.asarray(hint_similarity, np.float32).reshape(b, -1)[:, : tokens.n_hints]
         sims[:, : given.shape[1]] = given
     embedding = np.asarray(embedding, dtype=np.float32)
-    slot_emb = content.lookup(slots) if content is not None else np.zeros((*slots.shape[:2], embedding.shape[-1]), np.float32)
+    slot_emb = content.lookup(slots) if content is not None \
+        else np.zeros((*slots.shape[:2], embedding.shape[-1]), np.float32)
     return Prompts(torch.from_numpy(ids), torch.from_numpy((ids != PAD).astype(np.int64)),
                    torch.from_numpy(np.asarray(grid, dtype=np.float32)), torch.from_numpy(embedding),
                    torch.from_numpy(sims), torch.from_numpy(slot_emb))
