@@ -1,8 +1,8 @@
 """Recipe `train all`: pretrain -> SFT -> personalized SFT -> DPO, then publish the generator.
 
 Each stage starts from the previous stage's weights and checkpoints under
-`<runs>/<model>/<run id>/<stage>/` (the run id fingerprints catalog, tokenizer, preset, stages
-and seed), so an interrupted `train all` resumes where it stopped and a finished stage is
+`<runs>/<model>/<run id>/<stage>/` (`run_id` fingerprints catalog, tokenizer, preset, stages, seed
+and prompt options), so an interrupted `train all` resumes where it stopped and a finished stage is
 loaded, not retrained. The result is published as `generator-<method>-<catalog>` (or the
 given name) with the stage logs, loss curves and validation metrics.
 """
@@ -58,6 +58,14 @@ def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], work
     return model, logs
 
 
+def run_id(catalog: Catalog, tokenizer_version: Path, preset: str, stages: tuple[str, ...], seed: int = 0,
+           image_sid: str = IMAGE_SID, hints: int = HINTS, hint_similarity: bool = True, sid_content: bool = True) -> str:
+    """Everything that decides a trained generator, hashed: its checkpoints live under it (a rerun
+    resumes) and its published config records it (`ensure_generator` reuses only the same run)."""
+    return fingerprint(catalog.root.resolve(), load_version(tokenizer_version)[0]["files"], preset, tuple(stages), seed,
+                       image_sid, hints, hint_similarity, sid_content)
+
+
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
                     preset: str = "small", stages: tuple[str, ...] = ALL_STAGES, seed: int = 0,
                     name: str | None = None, progress: bool = True, image_sid: str = IMAGE_SID,
@@ -70,9 +78,8 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
                                hint_similarity=hint_similarity, sid_content=sid_content)
     name = name or generator_name(tokenizer_version)
     tok_manifest, _ = load_version(tokenizer_version)
-    run_id = fingerprint(catalog.root.resolve(), tok_manifest["files"], preset, stages, seed, image_sid, hints,
-                         hint_similarity, sid_content)
-    workdir = runs / name / run_id
+    run = run_id(catalog, tokenizer_version, preset, stages, seed, image_sid, hints, hint_similarity, sid_content)
+    workdir = runs / name / run
     model, logs = train_stages(data, preset, stages, workdir, seed, progress)
     val, q = data.evaluation("val")
     searcher = searcher_for(model, data)
@@ -82,7 +89,7 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
                               "seconds": round(log["seconds"], 1)} for s, log in logs.items()}}
     config = {**model.config(), "tokenizer": str(tokenizer_version), "tokenizer_files": tok_manifest["files"],
               "catalog": catalog.name, "stages": list(stages), "image_sid": image_sid,
-              "seed": seed, "training_preset": preset}
+              "seed": seed, "training_preset": preset, "run_id": run}
     with tempfile.TemporaryDirectory() as tmp:
         files = model.save(Path(tmp))
         for stage in stages:

@@ -252,7 +252,7 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     bank.sids = np.concatenate([own[:, :hints], others])
     bank.hint_similarity = np.concatenate([own_sim[:, :hints], others_sim])
     sizes = config["tokenizer"]["sizes"]
-    bank.content = SIDContent(table.sids, item_emb, sizes)
+    bank.content = SIDContent.from_item_sids(table.sids, item_emb)
     tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual,
                                        n_hints=hints, hint_similarity=hint_similarity, sid_content=sid_content)
     return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])), image_sid)

@@ -44,18 +44,14 @@ def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path,
 
 def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
                runs: Path, preset: str, progress: bool = True, image_sid: tuple[str, int] | None = None) -> Path:
-    """The registry's current `name` if it was trained on this tokenizer with these stages, else a new one."""
-    from training.generator import HINTS, IMAGE_SID, train_generator
+    """The registry's current `name` if it is the same run (`training.generator.run_id`: catalog,
+    tokenizer, stages, preset, prompt options), else a new one."""
+    from training.generator import HINTS, IMAGE_SID, run_id, train_generator
 
     mode, hints = image_sid or (IMAGE_SID, HINTS)
     if current_version(registry, name):
         version = resolve(name, registry)
-        config = load_version(version)[1]
-        if config.get("tokenizer_files") == load_version(tokenizer)[0]["files"] and tuple(config.get("stages", ())) == stages \
-                and config.get("training_preset") == preset and config.get("image_sid") == mode \
-                and config["tokens"].get("n_hints") == hints \
-                and (hints == 0 or (config["tokens"].get("hint_similarity", False)
-                                    and config["tokens"].get("sid_content", False))):
+        if load_version(version)[1].get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
                            image_sid=mode, hints=hints)[0]

@@ -53,7 +53,7 @@ class ImageSearch:
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
-        self.content = SIDContent(searcher.item_sids, searcher.item_embedding, self.tokens.sizes)
+        self.content = SIDContent(searcher.items, searcher.item_embedding)
 
     def search(self, images: Sequence[bytes | str | Path], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
@@ -78,10 +78,9 @@ class ImageSearch:
                                 self.tokens.scene_ids([scene] * len(pil)), long_sid, short,
                                 image_sid=hints, hint_similarity=hint_sim, content=self.content)
         res = self.searcher.search(prompts, beam=beam, k=k)
-        answers = []
+        answers, sids = [], self.searcher.item_sids
         for r in range(len(pil)):
             score_of = {tuple(s): float(v) for s, v in zip(res.sids[r].tolist(), res.scores[r]) if np.isfinite(v)}
-            sids = self.searcher.item_sids
             hits = [Hit(self.item_ids[i], sids[i].tolist(), score_of.get(tuple(sids[i].tolist()), float("nan")))
                     for i in res.items[r] if i >= 0]
             answers.append(SearchAnswer(hits, bool(res.low_confidence[r]), float(res.similarity[r])))

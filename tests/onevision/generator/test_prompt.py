@@ -81,7 +81,7 @@ def test_sid_slots_carry_their_items_embedding():
 
     item_sids = np.array([[2, 1, 0], [3, 0, 1], [3, 0, 1]])
     emb = np.eye(3, 256, dtype=np.float32)
-    content = SIDContent(item_sids, emb, SIZES)
+    content = SIDContent.from_item_sids(item_sids, emb)
     looked = content.lookup(np.array([[2, 1, 0], [3, 0, 1], [-1, -1, -1], [7, 3, 3]]))
     assert np.allclose(looked[0], emb[0]) and np.allclose(looked[1], (emb[1] + emb[2]) / np.sqrt(2))
     assert not looked[2:].any()  # missing and non-catalog SIDs: zeros
