@@ -12,15 +12,15 @@ from onevision.metrics.retrieval import retrieval_metrics
 QUERY_SETS = ("click", "order", "all")
 
 
-def searcher_for(model, data) -> GenerativeSearcher:
+def searcher_for(model, data, **options) -> GenerativeSearcher:
     """A searcher over the catalog of `data` (training/generator_data.GeneratorData), its
-    confidence threshold calibrated on the training photos."""
+    confidence threshold calibrated on the training photos; `options` go to the searcher."""
     emb = data.bank.tokens.embedding
     item_emb = emb[data.bank.rows(data.catalog.items["image"])]
     train = data.queries("train")
     threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
-    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold)
+    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold, **options)
 
 
 def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:

@@ -6,7 +6,8 @@ Methods (each trained here if the registry lacks it):
 - MCA: ANN recall, pre-rank, learned ranker with user features and item stats; MCA w/o ranking;
 - RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT from the image alone (IRGen-like);
 - OneVision: VRQ SIDs, pretrain -> SFT -> personalized SFT -> DPO, with and without the user's
-  features at inference (w/ P. / w/o P.);
+  features at inference (w/ P. / w/o P.), and in pure beam order (without the similarity
+  re-score of `generator.searcher`);
 - ablations (Table 2): trained without user SIDs (pretrain -> SFT), on VRQ without business
   features, on VRQ without category features.
 Writes `reports/offline_<catalog>.json` and `.md`.
@@ -24,7 +25,7 @@ import numpy as np
 from onevision.baselines.mca import MCACascade, UserArrays
 from onevision.catalog.format import Catalog
 from onevision.eval.ann import search
-from onevision.eval.generative import evaluate_generator, set_metrics
+from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
 from onevision.registry import current_version, load_version, resolve
 
@@ -112,6 +113,9 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
             suffix = (" w/ P." if personalized else " w/o P.") if both else ""
             record(label + suffix, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"],
                    low_confidence_share=res["low_confidence_share"])
+        if both:  # what the similarity re-score adds: the same model in pure beam order
+            res = evaluate_generator(model, d, ex, kinds, beam=beam, searcher=searcher_for(model, d, similarity_weight=0.0))
+            record(label + " w/ P., beam order", res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"])
 
     rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
     generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False,

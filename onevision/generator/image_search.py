@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
@@ -55,11 +56,12 @@ class ImageSearch:
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
 
-    def search(self, images: Sequence[bytes | str | Path], users: Sequence[dict] | None = None,
+    def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
         """One answer per image; `users[i]` holds 'short_sids' (newest first) and 'long_sid'
-        as the feature store returns them (empty or missing for a cold-start user)."""
-        pil = [load_rgb(img) for img in images]
+        as the feature store returns them (empty or missing for a cold-start user). Images
+        already decoded (PIL, as serving passes them) are used as they are."""
+        pil = [img.convert("RGB") if isinstance(img, Image.Image) else load_rgb(img) for img in images]
         levels = self.tokens.levels
         long_sid = np.full((len(pil), levels), -1, np.int64)
         short = np.full((len(pil), SHORT_LEN, levels), -1, np.int64)

@@ -2,6 +2,9 @@
 
 Several items can share a SID (near duplicates); inside a SID they are ordered by S_conv
 (OneVision eq. 13: w1 clicks_30d + w2 GMV_30d + w3 orders_30d), and SIDs keep the beam's order.
+The beam's log-probabilities can be re-scored with the photo's similarity to each SID's items
+(`GenerativeSearcher(similarity_weight=...)`): the generator's runners-up are poorly calibrated
+(its 4th beam averages log-prob -11.6), and the items' own V similarity separates them.
 The flag says the results may not be the product in the photo: when none of the top-K items'
 image embeddings is at least `threshold` cosine-similar to the query's (OneVision 3.4's
 top-K similarity check).
@@ -48,6 +51,18 @@ class SIDItems:
         pos = np.minimum(np.searchsorted(mine, keys), len(mine) - 1)
         ok = (mine[pos] == keys) & (sids <= self.sids.max(0)).all(1)
         return np.where(ok, pos, -1)
+
+    def best_similarity(self, beam_sids: np.ndarray, query_embedding: np.ndarray,
+                        item_embedding: np.ndarray) -> np.ndarray:
+        """(B, beam, L) SIDs -> (B, beam) the best cosine between each query and its SIDs' items
+        (-1 for a SID no item has)."""
+        b, beam = beam_sids.shape[:2]
+        groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, beam)
+        out = np.full((b, beam), -1.0, np.float32)
+        for r, j in zip(*np.nonzero(groups >= 0)):
+            g = groups[r, j]
+            out[r, j] = (item_embedding[self.members[self.starts[g]:self.starts[g + 1]]] @ query_embedding[r]).max()
+        return out
 
     def rank(self, beam_sids: np.ndarray, k: int = 10) -> np.ndarray:
         """(B, beam, L) SIDs best first -> (B, k) item rows, -1 padded."""

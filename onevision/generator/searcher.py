@@ -1,6 +1,7 @@
 """Image search with a trained generator: prompts in, ranked items and a confidence flag out.
 
-Constrained beam search over the catalog's SID trie, SIDs expanded to items ordered by S_conv,
+Constrained beam search over the catalog's SID trie, the beam re-scored by
+log-prob + similarity_weight x the photo's best cosine to the SID's items, SIDs expanded to items ordered by S_conv,
 the low-confidence check against V's embeddings. Batches of any size; a prompt with empty user
 slots (cold start) is searched like any other.
 """
@@ -22,19 +23,24 @@ class SearchResult:
     items: np.ndarray  # (B, k) item rows best first, -1 padded
     sids: np.ndarray  # (B, beam, L) generated SIDs
     scores: np.ndarray  # (B, beam) log-probabilities
+    rescored: np.ndarray  # (B, beam) the scores that ordered the SIDs (log-prob + weight x similarity)
     low_confidence: np.ndarray  # (B,) bool
     similarity: np.ndarray  # (B,) best query-item cosine among the top K
 
 
+SIMILARITY_WEIGHT = 80.0  # chosen on the small world's val split (beam 10): HR@4 78.2/82.1 -> 80.5/83.2
+
+
 class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
-                 item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64):
+                 item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
+                 similarity_weight: float = SIMILARITY_WEIGHT):
         self.model = model.eval()
         self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
         self.items = SIDItems.build(item_sids, s_conv)
         self.item_embedding = np.asarray(item_embedding, np.float32)
-        self.threshold, self.batch_size = threshold, batch_size
+        self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
@@ -44,6 +50,13 @@ class GenerativeSearcher:
             parts.append(self.model.search(chunk, self.trie, beam=beam, constrained=constrained))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
+        query = prompts.embedding.numpy()
+        rescored = scores
+        if self.similarity_weight:
+            rescored = scores + self.similarity_weight * self.items.best_similarity(sids, query, self.item_embedding)
+            order = np.argsort(-rescored, axis=1, kind="stable")  # -inf (padding) stays last
+            sids, scores, rescored = (np.take_along_axis(a, order[..., None] if a.ndim == 3 else order, 1)
+                                      for a in (sids, scores, rescored))
         items = self.items.rank(sids, k)
-        flag, best = low_confidence(prompts.embedding.numpy(), self.item_embedding, items, self.threshold)
-        return SearchResult(items, sids, scores, flag, best)
+        flag, best = low_confidence(query, self.item_embedding, items, self.threshold)
+        return SearchResult(items, sids, scores, rescored, flag, best)

@@ -30,3 +30,13 @@ def test_low_confidence_flags_queries_far_from_their_results():
     assert flag.tolist() == [False, True] and np.allclose(best, [1.0, 0.6])
     t = calibrate_threshold(np.eye(3), np.eye(3), quantile=0.5)
     assert np.isclose(t, 1.0)
+
+
+def test_best_similarity_is_the_closest_item_of_each_sid():
+    sids = np.array([[0, 1], [0, 1], [1, 1]])
+    emb = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    index = SIDItems.build(sids, np.zeros(3))
+    query = np.array([[0, 1], [1, 0]], np.float32)
+    beams = np.array([[[0, 1], [1, 1], [3, 3]], [[1, 1], [0, 1], [0, 1]]])
+    best = index.best_similarity(beams, query, emb)
+    assert np.allclose(best, [[0.8, 1.0, -1.0], [0.0, 1.0, 1.0]])

@@ -1,0 +1,166 @@
+"""The Ray Serve application against the real broker, Redis (Feast) and a local Ray: searches by
+upload and by JSON, exposures on Kafka with the assignment, bad input answered with a 4xx and
+a reason, and a user's clicks reaching the next search through the feature worker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import yaml
+from kafka import KafkaConsumer
+from PIL import Image
+
+from features.client import feature_store, user_features
+from infra.process import free_port
+from onevision.registry import load_version, resolve_ref
+from serving.experiments import ExperimentConfig, Router
+from streaming.item_table import load_item_table
+from streaming.producer import EventProducer, event
+from streaming.worker import FeatureWorker, WorkerConfig
+from tests.integration.test_stream_worker import isolated
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def app(services, tiny_world, tiny_generator, tmp_path_factory):
+    import ray
+    from ray import serve
+
+    from serving.app import build
+
+    version, data = tiny_generator
+    settings = isolated(services, "serving")
+    experiments = tmp_path_factory.mktemp("serving") / "experiments.yaml"
+    experiments.write_text(yaml.safe_dump({
+        "default_variant": "onevision",
+        "variants": [{"name": "onevision", "model": version.parent.name, "version": version.name},
+                     {"name": "onevision-b", "model": version.parent.name}],
+        "layers": [{"name": "search-model", "experiments": [{"key": "ab", "variants": ["onevision", "onevision-b"]}]}],
+        "forced": {"qa-user": "onevision-b"}}))
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build({"catalog": str(tiny_world), "registry": str(version.parent.parent), "experiments": str(experiments),
+                     "settings": settings.model_dump(mode="json"), "beam": 16}), name="onevision", route_prefix="/")
+    yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "version": version, "data": data,
+           "world": tiny_world, "router": Router(ExperimentConfig.load(experiments))}
+    serve.shutdown()
+    ray.shutdown()
+
+
+def photo(app) -> bytes:
+    q = app["data"].catalog.queries
+    return (app["world"] / q["image"].iloc[0]).read_bytes()
+
+
+def exposures(settings, request_id: str, expected: int, timeout: float = 20) -> list[dict]:
+    c = KafkaConsumer(settings.kafka.events_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                      auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    found, deadline = [], time.time() + timeout
+    while len(found) < expected and time.time() < deadline:
+        found += [e for e in (json.loads(m.value) for m in c) if e.get("request_id") == request_id]
+    c.close()
+    return found
+
+
+def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
+    url, items = app["url"], set(app["data"].catalog.items["item_id"])
+    up = requests.post(f"{url}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},
+                       data={"user_id": "u-upload", "scene": "image_search", "top_k": "5"}, timeout=60)
+    assert up.status_code == 200, up.text
+    body = up.json()
+    assert len(body["items"]) == 5 and all(h["item_id"] in items for h in body["items"])
+    assert [h["position"] for h in body["items"]] == list(range(5))
+    assert body["variant"] == app["router"].assign("u-upload").variant and body["experiment"] == "ab"
+    assert body["model_version"].startswith(app["version"].parent.name) and body["short_sids"] == []
+    js = requests.post(f"{url}/v1/search", json={"user_id": "qa-user", "top_k": 3,
+                                                  "image_b64": base64.b64encode(photo(app)).decode()}, timeout=60)
+    assert js.status_code == 200, js.text
+    assert js.json()["variant"] == "onevision-b" and js.json()["experiment"] == ""  # forced for QA
+    assert [h["item_id"] for h in js.json()["items"]] == [h["item_id"] for h in body["items"]][:3]  # same model
+
+    logged = exposures(app["settings"], body["request_id"], 5)
+    assert sorted(e["position"] for e in logged) == list(range(5))
+    assert {e["item_id"] for e in logged} == {h["item_id"] for h in body["items"]}
+    assert all(e["type"] == "exposure" and e["variant"] == body["variant"] and e["experiment"] == "ab"
+               and e["user_id"] == "u-upload" and e["price"] is not None for e in logged)
+
+
+def bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buf, format="PNG")  # 64 M pixels in about 60 kB
+    return buf.getvalue()
+
+
+def test_bad_input_gets_a_4xx_with_a_reason_and_the_service_keeps_answering(app):
+    url, good = app["url"], photo(app)
+    files = lambda data: {"image": ("p.jpg", data, "image/jpeg")}  # noqa: E731
+    form = {"user_id": "u-bad"}
+    cases = {
+        "empty body": (dict(data=b"", headers={"content-type": "application/json"}), 400, "empty body"),
+        "truncated JPEG": (dict(files=files(good[: len(good) // 3]), data=form), 400, "could not be decoded"),
+        "not an image": (dict(files=files(b"hello, this is text"), data=form), 400, "not an image"),
+        "decompression bomb": (dict(files=files(bomb()), data=form), 413, "pixels"),
+        "over-size upload": (dict(files=files(b"\xff" * (9 * 1024 * 1024)), data=form), 413, "over the limit"),
+        "bad JSON": (dict(data=b'{"user_id": "u", ', headers={"content-type": "application/json"}), 400, "not valid JSON"),
+        "bad base64": (dict(json={"user_id": "u", "image_b64": "%%%"}), 400, "base64"),
+        "unknown scene": (dict(files=files(good), data={**form, "scene": "moon"}), 422, "unknown scene"),
+        "negative top_k": (dict(files=files(good), data={**form, "top_k": "-3"}), 422, "top_k"),
+        "no user": (dict(files=files(good)), 422, "user_id"),
+        "no image": (dict(data=form, files={"other": ("x", b"x")}), 400, "no 'image'"),
+        "other type": (dict(data=b"x", headers={"content-type": "text/plain"}), 415, "not supported"),
+    }
+    for name, (kwargs, status, reason) in cases.items():
+        r = requests.post(f"{url}/v1/search", timeout=60, **kwargs)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert reason in r.json()["error"], (name, r.json())
+    ok = requests.post(f"{url}/v1/search", files=files(good), data=form, timeout=60)
+    assert ok.status_code == 200
+    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    assert 'onevision_requests_total{status="413",variant=""}' in metrics
+    assert 'onevision_request_seconds_count{stage="model"}' in metrics
+
+
+def test_clicks_reach_the_next_search_within_two_seconds(app):
+    settings, version = app["settings"], app["version"]
+    table = load_item_table(resolve_ref(load_version(version)[1]["tokenizer"], version))
+    worker = FeatureWorker(settings, table, WorkerConfig(group=f"serving-{uuid.uuid4().hex[:6]}"))
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        user, url = f"u-live-{uuid.uuid4().hex[:6]}", app["url"]
+        ask = lambda: requests.post(f"{url}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},  # noqa: E731
+                                    data={"user_id": user}, timeout=60).json()
+        assert ask()["short_sids"] == []
+        producer = EventProducer(settings)
+        warm = f"{user}-warm-up"  # the worker has joined its group and caught up once this one lands
+        producer.send(event("click", warm, table.item_ids[0]))
+        producer.flush()
+        store, deadline = feature_store(settings), time.time() + 60
+        while not user_features(store, [warm])[0]["short_sids"] and time.time() < deadline:
+            time.sleep(0.1)
+        clicked = [table.item_ids[3], table.item_ids[7]]
+        for item in clicked:
+            producer.send(event("click", user, item))
+        producer.close()
+        sent, seen = time.time(), None
+        while time.time() - sent < 10:
+            if (sids := ask()["short_sids"]):
+                seen = time.time() - sent
+                break
+            time.sleep(0.1)
+        print(f"clicks to the next search: {seen:.2f} s")
+        assert seen is not None and seen < 2.0, seen
+        assert sids[0] == table.sid(clicked[-1]) and sids[-1] == table.sid(clicked[0])
+    finally:
+        worker.stop()
+        thread.join(30)
