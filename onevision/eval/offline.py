@@ -103,7 +103,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
 
     def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool,
-                       image_sid: tuple[str, int] | None = None) -> None:
+                       image_sid: tuple[str, int] | None = None, beam_order: bool = False) -> None:
         version = ensure_generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
         d = data_for(tokenizer, load_version(version)[1])
@@ -113,14 +113,16 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
             suffix = (" w/ P." if personalized else " w/o P.") if both else ""
             record(label + suffix, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"],
                    low_confidence_share=res["low_confidence_share"])
-        if both:  # what the similarity re-score adds: the same model in pure beam order
-            res = evaluate_generator(model, d, ex, kinds, beam=beam, searcher=searcher_for(model, d, similarity_weight=0.0))
-            record(label + " w/ P., beam order", res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"])
+        if beam_order:  # what the similarity re-score adds: the same model in pure beam order
+            res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=both,
+                                     searcher=searcher_for(model, d, similarity_weight=0.0))
+            record(label + (" w/ P." if both else "") + ", beam order", res["ranked"], version=str(version),
+                   all_sids_valid=res["all_sids_valid"])
 
     rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
     generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False,
-                   image_sid=("none", 0))  # IRGen-like: the image alone
-    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True)
+                   image_sid=("none", 0), beam_order=True)  # IRGen-like: the image alone
+    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True, beam_order=True)
     table2 = ["OneVision (VRQ) w/ P."]
     if ablations:
         generator_rows("OneVision w/o user SIDs", vrq, generator_name(vrq) + "-no-user", ("pretrain", "sft"), both=False)

@@ -20,7 +20,8 @@ def test_offline_report_has_every_method_and_both_tables(tiny_world, tiny_tokeni
     report = json.loads((tmp_path / "reports" / "offline_tiny.json").read_text())
     want = {"ANN (aligned V + faiss)", "MCA", "MCA w/o P.", "MCA w/o ranking", "RQ-KMeans GR (single-stage)",
             "OneVision (VRQ) w/ P.", "OneVision (VRQ) w/o P.", "OneVision w/o user SIDs",
-            "OneVision w/o business features", "OneVision w/o category features"}
+            "OneVision w/o business features", "OneVision w/o category features",
+            "RQ-KMeans GR (single-stage), beam order", "OneVision (VRQ) w/ P., beam order"}
     assert set(report["methods"]) == want
     assert set(report["table1"]) | set(report["table2"]) == want
     n = report["n_queries"]

@@ -1,0 +1,141 @@
+"""Serving benchmark: the Ray Serve app under load, batching on vs off, and its overhead over the
+bare model call, side by side in one run on the same photos and users.
+
+1. Load: `--requests` searches (test-split shopper photos, their users) at `--concurrency`
+   through HTTP: errors, p50/p99 latency, queries/s.
+2. Batching: `--compare-requests` searches at concurrency 16 against the app with
+   `@serve.batch` (max 16) and redeployed with batches of 1: queries/s of each.
+3. Overhead: one request at a time through HTTP (parse, Feast features, routing, model, exposure
+   logging) vs `ImageSearch.search` called in this process on the same photo, same user features
+   and beam: median of each, alternating the two.
+Needs the broker and Redis (`onevision infra up`; started here, tied to this process, when they
+do not answer) and a trained generator. Writes reports/bench_serve.json.
+
+    python bench/serve.py --catalog data/worlds/small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+
+def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
+    """n searches at `concurrency`, cycling over the photos."""
+    session_of: dict = {}
+
+    def one(i: int) -> tuple[float, int]:
+        import threading
+
+        s = session_of.setdefault(threading.get_ident(), requests.Session())
+        data, user = photos[i % len(photos)]
+        t0 = time.perf_counter()
+        try:
+            r = s.post(f"{url}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+                       data={"user_id": user, "top_k": "10"}, timeout=120)
+            status = r.status_code
+        except requests.RequestException:
+            status = -1
+        return time.perf_counter() - t0, status
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(n)))
+    wall = time.perf_counter() - t0
+    lat = np.array([r[0] for r in results]) * 1000
+    errors = sum(r[1] != 200 for r in results)
+    return {"requests": n, "concurrency": concurrency, "errors": int(errors), "seconds": round(wall, 2),
+            "qps": round(n / wall, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalog", type=Path, default=Path("data/worlds/small"))
+    ap.add_argument("--registry", type=Path, default=Path("data/registry"))
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--compare-requests", type=int, default=320)
+    ap.add_argument("--overhead-repeats", type=int, default=41)
+    ap.add_argument("--beam", type=int, default=256)
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--out", type=Path, default=Path("reports/bench_serve.json"))
+    args = ap.parse_args()
+
+    import ray
+    from ray import serve
+
+    from features.client import feature_store, user_features
+    from infra import services as svc
+    from infra.settings import load_settings
+    from onevision.catalog.format import load_catalog
+    from onevision.generator.image_search import ImageSearch
+    from onevision.images import load_rgb
+    from onevision.registry import resolve
+    from serving.app import build, default_model
+
+    settings = load_settings()
+    if not all(s["healthy"] for s in svc.status(settings)):
+        svc.up(settings, tie_to_parent=True)
+    catalog = load_catalog(args.catalog)
+    q = catalog.queries[catalog.queries["split"] == "test"]
+    photos = [((args.catalog / img).read_bytes(), user) for img, user in zip(q["image"], q["user_id"])]
+    app_args = {"catalog": str(args.catalog), "registry": str(args.registry), "beam": args.beam,
+                "settings": settings.model_dump(mode="json")}
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    url = f"http://127.0.0.1:{args.port}"
+    report: dict = {"machine": platform.node(), "cpus": __import__("os").cpu_count(), "beam": args.beam,
+                    "catalog": catalog.name}
+    try:
+        serve.run(build(app_args), name="onevision", route_prefix="/")
+        load(url, photos, 32, 8)  # warm-up
+        report["load"] = load(url, photos, args.requests, args.concurrency)
+        print("load", report["load"], flush=True)
+        batched = load(url, photos, args.compare_requests, 16)
+
+        # overhead: HTTP one at a time vs the bare model call in this process, alternating
+        search = ImageSearch.from_registry(resolve(args.registry / default_model(args.catalog)), catalog)
+        store = feature_store(settings)
+        http_ms, bare_ms = [], []
+        with requests.Session() as s:
+            for i in range(args.overhead_repeats):
+                data, user = photos[i % len(photos)]
+                t0 = time.perf_counter()
+                r = s.post(f"{url}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+                           data={"user_id": user, "top_k": "10"}, timeout=120)
+                http_ms.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 200, r.text
+                features = user_features(store, [user])[0]
+                t0 = time.perf_counter()
+                search.search([load_rgb(data)], [features], beam=args.beam, k=10)
+                bare_ms.append((time.perf_counter() - t0) * 1000)
+        report["overhead"] = {"http_p50_ms": round(float(np.median(http_ms[1:])), 1),
+                              "bare_model_p50_ms": round(float(np.median(bare_ms[1:])), 1)}
+        report["overhead"]["ratio"] = round(report["overhead"]["http_p50_ms"] / report["overhead"]["bare_model_p50_ms"], 3)
+        print("overhead", report["overhead"], flush=True)
+
+        serve.run(build({**app_args, "max_batch_size": 1}), name="onevision", route_prefix="/")
+        load(url, photos, 16, 8)
+        unbatched = load(url, photos, args.compare_requests, 16)
+        report["batching"] = {"batched": batched, "unbatched": unbatched,
+                              "speedup": round(batched["qps"] / unbatched["qps"], 2)}
+        print("batching", report["batching"], flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
