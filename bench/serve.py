@@ -56,6 +56,19 @@ def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) ->
             "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
+def stage_means(url: str) -> dict:
+    """Mean ms per request of each stage the ingress measures and the mean model batch size it
+    saw (its /metrics histograms, cumulative since the app started)."""
+    sums, counts = {}, {}
+    for line in requests.get(f"{url}/metrics", timeout=10).text.splitlines():
+        for metric, key in (("onevision_request_seconds", None), ("onevision_model_batch_size", "batch_size")):
+            for part, store in (("_sum", sums), ("_count", counts)):
+                if line.startswith(metric + part):
+                    name, value = line.rsplit(" ", 1)
+                    store[key or name.split('stage="')[1].split('"')[0]] = float(value)
+    return {k: round((1 if k == "batch_size" else 1000) * sums[k] / counts[k], 2) for k in sums if counts.get(k)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path, default=Path("data/worlds/small"))
@@ -66,10 +79,12 @@ def main() -> None:
     ap.add_argument("--overhead-repeats", type=int, default=41)
     ap.add_argument("--beam", type=int, default=256)
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--torch-threads", type=int, default=1, help="the model's threads, in the service and in the bare call")
     ap.add_argument("--out", type=Path, default=Path("reports/bench_serve.json"))
     args = ap.parse_args()
 
     import ray
+    import torch
     from ray import serve
 
     from features.client import feature_store, user_features
@@ -79,7 +94,8 @@ def main() -> None:
     from onevision.generator.image_search import ImageSearch
     from onevision.images import load_rgb
     from onevision.registry import resolve
-    from serving.app import build, default_model
+    from serving.app import build
+    from serving.models import default_model
 
     settings = load_settings()
     if not all(s["healthy"] for s in svc.status(settings)):
@@ -88,7 +104,7 @@ def main() -> None:
     q = catalog.queries[catalog.queries["split"] == "test"]
     photos = [((args.catalog / img).read_bytes(), user) for img, user in zip(q["image"], q["user_id"])]
     app_args = {"catalog": str(args.catalog), "registry": str(args.registry), "beam": args.beam,
-                "settings": settings.model_dump(mode="json")}
+                "settings": settings.model_dump(mode="json"), "torch_threads": args.torch_threads}
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
@@ -100,9 +116,12 @@ def main() -> None:
         load(url, photos, 32, 8)  # warm-up
         report["load"] = load(url, photos, args.requests, args.concurrency)
         print("load", report["load"], flush=True)
+        before = stage_means(url)
         batched = load(url, photos, args.compare_requests, 16)
+        batched["stages_after"], batched["stages_before"] = stage_means(url), before
 
         # overhead: HTTP one at a time vs the bare model call in this process, alternating
+        torch.set_num_threads(args.torch_threads)
         search = ImageSearch.from_registry(resolve(args.registry / default_model(args.catalog)), catalog)
         store = feature_store(settings)
         http_ms, bare_ms = [], []
@@ -121,11 +140,13 @@ def main() -> None:
         report["overhead"] = {"http_p50_ms": round(float(np.median(http_ms[1:])), 1),
                               "bare_model_p50_ms": round(float(np.median(bare_ms[1:])), 1)}
         report["overhead"]["ratio"] = round(report["overhead"]["http_p50_ms"] / report["overhead"]["bare_model_p50_ms"], 3)
+        report["overhead"]["ingress_stage_mean_ms"] = stage_means(url)  # over every request so far
         print("overhead", report["overhead"], flush=True)
 
         serve.run(build({**app_args, "max_batch_size": 1}), name="onevision", route_prefix="/")
         load(url, photos, 16, 8)
         unbatched = load(url, photos, args.compare_requests, 16)
+        unbatched["stages"] = stage_means(url)
         report["batching"] = {"batched": batched, "unbatched": unbatched,
                               "speedup": round(batched["qps"] / unbatched["qps"], 2)}
         print("batching", report["batching"], flush=True)

@@ -1,19 +1,25 @@
 """The Ray Serve application: `serve run serving/config.yaml`, or `build({...})` from Python.
 
-Two deployments:
-- `SearchModel` hosts the generator(s) the experiment variants name, with `@serve.batch`
-  dynamic batching: concurrent requests are searched as one batch per (variant, scene);
-- `Ingress` (FastAPI) answers HTTP: validates the request (`serving.inputs`), routes the user
-  to a variant (`serving.experiments`), reads the user's features from Feast online, calls the
-  model, and produces one exposure event per shown item to Kafka with the assignment.
+Two deployments, so that HTTP work and the model run in separate processes (one Python GIL
+each; in one process on two cores, request parsing starved the model's batches down to 1.3
+requests on average):
+- `SearchModel` hosts the generator versions the experiment variants name
+  (`serving.models.ServedModels`), searched with `@serve.batch` dynamic batching on a thread of
+  its own, and follows the registry for hot swaps (a background thread);
+- `Ingress` (FastAPI) validates the request (`serving.inputs`), routes the user to a variant
+  (`serving.experiments`), reads the user's features from Feast online, calls the model,
+  answers, and then produces one exposure event per shown item to Kafka with the assignment.
 Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the
 # handlers of the Serve ingress class.
 import asyncio
+import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,67 +32,63 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.experiments import ExperimentConfig, Router
 from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_search
+from serving.models import ServedModels
 from serving.schemas import Hit, SearchResponse
 
 DEFAULT_EXPERIMENTS = Path(__file__).with_name("experiments.yaml")
-MAX_BATCH_SIZE, BATCH_WAIT_S = 16, 0.005
-
-
-def default_model(catalog: Path) -> str:
-    return f"generator-vrq-{Path(catalog).name}"
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 1})
-class SearchModel:
-    """Every OneVision model version the variants name, searched in dynamic batches."""
-
-    def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
-                 max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S):
-        from onevision.catalog.format import load_catalog
-        from onevision.generator.image_search import ImageSearch
-        from onevision.registry import resolve
-
-        config = ExperimentConfig.load(Path(experiments))
-        cat = load_catalog(Path(catalog))
-        self.beam, self.versions, self.searches = beam, {}, {}
-        for v in config.variants:
-            if v.method != "onevision":
-                raise ValueError(f"variant {v.name!r}: method {v.method!r} is not served yet (onevision only)")
-            model = v.model or default_model(Path(catalog))
-            version = resolve(Path(registry) / model / v.version if v.version else Path(registry) / model)
-            self.versions[v.name] = f"{model}/{version.name}"
-            if self.versions[v.name] not in self.searches:
-                self.searches[self.versions[v.name]] = ImageSearch.from_registry(version, cat)
-        self.search.set_max_batch_size(max_batch_size)
-        self.search.set_batch_wait_timeout_s(batch_wait_s)
-
-    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def search(self, queries: list[dict]) -> list[dict | None]:
-        """Each query: variant, image (PIL), user features, scene, top_k."""
-        out: list[dict | None] = [None] * len(queries)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, q in enumerate(queries):
-            groups.setdefault((q["variant"], q["scene"]), []).append(i)
-        for (variant, scene), rows in groups.items():
-            version = self.versions[variant]
-            k = max(queries[i]["top_k"] for i in rows)
-            answers = self.searches[version].search([queries[i]["image"] for i in rows],
-                                                    [queries[i]["user"] for i in rows], scene=scene, beam=self.beam, k=k)
-            for i, ans in zip(rows, answers):
-                hits = [{"item_id": h.item_id, "score": h.score, "sid": h.sid} for h in ans.hits[: queries[i]["top_k"]]]
-                out[i] = {"hits": hits, "low_confidence": ans.low_confidence, "similarity": ans.similarity,
-                          "model_version": version}
-        return out
-
-    def check_health(self) -> None:
-        if not self.searches:
-            raise RuntimeError("no model loaded")
+WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
+log = logging.getLogger("ray.serve")
+MAX_BATCH_SIZE, BATCH_WAIT_S = 16, 0.002
+# Serve's default of 5 requests in flight per replica would cap every batch at 5 and queue the
+# rest in the proxy; a replica must hold enough requests to fill its batches. Under load the
+# next batch is whatever queued while the last one ran, so the wait only matters when idle.
 
 
 api = FastAPI(title="OneVision image search")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class SearchModel:
+    def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
+                 max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S,
+                 torch_threads: int | None = None, watch_s: float = WATCH_S):
+        import torch
+
+        from onevision.catalog.format import load_catalog
+
+        if torch_threads:  # Ray sets one thread per reserved CPU; the model may use more
+            torch.set_num_threads(torch_threads)
+        self.models = ServedModels(load_catalog(Path(catalog)), Path(registry), ExperimentConfig.load(Path(experiments)),
+                                   beam=beam)
+        self.search.set_max_batch_size(max_batch_size)
+        self.search.set_batch_wait_timeout_s(batch_wait_s)
+        # the batch runs on a thread of its own, so the event loop keeps queueing the next requests
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.stopped = threading.Event()
+        if watch_s > 0 and self.models.follow:
+            threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="registry-watch").start()
+
+    def _watch(self, every_s: float) -> None:
+        """Hot swap: new registry versions load here, off the request path (`ServedModels.refresh`)."""
+        while not self.stopped.wait(every_s):
+            for variant in self.models.refresh():
+                log.info("variant %s now serves %s", variant, self.models.versions[variant])
+
+    def __del__(self) -> None:
+        self.stopped.set()
+
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def search(self, queries: list[dict]) -> list[dict]:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self.models.search, queries)
+
+    def health(self) -> dict:
+        return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads}
+
+
+api = FastAPI(title="OneVision image search")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, catalog: str, settings: dict, experiments: str,
@@ -100,11 +102,15 @@ class Ingress:
         self.router = Router(ExperimentConfig.load(Path(experiments)))
         self.store = feature_store(self.settings)
         self.producer = EventProducer(self.settings)
+        self.pending: set[asyncio.Future] = set()
+        self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="exposures")
         items = pd.read_parquet(Path(catalog) / "items.parquet", columns=["item_id", "price"])
         self.price = dict(zip(items["item_id"], items["price"].astype(float)))
         self.metrics = CollectorRegistry()
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
+        self.batch_size = Histogram("onevision_model_batch_size", "requests per model batch, seen by each request",
+                                    registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
         self.latency = Histogram("onevision_request_seconds", "search latency by stage", ["stage"],
                                  registry=self.metrics, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 
@@ -137,10 +143,15 @@ class Ingress:
                                                  "scene": params.scene, "top_k": params.top_k})
         t3 = time.perf_counter()
         request_id = uuid.uuid4().hex
-        await asyncio.to_thread(self._expose, params.user_id, request_id, params.scene, assignment.variant,
-                                assignment.experiment, answer["hits"])
-        t4 = time.perf_counter()
-        for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("log", t4 - t3), ("total", t4 - t0)):
+        # exposures go out after the answer, off the request path (the producer batches and retries)
+        task = asyncio.get_running_loop().run_in_executor(
+            self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,
+            assignment.experiment, answer["hits"])
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        self.batch_size.observe(answer["batch_size"])
+        for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("model_compute", answer["compute_s"]),
+                          ("total", t3 - t0)):
             self.latency.labels(stage).observe(dt)
         self.requests.labels(assignment.variant, "200").inc()
         return SearchResponse(
@@ -151,7 +162,7 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok"}
+        return {"status": "ok", **(await self.model.health.remote())}
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
@@ -160,12 +171,14 @@ class Ingress:
 
 def build(args: dict) -> serve.Application:
     """The application from `serve run`'s args: catalog, registry, experiments (YAML path),
-    settings (a dict of `infra.settings.Settings`; the environment's when absent), beam."""
+    settings (a dict of `infra.settings.Settings`; the environment's when absent), beam,
+    max_batch_size, torch_threads, watch_s (0 = no hot swap)."""
     from infra.settings import load_settings
 
-    catalog, registry = str(args["catalog"]), str(args.get("registry", "data/registry"))
-    experiments = str(args.get("experiments", DEFAULT_EXPERIMENTS))
     settings = args.get("settings") or load_settings().model_dump(mode="json")
-    model = SearchModel.bind(catalog, registry, experiments, beam=int(args.get("beam", 256)),
-                             max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)))
+    catalog, experiments = str(args["catalog"]), str(args.get("experiments", DEFAULT_EXPERIMENTS))
+    threads = args.get("torch_threads")
+    model = SearchModel.bind(catalog, str(args.get("registry", "data/registry")), experiments,
+                             beam=int(args.get("beam", 256)), max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
+                             torch_threads=int(threads) if threads else None, watch_s=float(args.get("watch_s", WATCH_S)))
     return Ingress.bind(model, catalog, settings, experiments)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import json
 import threading
 import time
@@ -19,7 +20,7 @@ from PIL import Image
 
 from features.client import feature_store, user_features
 from infra.process import free_port
-from onevision.registry import load_version, resolve_ref
+from onevision.registry import current_version, load_version, publish, resolve_ref
 from serving.experiments import ExperimentConfig, Router
 from streaming.item_table import load_item_table
 from streaming.producer import EventProducer, event
@@ -36,9 +37,12 @@ def app(services, tiny_world, tiny_generator, tmp_path_factory):
 
     from serving.app import build
 
-    version, data = tiny_generator
+    shared, data = tiny_generator
+    root = tmp_path_factory.mktemp("serving")
+    shutil.copytree(shared.parent.parent, root / "registry")  # hot swap publishes here, not in the shared one
+    version = root / "registry" / shared.parent.name / shared.name
     settings = isolated(services, "serving")
-    experiments = tmp_path_factory.mktemp("serving") / "experiments.yaml"
+    experiments = root / "experiments.yaml"
     experiments.write_text(yaml.safe_dump({
         "default_variant": "onevision",
         "variants": [{"name": "onevision", "model": version.parent.name, "version": version.name},
@@ -124,10 +128,11 @@ def test_bad_input_gets_a_4xx_with_a_reason_and_the_service_keeps_answering(app)
         assert reason in r.json()["error"], (name, r.json())
     ok = requests.post(f"{url}/v1/search", files=files(good), data=form, timeout=60)
     assert ok.status_code == 200
-    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    health = requests.get(f"{url}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and set(health["variants"]) == {"onevision", "onevision-b"}
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     assert 'onevision_requests_total{status="413",variant=""}' in metrics
-    assert 'onevision_request_seconds_count{stage="model"}' in metrics
+    assert 'onevision_request_seconds_count{stage="model"}' in metrics and "onevision_model_batch_size_count" in metrics
 
 
 def test_clicks_reach_the_next_search_within_two_seconds(app):
@@ -164,3 +169,49 @@ def test_clicks_reach_the_next_search_within_two_seconds(app):
     finally:
         worker.stop()
         thread.join(30)
+
+
+def test_hot_swap_under_load_fails_no_request(app):
+    """qa-user is forced onto onevision-b, which follows the registry's CURRENT: publish a new
+    version while four clients search without pause; every request must succeed and the new
+    version must take over."""
+    url, version = app["url"], app["version"]
+    registry, model = version.parent.parent, version.parent.name
+    stop, results, lock = threading.Event(), [], threading.Lock()
+
+    def client() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    r = s.post(f"{url}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},
+                               data={"user_id": "qa-user", "top_k": "3"}, timeout=60)
+                    outcome = (r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text)
+                except requests.RequestException as exc:
+                    outcome = (-1, str(exc))
+                with lock:
+                    results.append(outcome)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    manifest, config = load_version(version)
+    new = publish(registry, model, {n: version / n for n in manifest["files"] if n != "config.json"}, config,
+                  metrics=manifest["metrics"], parent=version.name)
+    assert current_version(registry, model) == new.name != version.name
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(v == f"{model}/{new.name}" for _, v in list(results)):
+        time.sleep(0.2)
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    failed = [r for r in results if r[0] != 200]
+    served = {v for s, v in results if s == 200}
+    assert not failed, failed[:3]
+    assert served == {f"{model}/{version.name}", f"{model}/{new.name}"}, served
+    assert results[-1][1] == f"{model}/{new.name}"
+    health = requests.get(f"{url}/healthz", timeout=10).json()
+    assert health["variants"]["onevision-b"] == f"{model}/{new.name}" and health["swaps"] == 1
+    assert health["variants"]["onevision"] == f"{model}/{version.name}"  # pinned: stays
+    print(f"hot swap: {len(results)} requests during the swap, 0 failed")

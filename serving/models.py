@@ -1,0 +1,100 @@
+"""The models a service replica hosts: one `ImageSearch` per generator version the experiment
+variants name, searched a batch at a time. Plain Python (no Ray), so it can be timed and tested
+on its own; `serving.app` batches requests into it.
+
+Hot swap: a variant that names no version follows its model's registry CURRENT. `refresh()`
+(the service calls it every few seconds from a background thread) loads a new CURRENT off the
+request path and then swaps it in with one reference assignment; a batch already running keeps
+the model it started with, so no request fails or sees half a swap. A version that fails to load
+is reported and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from serving.experiments import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+def default_model(catalog: Path) -> str:
+    return f"generator-vrq-{Path(catalog).name}"
+
+
+class ServedModels:
+    def __init__(self, catalog, registry: Path, config: ExperimentConfig, beam: int = 256):
+        self.catalog, self.registry, self.beam = catalog, Path(registry), beam
+        self.follow: dict[str, str] = {}  # variant -> model whose CURRENT it follows (no pinned version)
+        self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
+        self.searches: dict = {}  # "model/vNNNN" -> ImageSearch
+        self.swaps, self.failed_loads = 0, 0
+        for v in config.variants:
+            if v.method != "onevision":
+                raise ValueError(f"variant {v.name!r}: method {v.method!r} is not served yet (onevision only)")
+            model = v.model or default_model(catalog.root)
+            if v.version is None:
+                self.follow[v.name] = model
+            self._serve(v.name, model, v.version or self._current(model))
+
+    def _current(self, model: str) -> str:
+        from onevision.registry import current_version
+
+        version = current_version(self.registry, model)
+        if version is None:
+            raise FileNotFoundError(f"{self.registry / model} has no current version: train or publish one first")
+        return version
+
+    def _serve(self, variant: str, model: str, version: str) -> None:
+        """Load `model/version` if no variant serves it yet, then point `variant` at it."""
+        from onevision.generator.image_search import ImageSearch
+
+        key = f"{model}/{version}"
+        if key not in self.searches:
+            loaded = ImageSearch.from_registry(self.registry / model / version, self.catalog)
+            self.searches = {**self.searches, key: loaded}  # one assignment: readers see old or new
+        self.versions = {**self.versions, variant: key}
+
+    def refresh(self) -> list[str]:
+        """Swap in every followed model's new CURRENT; returns the variants that changed."""
+        changed = []
+        for variant, model in self.follow.items():
+            try:
+                version = self._current(model)
+                if self.versions[variant] != f"{model}/{version}":
+                    self._serve(variant, model, version)
+                    changed.append(variant)
+            except Exception:  # a broken version must not take the service down
+                self.failed_loads += 1
+                log.exception("could not load the new version of %s for variant %s; still serving %s",
+                              model, variant, self.versions[variant])
+        if changed:
+            self.swaps += len(changed)
+            live = set(self.versions.values())
+            self.searches = {k: v for k, v in self.searches.items() if k in live}
+        return changed
+
+    def search(self, queries: list[dict]) -> list[dict]:
+        """Each query: variant, image (PIL), user (Feast features), scene, top_k; searched in one
+        batch per (variant, scene). Each answer also says how big its batch was and how long the
+        batch took."""
+        t0 = time.perf_counter()
+        versions, searches = self.versions, self.searches  # this batch's models, whatever swaps meanwhile
+        out: list[dict] = [{} for _ in queries]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault((q["variant"], q["scene"]), []).append(i)
+        for (variant, scene), rows in groups.items():
+            version = versions[variant]
+            k = max(queries[i]["top_k"] for i in rows)
+            answers = searches[version].search([queries[i]["image"] for i in rows],
+                                                    [queries[i]["user"] for i in rows], scene=scene, beam=self.beam, k=k)
+            for i, ans in zip(rows, answers):
+                hits = [{"item_id": h.item_id, "score": h.score, "sid": h.sid} for h in ans.hits[: queries[i]["top_k"]]]
+                out[i] = {"hits": hits, "low_confidence": ans.low_confidence, "similarity": ans.similarity,
+                          "model_version": version}
+        for o in out:
+            o["batch_size"], o["compute_s"] = len(queries), time.perf_counter() - t0
+        return out
