@@ -1,5 +1,6 @@
-"""The models a service replica hosts: one `ImageSearch` per generator version the experiment
-variants name, searched a batch at a time. Plain Python (no Ray), so it can be timed and tested
+"""The models a service replica hosts, behind one interface: a generator version
+(`ImageSearch`, method onevision) or the cascade (`CascadeSearch`, methods mca and
+mca-no-ranking) per experiment variant, searched a batch at a time. Plain Python (no Ray), so it can be timed and tested
 on its own; `serving.app` batches requests into it.
 
 Hot swap: a variant that names no version follows its model's registry CURRENT. `refresh()`
@@ -20,21 +21,27 @@ from serving.experiments import ExperimentConfig
 log = logging.getLogger(__name__)
 
 
-def default_model(catalog: Path) -> str:
-    return f"generator-vrq-{Path(catalog).name}"
+METHODS = ("onevision", "mca", "mca-no-ranking")
+
+
+def default_model(catalog: Path, method: str = "onevision") -> str:
+    """The registry model a variant of `method` serves unless it names one."""
+    return f"generator-vrq-{Path(catalog).name}" if method == "onevision" else f"mca-{Path(catalog).name}"
 
 
 class ServedModels:
     def __init__(self, catalog, registry: Path, config: ExperimentConfig, beam: int = 256):
         self.catalog, self.registry, self.beam = catalog, Path(registry), beam
         self.follow: dict[str, str] = {}  # variant -> model whose CURRENT it follows (no pinned version)
+        self.method: dict[str, str] = {}  # variant -> onevision | mca | mca-no-ranking
         self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
-        self.searches: dict = {}  # "model/vNNNN" -> ImageSearch
+        self.searches: dict = {}  # (method, "model/vNNNN") -> ImageSearch or CascadeSearch
         self.swaps, self.failed_loads = 0, 0
         for v in config.variants:
-            if v.method != "onevision":
-                raise ValueError(f"variant {v.name!r}: method {v.method!r} is not served yet (onevision only)")
-            model = v.model or default_model(catalog.root)
+            if v.method not in METHODS:
+                raise ValueError(f"variant {v.name!r}: unknown method {v.method!r}; one of {', '.join(METHODS)}")
+            self.method[v.name] = v.method
+            model = v.model or default_model(catalog.root, v.method)
             if v.version is None:
                 self.follow[v.name] = model
             self._serve(v.name, model, v.version or self._current(model))
@@ -44,18 +51,22 @@ class ServedModels:
 
         version = current_version(self.registry, model)
         if version is None:
-            raise FileNotFoundError(f"{self.registry / model} has no current version: train or publish one first")
+            how = "onevision train mca" if model.startswith("mca-") else "onevision train all"
+            raise FileNotFoundError(f"{self.registry / model} has no current version: train it first ({how})")
         return version
 
     def _serve(self, variant: str, model: str, version: str) -> None:
-        """Load `model/version` if no variant serves it yet, then point `variant` at it."""
+        """Load `model/version` if no variant serves it the same way yet, then point `variant` at it."""
+        from onevision.baselines.mca_search import CascadeSearch
         from onevision.generator.image_search import ImageSearch
 
-        key = f"{model}/{version}"
-        if key not in self.searches:
-            loaded = ImageSearch.from_registry(self.registry / model / version, self.catalog)
-            self.searches = {**self.searches, key: loaded}  # one assignment: readers see old or new
-        self.versions = {**self.versions, variant: key}
+        method, name = self.method[variant], f"{model}/{version}"
+        if (method, name) not in self.searches:
+            path = self.registry / model / version
+            loaded = (ImageSearch.from_registry(path, self.catalog) if method == "onevision"
+                      else CascadeSearch.from_registry(path, self.catalog, ranking=method == "mca"))
+            self.searches = {**self.searches, (method, name): loaded}  # one assignment: readers see old or new
+        self.versions = {**self.versions, variant: name}
 
     def refresh(self) -> list[str]:
         """Swap in every followed model's new CURRENT; returns the variants that changed."""
@@ -72,7 +83,7 @@ class ServedModels:
                               model, variant, self.versions[variant])
         if changed:
             self.swaps += len(changed)
-            live = set(self.versions.values())
+            live = {(self.method[v], name) for v, name in self.versions.items()}
             self.searches = {k: v for k, v in self.searches.items() if k in live}
         return changed
 
@@ -89,7 +100,7 @@ class ServedModels:
         for (variant, scene), rows in groups.items():
             version = versions[variant]
             k = max(queries[i]["top_k"] for i in rows)
-            answers = searches[version].search([queries[i]["image"] for i in rows],
+            answers = searches[self.method[variant], version].search([queries[i]["image"] for i in rows],
                                                     [queries[i]["user"] for i in rows], scene=scene, beam=self.beam, k=k)
             for i, ans in zip(rows, answers):
                 hits = [{"item_id": h.item_id, "score": h.score, "sid": h.sid} for h in ans.hits[: queries[i]["top_k"]]]

@@ -58,6 +58,17 @@ class MCACascade:
         self.mean = np.zeros(len(FEATURES), np.float32)
         self.std = np.ones(len(FEATURES), np.float32)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted ranker and feature scaling, for safetensors."""
+        out = {f"ranker.{k}": v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()}
+        return {**out, "mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "MCACascade":
+        self.ranker.load_state_dict({k[len("ranker."):]: torch.from_numpy(v) for k, v in arrays.items()
+                                     if k.startswith("ranker.")})
+        self.mean, self.std = arrays["mean"], arrays["std"]
+        return self
+
     def prerank(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(candidates (B, P), their ANN similarity) after recall and pre-rank."""
         rec = search(self.emb, query, self.cfg.recall)

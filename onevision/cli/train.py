@@ -48,3 +48,23 @@ def train_all(
             typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
                        f"MRR@10 {100 * m['MRR@10']:.2f}")
     typer.echo(f"generator -> {version} (loss curves loss_<stage>.png inside)")
+
+
+@app.command("mca")
+@user_errors
+def train_mca_cmd(
+    catalog: Path = CATALOG,
+    preset: str = typer.Option("small", help="tokenizer preset, if the VRQ tokenizer (and its encoder V) must be trained first"),
+    registry: Path = REGISTRY,
+    cache: Path = CACHE,
+) -> None:
+    """Fit the MCA cascade's ranker (the serving baseline) and publish it as mca-<catalog>."""
+    from onevision.catalog.format import load_catalog
+    from onevision.eval.offline import ensure_tokenizer
+    from training.mca import train_mca
+
+    c = load_catalog(catalog)
+    version, fit = train_mca(c, ensure_tokenizer(c, "vrq", registry, cache, preset), registry, cache)
+    typer.echo(f"  ranker trained on {fit['trained_on']} photos (recall hit share {100 * fit['recall_hit_share']:.1f}%), "
+               f"final loss {fit['final_loss']:.4f}")
+    typer.echo(f"mca -> {version}")

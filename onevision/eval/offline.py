@@ -22,14 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from onevision.baselines.mca import MCACascade, UserArrays
+from onevision.baselines.mca import UserArrays
 from onevision.catalog.format import Catalog
 from onevision.eval.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
 from onevision.registry import current_version, load_version, resolve
-
-STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
 
 
 def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
@@ -64,6 +62,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     from onevision.generator.model import OneVisionGenerator
     from training.generator import ALL_STAGES, generator_name
     from training.generator_data import load_generator_data
+    from training.mca import fit_mca
 
     t0 = time.perf_counter()
     vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
@@ -90,12 +89,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
 
     record("ANN (aligned V + faiss)", search(item_emb, query_emb, 10))
 
-    items = catalog.items
-    stats = np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items)) for c in STAT_COLUMNS], 1)
-    mca = MCACascade(item_emb, stats, items["price"].to_numpy())
-    train, tq = data.evaluation("train")
-    train_ctx = data.context(tq)
-    fit = mca.fit(emb[train.image], UserArrays(train_ctx.short_items, train_ctx.long_items), train.target_item)
+    mca, fit = fit_mca(catalog, data)
     ctx = data.context(q)
     users = UserArrays(ctx.short_items, ctx.long_items)
     record("MCA", mca.rank(query_emb, users), ranker=fit)

@@ -25,13 +25,14 @@ from serving.experiments import ExperimentConfig, Router
 from streaming.item_table import load_item_table
 from streaming.producer import EventProducer, event
 from streaming.worker import FeatureWorker, WorkerConfig
+from training.mca import train_mca
 from tests.integration.test_stream_worker import isolated
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def app(services, tiny_world, tiny_generator, tmp_path_factory):
+def app(services, tiny_world, tiny_tokenizers, tiny_generator, tmp_path_factory):
     import ray
     from ray import serve
 
@@ -41,14 +42,17 @@ def app(services, tiny_world, tiny_generator, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     shutil.copytree(shared.parent.parent, root / "registry")  # hot swap publishes here, not in the shared one
     version = root / "registry" / shared.parent.name / shared.name
+    train_mca(data.catalog, resolve_ref(load_version(version)[1]["tokenizer"], version), root / "registry",
+              tiny_tokenizers[1], progress=False)
     settings = isolated(services, "serving")
     experiments = root / "experiments.yaml"
     experiments.write_text(yaml.safe_dump({
         "default_variant": "onevision",
         "variants": [{"name": "onevision", "model": version.parent.name, "version": version.name},
-                     {"name": "onevision-b", "model": version.parent.name}],
+                     {"name": "onevision-b", "model": version.parent.name},
+                     {"name": "mca", "method": "mca"}, {"name": "mca-no-ranking", "method": "mca-no-ranking"}],
         "layers": [{"name": "search-model", "experiments": [{"key": "ab", "variants": ["onevision", "onevision-b"]}]}],
-        "forced": {"qa-user": "onevision-b"}}))
+        "forced": {"qa-user": "onevision-b", "qa-mca": "mca", "qa-mca-nr": "mca-no-ranking"}}))
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -91,6 +95,13 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
     assert js.json()["variant"] == "onevision-b" and js.json()["experiment"] == ""  # forced for QA
     assert [h["item_id"] for h in js.json()["items"]] == [h["item_id"] for h in body["items"]][:3]  # same model
 
+    for user, variant in (("qa-mca", "mca"), ("qa-mca-nr", "mca-no-ranking")):  # the cascades behind the same API
+        r = requests.post(f"{url}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},
+                          data={"user_id": user, "top_k": "4"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["variant"] == variant and r.json()["model_version"].startswith("mca-tiny/")
+        assert len(r.json()["items"]) == 4 and all(h["item_id"] in items for h in r.json()["items"])
+
     logged = exposures(app["settings"], body["request_id"], 5)
     assert sorted(e["position"] for e in logged) == list(range(5))
     assert {e["item_id"] for e in logged} == {h["item_id"] for h in body["items"]}
@@ -129,7 +140,7 @@ def test_bad_input_gets_a_4xx_with_a_reason_and_the_service_keeps_answering(app)
     ok = requests.post(f"{url}/v1/search", files=files(good), data=form, timeout=60)
     assert ok.status_code == 200
     health = requests.get(f"{url}/healthz", timeout=10).json()
-    assert health["status"] == "ok" and set(health["variants"]) == {"onevision", "onevision-b"}
+    assert health["status"] == "ok" and set(health["variants"]) == {"onevision", "onevision-b", "mca", "mca-no-ranking"}
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     assert 'onevision_requests_total{status="413",variant=""}' in metrics
     assert 'onevision_request_seconds_count{stage="model"}' in metrics and "onevision_model_batch_size_count" in metrics
