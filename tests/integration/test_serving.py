@@ -226,3 +226,31 @@ def test_hot_swap_under_load_fails_no_request(app):
     assert health["variants"]["onevision-b"] == f"{model}/{new.name}" and health["swaps"] == 1
     assert health["variants"]["onevision"] == f"{model}/{version.name}"  # pinned: stays
     print(f"hot swap: {len(results)} requests during the swap, 0 failed")
+
+
+def test_simulated_traffic_reaches_the_ab_report(app, tmp_path):
+    """World shoppers search the service and react; the report, from the event stream alone,
+    counts exactly the searches, clicks and orders the simulator made in experiment 'ab'."""
+    from serving.ab_report import ab_report, read_events
+    from serving.simulator import ShopperWorld, run_traffic
+
+    settings = app["settings"]
+    before = {e["request_id"] for e in read_events(settings, "ab")}
+    producer = EventProducer(settings)
+    stats = run_traffic(app["url"], ShopperWorld.load(app["data"].catalog), producer, rate=6, duration=5, seed=3)
+    producer.close()
+    assert stats.requests == 30 and stats.errors == 0
+    assert set(stats.by_variant) <= {"onevision", "onevision-b"}
+    deadline = time.time() + 30  # exposures are logged after each answer
+    while time.time() < deadline:
+        new = [e for e in read_events(settings, "ab") if e["request_id"] not in before]
+        if len({e["request_id"] for e in new if e["type"] == "exposure"}) >= 30:
+            break
+        time.sleep(0.5)
+    path, report = ab_report(settings, tmp_path, control="onevision", experiment="ab")
+    variants = report["variants"]
+    assert sum(v["requests"] for v in variants.values()) == 30 + len(before)
+    assert sum(v["clicks"] for v in variants.values()) == stats.clicks
+    assert sum(v["orders"] for v in variants.values()) == stats.orders
+    assert all(0 <= v["pv_ctr"]["value"] <= 1 for v in variants.values())
+    assert (tmp_path / "ab.md").is_file() and (tmp_path / "ab.png").stat().st_size > 1000 and path.is_file()
