@@ -9,7 +9,9 @@ requests on average):
 - `Ingress` (FastAPI) validates the request (`serving.inputs`), routes the user to a variant
   (`serving.experiments`), reads the user's features from Feast online, calls the model,
   answers, and then produces one exposure event per shown item to Kafka with the assignment.
-Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text).
+Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text); the web page
+`GET /` (`web/index.html`) with `GET /v1/samples`, `/v1/photos/{id}`, `/v1/items/{id}/image`,
+`/v1/users/{id}` and `POST /v1/events` (a click or order from the page).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the
@@ -25,17 +27,21 @@ from typing import Any
 
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serving.experiments import ExperimentConfig, Router
-from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_search
+from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_search, validation_reason
 from serving.models import ServedModels
 from serving.schemas import Hit, SearchResponse
 
 DEFAULT_EXPERIMENTS = Path(__file__).with_name("experiments.yaml")
+PAGE = Path(__file__).parent / "web" / "index.html"
+SAMPLE_PHOTOS = 16
+FEEDBACK_FIELDS = ("type", "user_id", "item_id", "request_id", "position", "variant", "experiment", "scene", "price")
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
 log = logging.getLogger("ray.serve")
 MAX_BATCH_SIZE, BATCH_WAIT_S = 16, 0.002
@@ -104,8 +110,12 @@ class Ingress:
         self.producer = EventProducer(self.settings)
         self.pending: set[asyncio.Future] = set()
         self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="exposures")
-        items = pd.read_parquet(Path(catalog) / "items.parquet", columns=["item_id", "price"])
+        self.root = Path(catalog)
+        items = pd.read_parquet(self.root / "items.parquet", columns=["item_id", "image", "price"])
         self.price = dict(zip(items["item_id"], items["price"].astype(float)))
+        self.item_image = dict(zip(items["item_id"], items["image"]))
+        q = pd.read_parquet(self.root / "queries.parquet", columns=["query_id", "image", "user_id", "split"])
+        self.samples = q[q["split"] == "test"].head(SAMPLE_PHOTOS)  # the page's gallery: photos never trained on
         self.metrics = CollectorRegistry()
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
@@ -159,6 +169,50 @@ class Ingress:
             model_version=answer["model_version"], low_confidence=answer["low_confidence"],
             similarity=answer["similarity"], short_sids=user["short_sids"],
             items=[Hit(position=i, **h) for i, h in enumerate(answer["hits"])])
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self) -> str:
+        return PAGE.read_text()
+
+    @api.get("/v1/samples")
+    async def samples_list(self) -> dict:
+        photos = [{"id": r.query_id, "url": f"/v1/photos/{r.query_id}", "user_id": r.user_id}
+                  for r in self.samples.itertuples()]
+        return {"photos": photos, "users": sorted(set(self.samples["user_id"])) + ["a-new-shopper"]}
+
+    @api.get("/v1/photos/{query_id}")
+    async def sample_photo(self, query_id: str) -> Response:
+        rows = self.samples[self.samples["query_id"] == query_id]
+        if rows.empty:
+            return JSONResponse({"error": f"no sample photo {query_id!r}"}, status_code=404)
+        return FileResponse(self.root / rows["image"].iloc[0])
+
+    @api.get("/v1/items/{item_id}/image")
+    async def item_image_file(self, item_id: str) -> Response:
+        if item_id not in self.item_image:
+            return JSONResponse({"error": f"unknown item {item_id!r}"}, status_code=404)
+        return FileResponse(self.root / self.item_image[item_id])
+
+    @api.get("/v1/users/{user_id}")
+    async def user(self, user_id: str) -> dict:
+        return await asyncio.to_thread(self._user, user_id)
+
+    @api.post("/v1/events")
+    async def feedback(self, request: Request) -> Response:
+        """A click or order from the page (or any client), validated and produced to Kafka."""
+        from streaming.producer import event
+
+        try:
+            body = await request.json()
+            e = event(**{k: body.get(k) for k in FEEDBACK_FIELDS if body.get(k) not in (None, "")})
+            if e.type == "exposure":
+                raise ValueError("exposures are logged by the service itself")
+        except ValidationError as exc:
+            return JSONResponse({"error": validation_reason(exc)}, status_code=422)
+        except (ValueError, TypeError) as exc:  # bad JSON, a missing field
+            return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=422)
+        await asyncio.to_thread(self.producer.send, e)
+        return JSONResponse({"event_id": e.event_id}, status_code=202)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -28,7 +28,7 @@ class BadRequest(Exception):
         self.status, self.reason = status, reason
 
 
-def _validation_reason(exc: ValidationError) -> str:
+def validation_reason(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
@@ -60,7 +60,7 @@ async def read_search(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> tu
         else:
             raise BadRequest(415, f"content type {ctype!r} is not supported: use multipart/form-data or application/json")
     except ValidationError as exc:
-        raise BadRequest(422, _validation_reason(exc)) from None
+        raise BadRequest(422, validation_reason(exc)) from None
     try:
         return params, load_rgb(image)
     except ImageError as exc:

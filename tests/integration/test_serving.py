@@ -29,6 +29,9 @@ from training.mca import train_mca
 from tests.integration.test_stream_worker import isolated
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (README: the test command installs it)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +257,54 @@ def test_simulated_traffic_reaches_the_ab_report(app, tmp_path):
     assert sum(v["orders"] for v in variants.values()) == stats.orders
     assert all(0 <= v["pv_ctr"]["value"] <= 1 for v in variants.values())
     assert (tmp_path / "ab.md").is_file() and (tmp_path / "ab.png").stat().st_size > 1000 and path.is_file()
+
+
+def test_web_page_searches_and_sends_a_click(app, tmp_path):
+    """The page in headless Chromium (Debian's): a sample photo and its shopper are picked, the
+    search shows a grid of results with the variant, and clicking a result produces a click
+    event on Kafka with the request id and position."""
+    from playwright.sync_api import sync_playwright
+
+    url = app["url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/")
+            page.wait_for_selector("#photos img", state="attached")
+            assert page.locator("#photos img").count() >= 4
+            page.wait_for_function("document.getElementById('query').src.startsWith('blob:')")
+            user = page.input_value("#user")
+            page.click("#search")
+            page.wait_for_selector(".hit img")
+            assert page.locator(".hit").count() == 12
+            status = page.text_content("#status")
+            assert "variant" in status and "model" in status, status
+            page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
+            first = page.locator(".hit").first
+            item = first.get_attribute("data-item")
+            first.click()
+            page.wait_for_selector(".hit.clicked")
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+    c = KafkaConsumer(app["settings"].kafka.events_topic, bootstrap_servers=app["settings"].kafka.bootstrap_servers,
+                      auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    clicks = [e for e in (json.loads(m.value) for m in c) if e["type"] == "click" and e["user_id"] == user
+              and e["item_id"] == item]
+    c.close()
+    assert clicks and clicks[-1]["position"] == 0 and clicks[-1]["request_id"] and clicks[-1]["variant"]
+
+
+def test_feedback_endpoint_refuses_bad_events(app):
+    url = app["url"]
+    for body, reason in (({"type": "click", "user_id": "u"}, "item_id"), ({"type": "view", "user_id": "u", "item_id": "i"}, "type"),
+                         ({"type": "exposure", "user_id": "u", "item_id": "i"}, "exposures")):
+        r = requests.post(f"{url}/v1/events", json=body, timeout=10)
+        assert r.status_code == 422 and reason in r.json()["error"], (body, r.text)
+    assert requests.post(f"{url}/v1/events", data=b"{", headers={"content-type": "application/json"}, timeout=10).status_code == 422
+    assert requests.get(f"{url}/v1/items/nope/image", timeout=10).status_code == 404
+    assert requests.get(f"{url}/v1/photos/nope", timeout=10).status_code == 404
