@@ -1,12 +1,14 @@
 """`onevision quickstart` end to end on the tiny world, services and streaming included."""
 
 import pandas as pd
+import requests
 from typer.testing import CliRunner
 
 from infra import services as svc
 from infra.process import free_port
 from infra.settings import load_settings
 from onevision.cli.main import app
+from serving.launch import stop_service
 from streaming.launch import stop_workers
 
 
@@ -16,18 +18,25 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEVISION_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("ONEVISION_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
     settings = load_settings()
+    port = free_port()
     try:
-        result = CliRunner().invoke(app, ["quickstart", "--preset", "tiny"])
+        result = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--port", str(port), "--sim-duration", "6",
+                                          "--sim-rate", "3"])
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=10)  # the service outlives the command
     finally:
-        stopped = stop_workers(settings) + svc.down(settings)
+        stopped = stop_service(settings) + stop_workers(settings) + svc.down(settings)
     assert result.exit_code == 0, result.output
-    for step in ("[1/6] world", "[2/6] ANN baselines", "[3/6] image encoder alignment and VRQ tokenizer",
-                 "[4/6] generator", "[5/6] embedded services", "[6/6] streaming features", "summary"):
+    for step in ("[1/7] world", "[2/7] ANN baselines", "[3/7] image encoder alignment and VRQ tokenizer",
+                 "[4/7] generator", "[5/7] embedded services", "[6/7] streaming features", "[7/7] serving", "summary"):
         assert step in result.output
+    assert page.status_code == 200 and "OneVision" in page.text
+    assert f"web page: http://127.0.0.1:{port}/" in result.output
+    assert "18 simulated searches (0 failed)" in result.output and "| onevision |" in result.output
+    assert (tmp_path / "reports" / "ab.json").is_file() and (tmp_path / "reports" / "ab.png").is_file()
     searches = [line for line in result.output.splitlines() if " recent clicks) -> " in line]
     assert len(searches) == 3 and all(len(line.split("-> ")[1].split(", ")) == 4 for line in searches)
     assert (tmp_path / "data" / "registry" / "generator-vrq-tiny" / "v0001" / "loss_dpo.png").is_file()
-    assert sorted(stopped) == ["kafka", "redis", "stream-features-0", "stream-sessions-0"]
+    assert sorted(stopped) == ["kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
     assert (tmp_path / "reports" / "eval_ann_tiny.json").is_file()
     sids = pd.read_parquet(next((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny").glob("v0001/item_sids.parquet")))

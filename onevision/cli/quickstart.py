@@ -3,12 +3,15 @@
 Build the small world, score the ANN baselines, align the image encoder and train the VRQ
 tokenizer (with its SID report), train the generator's four stages and show a few searches,
 start the embedded broker and Redis, start the streaming
-feature and session workers, replay the world's event log through Kafka into Feast, and print
-a summary. Later capabilities plug in here.
+feature and session workers, replay the world's event log through Kafka into Feast, start the
+search service (Ray Serve: OneVision, MCA and MCA w/o ranking in an A/B test), let simulated
+shoppers use it for a while, print the A/B report and where the web page is. Later
+capabilities plug in here.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -22,7 +25,10 @@ def quickstart(
     seed: int = typer.Option(0, help="world seed"),
     reports: Path = typer.Option(Path("reports"), help="where reports go"),
     registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
-    services: bool = typer.Option(True, help="start the embedded broker and Redis"),
+    services: bool = typer.Option(True, help="start the embedded broker and Redis, the workers and the search service"),
+    port: int = typer.Option(8000, help="HTTP port of the search service and its web page"),
+    sim_duration: float = typer.Option(30.0, help="seconds of simulated shoppers against the service"),
+    sim_rate: float = typer.Option(4.0, help="simulated searches per second"),
 ) -> None:
     """Build a world, score the ANN baselines, align V and train VRQ, train the generator and show searches,
     start the services and stream features, print where everything is."""
@@ -35,17 +41,17 @@ def quickstart(
 
     out = world_dir(preset, seed)
     training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-    typer.secho(f"[1/6] world: {preset} (seed {seed}) -> {out}", bold=True)
+    typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
     s = build_world(get_preset(preset, seed=seed), out)
     typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
     catalog = load_catalog(out)
 
-    typer.secho("[2/6] ANN baselines (faiss over image embeddings, test split)", bold=True)
+    typer.secho("[2/7] ANN baselines (faiss over image embeddings, test split)", bold=True)
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
     typer.echo(table)
 
-    typer.secho("[3/6] image encoder alignment and VRQ tokenizer", bold=True)
+    typer.secho("[3/7] image encoder alignment and VRQ tokenizer", bold=True)
     from onevision.eval.tokenizer_report import markdown
     from onevision.registry import current_version, load_version, resolve
     from training.tokenizer import cached_aligned_encoder, train_tokenizer
@@ -68,11 +74,12 @@ def quickstart(
         from infra.services import up
         from infra.settings import load_settings
 
-        typer.secho("[5/6] embedded services", bold=True)
+        typer.secho("[5/7] embedded services", bold=True)
         for row in up(load_settings()):
             typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
         typer.echo("  stop them with: onevision infra down")
         stream_features(catalog, Path(tok_version))
+        url = serving_step(catalog, Path(tok_version), registry, cache, reports, port, sim_duration, sim_rate)
 
     typer.secho("\nsummary", bold=True)
     typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, {catalog.items['category'].nunique()} categories, "
@@ -80,10 +87,13 @@ def quickstart(
     typer.echo(f"  reports : {path} (and .md)")
     typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
     typer.echo(f"  model   : {gen_version} (loss curves loss_<stage>.png inside)")
+    if services:
+        typer.secho(f"  web page: {url}", bold=True)
+        typer.echo("  stop everything: onevision infra down")
 
 
 def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> Path:
-    """[4/6]: the generator's four stages (reused when already trained), then a few searches."""
+    """[4/7]: the generator's four stages (reused when already trained), then a few searches."""
     from onevision.eval.offline import ensure_generator
     from onevision.generator.image_search import ImageSearch
     from onevision.registry import load_version
@@ -91,7 +101,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     from streaming.item_table import load_item_table
     from training.generator import ALL_STAGES, generator_name
 
-    typer.secho("[4/6] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO", bold=True)
+    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO", bold=True)
     version = ensure_generator(catalog, tokenizer, generator_name(tokenizer), ALL_STAGES, registry, cache, Path("data/runs"), preset)
     metrics = load_version(version)[0]["metrics"]
     for set_name in ("click", "order"):
@@ -114,7 +124,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
 
 
 def stream_features(catalog, items: Path) -> None:
-    """[6/6]: workers up, the world's log replayed through Kafka, one user's live features shown."""
+    """[6/7]: workers up, the world's log replayed through Kafka, one user's live features shown."""
     import time
 
     from tqdm import tqdm
@@ -126,7 +136,7 @@ def stream_features(catalog, items: Path) -> None:
     from streaming.replay import replay
     from streaming.status import stream_status
 
-    typer.secho("[6/6] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
+    typer.secho("[6/7] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
     settings = load_settings()
     ensure_topics(settings)
     store = feature_store(settings, backend="redis")
@@ -158,3 +168,37 @@ def stream_features(catalog, items: Path) -> None:
     (row,) = user_features(store, [user])
     typer.echo(f"  {user}: short-term SIDs {row['short_sids']}, long-term SID {row['long_sid']}")
     typer.echo("  watch it: onevision stream status; stop: onevision infra down")
+
+
+def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports: Path, port: int, duration: float,
+                 rate: float) -> str:
+    """Fit the cascade for its variants, start the service, let simulated shoppers use it and
+    print the experiment's report; returns the web page's address."""
+    from infra.settings import load_settings
+    from onevision.registry import current_version
+    from serving.ab_report import ab_report, markdown
+    from serving.launch import start_service
+    from serving.simulator import ShopperWorld, run_traffic
+    from streaming.producer import EventProducer
+    from training.mca import train_mca
+
+    typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), simulated shoppers, A/B report", bold=True)
+    if current_version(registry, f"mca-{catalog.name}") is None:
+        version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
+        typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")
+    settings = load_settings()
+    row = start_service(settings, catalog.root, registry, port)
+    typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
+    producer = EventProducer(settings)
+    stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration)
+    producer.close()
+    typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, {stats.orders} orders")
+    time.sleep(2)  # the last exposures are logged just after their answers
+    try:
+        path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca")
+        typer.echo("  " + markdown(report).replace("\n", "\n  "))
+        typer.echo(f"  report: {path} (and .md, .png)")
+    except ValueError as exc:  # too little traffic for every variant yet
+        typer.echo(f"  no A/B report yet: {exc}")
+    typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")
+    return row["url"]
