@@ -119,6 +119,8 @@ class Ingress:
         self.metrics = CollectorRegistry()
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
+        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose exposures could not be produced",
+                                       registry=self.metrics)
         self.batch_size = Histogram("onevision_model_batch_size", "requests per model batch, seen by each request",
                                     registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
         self.latency = Histogram("onevision_request_seconds", "search latency by stage", ["stage"],
@@ -136,6 +138,12 @@ class Ingress:
             self.producer.send(event("exposure", user_id, h["item_id"], scene=scene, request_id=request_id,
                                      position=pos, price=self.price.get(h["item_id"]), variant=variant,
                                      experiment=experiment or None))
+
+    def _logged(self, task: asyncio.Future) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.exposure_errors.inc()
+            log.error("exposures not logged: %s", task.exception())
 
     @api.post("/v1/search", response_model=SearchResponse)
     async def search(self, request: Request) -> Any:
@@ -158,7 +166,7 @@ class Ingress:
             self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,
             assignment.experiment, answer["hits"])
         self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        task.add_done_callback(self._logged)
         self.batch_size.observe(answer["batch_size"])
         for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("model_compute", answer["compute_s"]),
                           ("total", t3 - t0)):
