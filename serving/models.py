@@ -1,7 +1,7 @@
 """The models a service replica hosts, behind one interface: a generator version
 (`ImageSearch`, method onevision) or the cascade (`CascadeSearch`, methods mca and
-mca-no-ranking) per experiment variant, searched a batch at a time. Plain Python (no Ray), so it can be timed and tested
-on its own; `serving.app` batches requests into it.
+mca-no-ranking) per experiment variant, searched a batch at a time. Plain Python (no Ray), so
+it can be timed and tested on its own; `serving.app` batches requests into it.
 
 Hot swap: a variant that names no version follows its model's registry CURRENT. `refresh()`
 (the service calls it every few seconds from a background thread) loads a new CURRENT off the
