@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,12 +31,10 @@ import requests
 
 def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
     """n searches at `concurrency`, cycling over the photos."""
-    session_of: dict = {}
+    local = threading.local()  # one keep-alive session per client thread
 
     def one(i: int) -> tuple[float, int]:
-        import threading
-
-        s = session_of.setdefault(threading.get_ident(), requests.Session())
+        s = local.session = getattr(local, "session", None) or requests.Session()
         data, user = photos[i % len(photos)]
         t0 = time.perf_counter()
         try:
@@ -109,7 +109,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     url = f"http://127.0.0.1:{args.port}"
-    report: dict = {"machine": platform.node(), "cpus": __import__("os").cpu_count(), "beam": args.beam,
+    report: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "beam": args.beam,
                     "catalog": catalog.name}
     try:
         serve.run(build(app_args), name="onevision", route_prefix="/")

@@ -19,8 +19,15 @@ class ImageError(ValueError):
     """The input is not a decodable image of acceptable size; the message says why."""
 
 
-def load_rgb(source: bytes | str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an image to RGB, refusing empty, truncated, non-image and oversized inputs."""
+class ImageTooLarge(ImageError):
+    """Too many pixels, or a decompression bomb (serving answers 413)."""
+
+
+def load_rgb(source: bytes | str | Path | Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image to RGB, refusing empty, truncated, non-image and oversized inputs; an image
+    already decoded (PIL) is only converted."""
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("empty image")
@@ -33,12 +40,12 @@ def load_rgb(source: bytes | str | Path, max_pixels: int = MAX_PIXELS) -> Image.
         with Image.open(fp) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(f"image is {w}x{h} pixels, more than the limit of {max_pixels}")
+                raise ImageTooLarge(f"image is {w}x{h} pixels, more than the limit of {max_pixels}")
             return img.convert("RGB")
     except UnidentifiedImageError:
         raise ImageError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image refused as a decompression bomb: {exc}") from None
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageError):
             raise

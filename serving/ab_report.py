@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,8 +36,6 @@ def read_events(settings, experiment: str | None = None, timeout_s: float = 30.0
     c.seek_to_beginning(*parts)
     end = c.end_offsets(parts)
     out, done = [], {tp for tp in parts if end[tp] == 0}
-    import time
-
     deadline = time.monotonic() + timeout_s
     while len(done) < len(parts) and time.monotonic() < deadline:
         for tp, records in c.poll(timeout_ms=500, max_records=5000).items():

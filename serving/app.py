@@ -44,13 +44,10 @@ SAMPLE_PHOTOS = 16
 FEEDBACK_FIELDS = ("type", "user_id", "item_id", "request_id", "position", "variant", "experiment", "scene", "price")
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
 log = logging.getLogger("ray.serve")
+# Under load the next batch is whatever queued while the last one ran, so the wait only matters
+# when idle. Serve's default of 5 requests in flight per replica would cap every batch at 5 and
+# queue the rest in the proxy: a replica must hold enough requests to fill its batches.
 MAX_BATCH_SIZE, BATCH_WAIT_S = 16, 0.002
-# Serve's default of 5 requests in flight per replica would cap every batch at 5 and queue the
-# rest in the proxy; a replica must hold enough requests to fill its batches. Under load the
-# next batch is whatever queued while the last one ran, so the wait only matters when idle.
-
-
-api = FastAPI(title="OneVision image search")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
@@ -108,7 +105,7 @@ class Ingress:
         self.router = Router(ExperimentConfig.load(Path(experiments)))
         self.store = feature_store(self.settings)
         self.producer = EventProducer(self.settings)
-        self.pending: set[asyncio.Future] = set()
+        self.page_html = PAGE.read_text()
         self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="exposures")
         self.root = Path(catalog)
         items = pd.read_parquet(self.root / "items.parquet", columns=["item_id", "image", "price"])
@@ -140,7 +137,6 @@ class Ingress:
                                      experiment=experiment or None))
 
     def _logged(self, task: asyncio.Future) -> None:
-        self.pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.exposure_errors.inc()
             log.error("exposures not logged: %s", task.exception())
@@ -165,7 +161,6 @@ class Ingress:
         task = asyncio.get_running_loop().run_in_executor(
             self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,
             assignment.experiment, answer["hits"])
-        self.pending.add(task)
         task.add_done_callback(self._logged)
         self.batch_size.observe(answer["batch_size"])
         for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("model_compute", answer["compute_s"]),
@@ -180,7 +175,7 @@ class Ingress:
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> str:
-        return PAGE.read_text()
+        return self.page_html
 
     @api.get("/v1/samples")
     async def samples_list(self) -> dict:

@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from onevision.images import ImageError, load_rgb
+from onevision.images import ImageError, ImageTooLarge, load_rgb
 from serving.schemas import JSONSearch, SearchParams
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -64,7 +64,7 @@ async def read_search(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> tu
     try:
         return params, load_rgb(image)
     except ImageError as exc:
-        raise BadRequest(413 if "limit" in str(exc) or "bomb" in str(exc) else 400, str(exc)) from None
+        raise BadRequest(413 if isinstance(exc, ImageTooLarge) else 400, str(exc)) from None
 
 
 def _json(body: bytes) -> tuple[SearchParams, bytes]:

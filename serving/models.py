@@ -26,7 +26,9 @@ METHODS = ("onevision", "mca", "mca-no-ranking")
 
 def default_model(catalog: Path, method: str = "onevision") -> str:
     """The registry model a variant of `method` serves unless it names one."""
-    return f"generator-vrq-{Path(catalog).name}" if method == "onevision" else f"mca-{Path(catalog).name}"
+    from onevision.baselines.mca import registry_name
+
+    return f"generator-vrq-{Path(catalog).name}" if method == "onevision" else registry_name(Path(catalog).name)
 
 
 class ServedModels:

@@ -18,7 +18,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import requests
@@ -38,7 +37,6 @@ class Intent:
 class ShopperWorld:
     """The parts of a synthetic world the simulator reads."""
 
-    root: Path
     item_ids: np.ndarray
     row_of: dict
     family: np.ndarray
@@ -59,7 +57,7 @@ class ShopperWorld:
         row_of = {i: r for r, i in enumerate(items["item_id"])}
         test = q[q["split"] == "test"]
         photos = [(catalog.root / img, row_of[p]) for img, p in zip(test["image"], test["photo_item_id"])]
-        return cls(catalog.root, items["item_id"].to_numpy(), row_of, items["family_id"].to_numpy(),
+        return cls(items["item_id"].to_numpy(), row_of, items["family_id"].to_numpy(),
                    ItemArrays.from_items(items), Shoppers.from_frame(users), users["user_id"].to_numpy(), photos)
 
     def draw(self, rng: np.random.Generator) -> tuple[int, int]:
@@ -82,23 +80,36 @@ class ShopperWorld:
 
 @dataclass
 class TrafficStats:
-    requests: int = 0
-    errors: int = 0
-    clicks: int = 0
-    orders: int = 0
+    """Searches, clicks and orders per variant ('' = failed searches)."""
+
     by_variant: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, variant: str, ok: bool, clicks: int, orders: int) -> None:
+    def add(self, variant: str, clicks: int = 0, orders: int = 0) -> None:
         with self.lock:
-            self.requests += 1
-            self.errors += not ok
-            self.clicks += clicks
-            self.orders += orders
             v = self.by_variant.setdefault(variant, {"requests": 0, "clicks": 0, "orders": 0})
             v["requests"] += 1
             v["clicks"] += clicks
             v["orders"] += orders
+
+    def total(self, key: str) -> int:
+        return sum(v[key] for v in self.by_variant.values())
+
+    @property
+    def requests(self) -> int:
+        return self.total("requests")
+
+    @property
+    def errors(self) -> int:
+        return self.by_variant.get("", {}).get("requests", 0)
+
+    @property
+    def clicks(self) -> int:
+        return self.total("clicks")
+
+    @property
+    def orders(self) -> int:
+        return self.total("orders")
 
 
 def run_traffic(url: str, world: ShopperWorld, producer, rate: float, duration: float, seed: int = 0,
@@ -123,19 +134,17 @@ def run_traffic(url: str, world: ShopperWorld, producer, rate: float, duration: 
         except requests.RequestException:
             body = None
         if body is None:
-            stats.add("", False, 0, 0)
+            stats.add("")
             return
         shown = np.array([world.row_of[h["item_id"]] for h in body["items"]], dtype=np.int64)
         clicked, ordered = world.react(rng, user, photo_item, shown) if len(shown) else (np.zeros(0, bool),) * 2
         common = dict(scene="image_search", request_id=body["request_id"], variant=body["variant"],
                       experiment=body["experiment"] or None)
-        for pos in np.flatnonzero(clicked):
-            producer.send(event("click", user_id, str(world.item_ids[shown[pos]]), position=int(pos),
-                                price=float(world.arrays.price[shown[pos]]), **common))
-        for pos in np.flatnonzero(ordered):
-            producer.send(event("order", user_id, str(world.item_ids[shown[pos]]), position=int(pos),
-                                price=float(world.arrays.price[shown[pos]]), **common))
-        stats.add(body["variant"], True, int(clicked.sum()), int(ordered.sum()))
+        for kind, mask in (("click", clicked), ("order", ordered)):
+            for pos in np.flatnonzero(mask):
+                producer.send(event(kind, user_id, str(world.item_ids[shown[pos]]), position=int(pos),
+                                    price=float(world.arrays.price[shown[pos]]), **common))
+        stats.add(body["variant"], int(clicked.sum()), int(ordered.sum()))
         if progress:
             progress()
 

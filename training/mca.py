@@ -13,22 +13,12 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from safetensors.numpy import save_file
 
-from onevision.baselines.mca import MCACascade, MCAConfig, UserArrays
+from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays, registry_name
 from onevision.catalog.format import Catalog
 from onevision.generator.retrieve import calibrate_threshold
 from onevision.registry import publish
-
-STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
-RANKER, ITEM_EMBEDDING = "ranker.safetensors", "item_embedding.safetensors"
-
-
-def item_stats(items) -> np.ndarray:
-    """(N, 3) clicks_30d, orders_30d, gmv_30d (missing columns count as zero)."""
-    return np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
-                     for c in STAT_COLUMNS], 1)
 
 
 def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MCACascade, dict]:
@@ -36,7 +26,7 @@ def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MC
     split of `data` (training/generator_data.GeneratorData)."""
     emb = data.bank.tokens.embedding
     items = catalog.items
-    mca = MCACascade(emb[data.bank.rows(items["image"])], item_stats(items), items["price"].to_numpy(), config)
+    mca = MCACascade.for_items(items, emb[data.bank.rows(items["image"])], config)
     train, tq = data.evaluation("train")
     ctx = data.context(tq)
     fit = mca.fit(emb[train.image], UserArrays(ctx.short_items, ctx.long_items), train.target_item)
@@ -51,10 +41,10 @@ def train_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, pr
     data = load_generator_data(catalog, tokenizer, cache, progress=progress)
     mca, fit = fit_mca(catalog, data, config)
     with tempfile.TemporaryDirectory() as tmp:
-        ranker, embedding = Path(tmp) / RANKER, Path(tmp) / ITEM_EMBEDDING
+        ranker, embedding = Path(tmp) / RANKER_FILE, Path(tmp) / ITEM_EMBEDDING_FILE
         save_file(mca.arrays(), str(ranker))
         save_file({"embedding": mca.emb}, str(embedding))  # V of each catalog item, catalog order
-        version = publish(registry, f"mca-{catalog.name}", {RANKER: ranker, ITEM_EMBEDDING: embedding},
+        version = publish(registry, registry_name(catalog.name), {RANKER_FILE: ranker, ITEM_EMBEDDING_FILE: embedding},
                           config={"kind": "mca", "catalog": catalog.name, "tokenizer": str(tokenizer), "mca": asdict(config)},
                           metrics=fit)
     return version, fit

@@ -22,6 +22,22 @@ from torch import nn
 
 from onevision.eval.ann import search
 
+STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
+# a published cascade (training/mca.py -> registry `mca-<catalog>`): the fitted ranker and its
+# feature scaling, and V's embedding of each catalog item (catalog order)
+RANKER_FILE, ITEM_EMBEDDING_FILE = "ranker.safetensors", "item_embedding.safetensors"
+
+
+def registry_name(catalog_name: str) -> str:
+    return f"mca-{catalog_name}"
+
+
+def item_stats(items) -> np.ndarray:
+    """(N, 3) clicks_30d, orders_30d, gmv_30d of a catalog's items (missing columns count as zero)."""
+    return np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
+                     for c in STAT_COLUMNS], 1)
+
+
 FEATURES = ("ann_sim", "recall_rank", "log_clicks", "log_orders", "log_gmv", "log_price", "short_max_sim",
             "long_sim", "has_history", "price_gap", "seen")
 
@@ -57,6 +73,11 @@ class MCACascade:
         self.ranker = nn.Sequential(nn.Linear(len(FEATURES), config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1))
         self.mean = np.zeros(len(FEATURES), np.float32)
         self.std = np.ones(len(FEATURES), np.float32)
+
+    @classmethod
+    def for_items(cls, items, item_embedding: np.ndarray, config: MCAConfig = MCAConfig()) -> "MCACascade":
+        """The cascade over a catalog's items (their stats and prices) and V's item embeddings."""
+        return cls(item_embedding, item_stats(items), items["price"].to_numpy(), config)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fitted ranker and feature scaling, for safetensors."""

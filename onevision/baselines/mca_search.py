@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onevision.baselines.mca import MCACascade, MCAConfig, UserArrays
+from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_search import Hit, SearchAnswer, parse_sid
@@ -47,7 +47,7 @@ class CascadeSearch:
     def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 0, k: int = 10) -> list[SearchAnswer]:
         """`scene` and `beam` are the generator's; the cascade ignores them."""
-        pil = [img.convert("RGB") if isinstance(img, Image.Image) else load_rgb(img) for img in images]
+        pil = [load_rgb(img) for img in images]
         query = encode_images(self.encoder, pil).embedding
         rows = self.mca.rank(query, self.users(users or [{}] * len(pil)), k=k, ranking=self.ranking)
         sims = np.einsum("bd,bkd->bk", query, self.mca.emb[np.maximum(rows, 0)])
@@ -63,17 +63,16 @@ class CascadeSearch:
         from onevision.generator.retrieve import s_conv
         from onevision.registry import load_version, resolve_ref
         from streaming.item_table import load_item_table
-        from training.mca import ITEM_EMBEDDING, RANKER, item_stats
 
         manifest, config = load_version(version)
         tokenizer = resolve_ref(config["tokenizer"], version)
         encoder = AlignedEfficientNet.load(resolve_ref(load_version(tokenizer)[1]["encoder"], tokenizer))
         items = catalog.items
-        embedding = load_file(str(Path(version) / ITEM_EMBEDDING))["embedding"]
+        embedding = load_file(str(Path(version) / ITEM_EMBEDDING_FILE))["embedding"]
         if len(embedding) != len(items):
             raise ValueError(f"{version} was fitted on {len(embedding)} items, the catalog has {len(items)}")
-        mca = MCACascade(embedding, item_stats(items), items["price"].to_numpy(), MCAConfig(**config["mca"]))
-        mca.load_arrays(load_file(str(Path(version) / RANKER)))
+        mca = MCACascade.for_items(items, embedding, MCAConfig(**config["mca"]))
+        mca.load_arrays(load_file(str(Path(version) / RANKER_FILE)))
         table = load_item_table(tokenizer)
         sids = table.sids[table.indices(items["item_id"])]
         return cls(encoder, mca, items["item_id"], sids, s_conv(items),

@@ -125,8 +125,6 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
 
 def stream_features(catalog, items: Path) -> None:
     """[6/7]: workers up, the world's log replayed through Kafka, one user's live features shown."""
-    import time
-
     from tqdm import tqdm
 
     from features.client import feature_store, user_features
@@ -175,6 +173,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     """Fit the cascade for its variants, start the service, let simulated shoppers use it and
     print the experiment's report; returns the web page's address."""
     from infra.settings import load_settings
+    from onevision.baselines.mca import registry_name
     from onevision.registry import current_version
     from serving.ab_report import ab_report, markdown
     from serving.launch import start_service
@@ -183,7 +182,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from training.mca import train_mca
 
     typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), simulated shoppers, A/B report", bold=True)
-    if current_version(registry, f"mca-{catalog.name}") is None:
+    if current_version(registry, registry_name(catalog.name)) is None:
         version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
         typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")
     settings = load_settings()

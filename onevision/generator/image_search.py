@@ -61,7 +61,7 @@ class ImageSearch:
         """One answer per image; `users[i]` holds 'short_sids' (newest first) and 'long_sid'
         as the feature store returns them (empty or missing for a cold-start user). Images
         already decoded (PIL, as serving passes them) are used as they are."""
-        pil = [img.convert("RGB") if isinstance(img, Image.Image) else load_rgb(img) for img in images]
+        pil = [load_rgb(img) for img in images]
         levels = self.tokens.levels
         long_sid = np.full((len(pil), levels), -1, np.int64)
         short = np.full((len(pil), SHORT_LEN, levels), -1, np.int64)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import json
 import threading
 import time
 import uuid
@@ -15,12 +14,12 @@ import uuid
 import pytest
 import requests
 import yaml
-from kafka import KafkaConsumer
 from PIL import Image
 
 from features.client import feature_store, user_features
 from infra.process import free_port
 from onevision.registry import current_version, load_version, publish, resolve_ref
+from serving.ab_report import read_events
 from serving.experiments import ExperimentConfig, Router
 from streaming.item_table import load_item_table
 from streaming.producer import EventProducer, event
@@ -72,13 +71,15 @@ def photo(app) -> bytes:
     return (app["world"] / q["image"].iloc[0]).read_bytes()
 
 
-def exposures(settings, request_id: str, expected: int, timeout: float = 20) -> list[dict]:
-    c = KafkaConsumer(settings.kafka.events_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-                      auto_offset_reset="earliest", consumer_timeout_ms=1000)
+def logged(settings, keep, expected: int = 1, timeout: float = 20) -> list[dict]:
+    """The events with a variant on the topic that `keep` accepts, once there are `expected` of
+    them (exposures are produced just after each answer) or the time is up."""
     found, deadline = [], time.time() + timeout
-    while len(found) < expected and time.time() < deadline:
-        found += [e for e in (json.loads(m.value) for m in c) if e.get("request_id") == request_id]
-    c.close()
+    while time.time() < deadline:
+        found = [e for e in read_events(settings) if keep(e)]
+        if len(found) >= expected:
+            break
+        time.sleep(0.2)
     return found
 
 
@@ -105,11 +106,11 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
         assert r.json()["variant"] == variant and r.json()["model_version"].startswith("mca-tiny/")
         assert len(r.json()["items"]) == 4 and all(h["item_id"] in items for h in r.json()["items"])
 
-    logged = exposures(app["settings"], body["request_id"], 5)
-    assert sorted(e["position"] for e in logged) == list(range(5))
-    assert {e["item_id"] for e in logged} == {h["item_id"] for h in body["items"]}
+    exposed = logged(app["settings"], lambda e: e["request_id"] == body["request_id"], 5)
+    assert sorted(e["position"] for e in exposed) == list(range(5))
+    assert {e["item_id"] for e in exposed} == {h["item_id"] for h in body["items"]}
     assert all(e["type"] == "exposure" and e["variant"] == body["variant"] and e["experiment"] == "ab"
-               and e["user_id"] == "u-upload" and e["price"] is not None for e in logged)
+               and e["user_id"] == "u-upload" and e["price"] is not None for e in exposed)
 
 
 def bomb() -> bytes:
@@ -234,7 +235,7 @@ def test_hot_swap_under_load_fails_no_request(app):
 def test_simulated_traffic_reaches_the_ab_report(app, tmp_path):
     """World shoppers search the service and react; the report, from the event stream alone,
     counts exactly the searches, clicks and orders the simulator made in experiment 'ab'."""
-    from serving.ab_report import ab_report, read_events
+    from serving.ab_report import ab_report
     from serving.simulator import ShopperWorld, run_traffic
 
     settings = app["settings"]
@@ -291,11 +292,7 @@ def test_web_page_searches_and_sends_a_click(app, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
-    c = KafkaConsumer(app["settings"].kafka.events_topic, bootstrap_servers=app["settings"].kafka.bootstrap_servers,
-                      auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    clicks = [e for e in (json.loads(m.value) for m in c) if e["type"] == "click" and e["user_id"] == user
-              and e["item_id"] == item]
-    c.close()
+    clicks = logged(app["settings"], lambda e: e["type"] == "click" and e["user_id"] == user and e["item_id"] == item)
     assert clicks and clicks[-1]["position"] == 0 and clicks[-1]["request_id"] and clicks[-1]["variant"]
 
 
