@@ -110,3 +110,59 @@ def resolve_ref(ref: str | Path, from_version: str | Path) -> Path:
     if (local / MANIFEST).is_file():
         return local
     raise RegistryError(f"{ref}: referenced by {from_version} but not found there or in its registry")
+
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+
+
+def version_status(manifest: dict) -> str:
+    """accepted (may serve) or rejected (kept with its metrics by an eval gate, never served
+    unless forced); versions published before gates existed are accepted."""
+    return manifest.get("status", ACCEPTED)
+
+
+def read_manifest(root: str | Path, model: str, version: str) -> dict:
+    path = Path(root) / model / version / MANIFEST
+    if not path.is_file():
+        raise RegistryError(f"{model} has no version {version!r} (versions: {', '.join(versions(root, model)) or 'none'})")
+    return json.loads(path.read_text())
+
+
+def promote(root: str | Path, model: str, version: str, force: bool = False) -> str:
+    """Point CURRENT at `version` after checking its files; a rejected version only with `force`."""
+    manifest = read_manifest(root, model, version)
+    if version_status(manifest) == REJECTED and not force:
+        raise RegistryError(f"{model}/{version} was rejected by its eval gate ({manifest.get('gate', {}).get('reasons', '')}); "
+                            "promote it with force to serve it anyway")
+    load_version(Path(root) / model / version)  # its files must still match before it serves
+    set_current(root, model, version)
+    return version
+
+
+def rollback(root: str | Path, model: str) -> str:
+    """Point CURRENT back at the version the current one was trained from (its parent) when that
+    is an accepted version of this model, else at the newest accepted version before it."""
+    current = current_version(root, model)
+    if current is None:
+        raise RegistryError(f"{model} has no CURRENT version to roll back from")
+    parent = read_manifest(root, model, current).get("parent")
+    accepted = [v for v in versions(root, model) if v < current
+                and version_status(read_manifest(root, model, v)) == ACCEPTED]
+    target = parent if parent in accepted else (accepted[-1] if accepted else None)
+    if target is None:
+        raise RegistryError(f"{model}/{current} has no earlier accepted version to roll back to")
+    load_version(Path(root) / model / target)  # its files must still match before it serves
+    set_current(root, model, target)
+    return target
+
+
+def history(root: str | Path, model: str) -> list[dict]:
+    """One row per version, oldest first: status, whether CURRENT, parent and manifest extras."""
+    current = current_version(root, model)
+    rows = []
+    for v in versions(root, model):
+        m = read_manifest(root, model, v)
+        rows.append({"version": v, "status": version_status(m), "current": v == current, "parent": m.get("parent"),
+                     "metrics": m.get("metrics", {}), "stream": m.get("stream"), "gate": m.get("gate"),
+                     "created": (Path(root) / model / v / MANIFEST).stat().st_mtime})
+    return rows

@@ -8,7 +8,9 @@ requests on average):
   its own, and follows the registry for hot swaps (a background thread);
 - `Ingress` (FastAPI) validates the request (`serving.inputs`), routes the user to a variant
   (`serving.experiments`), reads the user's features from Feast online, calls the model,
-  answers, and then produces one exposure event per shown item to Kafka with the assignment.
+  answers, and then logs the request's context (the photo's visual tokens and the features the
+  model read; `streaming.request_log`, for the DPO job) and produces one exposure event per
+  shown item to Kafka with the assignment.
 Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text); the web page
 `GET /` (`web/index.html`) with `GET /v1/samples`, `/v1/photos/{id}`, `/v1/items/{id}/image`,
 `/v1/users/{id}` and `POST /v1/events` (a click or order from the page).
@@ -99,12 +101,14 @@ class Ingress:
         from features.client import feature_store
         from infra.settings import Settings
         from streaming.producer import EventProducer
+        from streaming.request_log import RequestLog
 
         self.model, self.max_upload_bytes = model, max_upload_bytes
         self.settings = Settings.model_validate(settings)
         self.router = Router(ExperimentConfig.load(Path(experiments)))
         self.store = feature_store(self.settings)
         self.producer = EventProducer(self.settings)
+        self.request_log = RequestLog.from_url(self.settings.redis.url)
         self.page_html = PAGE.read_text()
         self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="exposures")
         self.root = Path(catalog)
@@ -116,7 +120,7 @@ class Ingress:
         self.metrics = CollectorRegistry()
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
-        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose exposures could not be produced",
+        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose context or exposures could not be logged",
                                        registry=self.metrics)
         self.batch_size = Histogram("onevision_model_batch_size", "requests per model batch, seen by each request",
                                     registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
@@ -128,9 +132,16 @@ class Ingress:
 
         return user_features(self.store, [user_id])[0]
 
-    def _expose(self, user_id: str, request_id: str, scene: str, variant: str, experiment: str, hits: list[dict]) -> None:
-        from streaming.producer import event
+    def _expose(self, user_id: str, request_id: str, scene: str, variant: str, experiment: str, hits: list[dict],
+                user: dict, answer: dict) -> None:
+        """The request's context (what the DPO job trains on), then one exposure per shown item."""
+        from streaming.producer import event, now_ms
+        from streaming.request_log import RequestContext
 
+        visual = answer.get("visual")
+        if visual is not None:
+            self.request_log.put([RequestContext(request_id, user_id, scene, now_ms(), variant, answer["model_version"],
+                                                 user, visual.tokens, visual.embedding)])
         for pos, h in enumerate(hits):
             self.producer.send(event("exposure", user_id, h["item_id"], scene=scene, request_id=request_id,
                                      position=pos, price=self.price.get(h["item_id"]), variant=variant,
@@ -160,7 +171,7 @@ class Ingress:
         # exposures go out after the answer, off the request path (the producer batches and retries)
         task = asyncio.get_running_loop().run_in_executor(
             self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,
-            assignment.experiment, answer["hits"])
+            assignment.experiment, answer["hits"], user, answer)
         task.add_done_callback(self._logged)
         self.batch_size.observe(answer["batch_size"])
         for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("model_compute", answer["compute_s"]),

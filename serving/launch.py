@@ -15,10 +15,12 @@ NAME = "serving"
 
 
 def service_process(settings: Settings, catalog: Path | None = None, registry: Path | None = None,
-                    port: int = 8000, host: str = "127.0.0.1") -> ManagedProcess:
+                    port: int = 8000, host: str = "127.0.0.1", experiments: Path | None = None) -> ManagedProcess:
     argv = [sys.executable, "-m", "serving.run", "--host", host, "--port", str(port)]
     if catalog is not None:
         argv += ["--catalog", str(Path(catalog).resolve()), "--registry", str(Path(registry or "data/registry").resolve())]
+    if experiments is not None:
+        argv += ["--experiments", str(Path(experiments).resolve())]
 
     def healthy() -> bool:
         return requests.get(f"http://{host}:{port}/healthz", timeout=5).status_code == 200
@@ -27,9 +29,10 @@ def service_process(settings: Settings, catalog: Path | None = None, registry: P
                           healthy=healthy, env=settings.to_env())
 
 
-def start_service(settings: Settings, catalog: Path, registry: Path, port: int = 8000, timeout: float = 240.0) -> dict:
+def start_service(settings: Settings, catalog: Path, registry: Path, port: int = 8000, timeout: float = 240.0,
+                  experiments: Path | None = None) -> dict:
     """Start the service (or adopt the running one) and return its status once /healthz answers."""
-    proc = service_process(settings, catalog, registry, port)
+    proc = service_process(settings, catalog, registry, port, experiments=experiments)
     proc.start(timeout)
     return {**proc.status(), "url": f"http://{proc.host}:{port}/"}
 

@@ -92,7 +92,8 @@ class ServedModels:
     def search(self, queries: list[dict]) -> list[dict]:
         """Each query: variant, image (PIL), user (Feast features), scene, top_k; searched in one
         batch per (variant, scene). Each answer also says how big its batch was and how long the
-        batch took."""
+        batch took, and carries the photo's visual tokens when the variant's model computed them
+        (logged for the streaming DPO job)."""
         t0 = time.perf_counter()
         versions, searches = self.versions, self.searches  # this batch's models, whatever swaps meanwhile
         out: list[dict] = [{} for _ in queries]
@@ -107,7 +108,7 @@ class ServedModels:
             for i, ans in zip(rows, answers):
                 hits = [{"item_id": h.item_id, "score": h.score, "sid": h.sid} for h in ans.hits[: queries[i]["top_k"]]]
                 out[i] = {"hits": hits, "low_confidence": ans.low_confidence, "similarity": ans.similarity,
-                          "model_version": version}
+                          "model_version": version, "visual": ans.visual}
         for o in out:
             o["batch_size"], o["compute_s"] = len(queries), time.perf_counter() - t0
         return out

@@ -118,12 +118,13 @@ def run_traffic(url: str, world: ShopperWorld, producer, rate: float, duration: 
     through `producer` (streaming.producer.EventProducer)."""
     from streaming.producer import event
 
-    stats, start = TrafficStats(), time.monotonic()
+    stats, start, stop = TrafficStats(), time.monotonic(), threading.Event()
     n = max(1, int(rate * duration))
 
     def one(i: int) -> None:
         rng = np.random.default_rng([seed, i])
-        time.sleep(max(0.0, start + i / rate - time.monotonic()))  # an open-loop schedule
+        if stop.wait(max(0.0, start + i / rate - time.monotonic())):  # an open-loop schedule
+            return
         p, user = world.draw(rng)
         path, photo_item = world.photos[p]
         user_id = str(world.user_ids[user])
@@ -149,6 +150,10 @@ def run_traffic(url: str, world: ShopperWorld, producer, rate: float, duration: 
             progress()
 
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(n)))
+        try:
+            list(pool.map(one, range(n)))
+        except BaseException:  # Ctrl-C or TERM: the searches not yet due are not sent
+            stop.set()
+            raise
     producer.flush()
     return stats

@@ -16,10 +16,10 @@ from streaming.worker import ROLE_GROUPS, namespace
 
 
 def worker_argv(items: Path, role: str = "features", long_term: str = "mean", group: str = "",
-                log_level: str = "INFO") -> list[str]:
+                log_level: str = "INFO", session_idle_s: float = 60.0) -> list[str]:
     """The command line of one `onevision stream worker` process."""
     argv = [sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
-            "--role", role, "--long-term", long_term, "--log-level", log_level]
+            "--role", role, "--long-term", long_term, "--log-level", log_level, "--session-idle", str(session_idle_s)]
     return argv + (["--group", group] if group else [])
 
 
@@ -32,19 +32,22 @@ def _published(settings: Settings, group: str, pid: int | None) -> bool:
     return raw is not None and bool(json.loads(raw))
 
 
-def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = "mean") -> ManagedProcess:
+def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = "mean",
+                   session_idle_s: float = 60.0) -> ManagedProcess:
     group = ROLE_GROUPS[role]
     proc = ManagedProcess(
         name=f"stream-{role}-{index}", state_dir=settings.resolved_state_dir(), host="-", port=None,
-        argv=worker_argv(items, role, long_term),
+        argv=worker_argv(items, role, long_term, session_idle_s=session_idle_s),
         healthy=lambda: _published(settings, group, proc.pid()), env=settings.to_env())
     return proc
 
 
 def start_workers(settings: Settings, items: Path, features: int = 1, sessions: int = 1, long_term: str = "mean",
-                  timeout: float = 90.0) -> list[dict]:
+                  timeout: float = 90.0, session_idle_s: float = 60.0) -> list[dict]:
+    """`session_idle_s`: wall-clock seconds without events that close a session (and send its
+    log to the DPO job): shorter means fresher training data, longer catches late orders."""
     procs = [worker_process(settings, "features", items, i, long_term) for i in range(features)]
-    procs += [worker_process(settings, "sessions", items, i, long_term) for i in range(sessions)]
+    procs += [worker_process(settings, "sessions", items, i, long_term, session_idle_s) for i in range(sessions)]
     for p in procs:
         p.start(timeout)
     return [p.status() for p in procs]

@@ -10,6 +10,7 @@ from infra.settings import load_settings
 from onevision.cli.main import app
 from serving.launch import stop_service
 from streaming.launch import stop_workers
+from training.launch import stop_dpo_job
 
 
 def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
@@ -24,7 +25,7 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
                                           "--sim-rate", "3"])
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=10)  # the service outlives the command
     finally:
-        stopped = stop_service(settings) + stop_workers(settings) + svc.down(settings)
+        stopped = stop_service(settings) + stop_dpo_job(settings) + stop_workers(settings) + svc.down(settings)
     assert result.exit_code == 0, result.output
     for step in ("[1/7] world", "[2/7] ANN baselines", "[3/7] image encoder alignment and VRQ tokenizer",
                  "[4/7] generator", "[5/7] embedded services", "[6/7] streaming features", "[7/7] serving", "summary"):
@@ -36,7 +37,8 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     searches = [line for line in result.output.splitlines() if " recent clicks) -> " in line]
     assert len(searches) == 3 and all(len(line.split("-> ")[1].split(", ")) == 4 for line in searches)
     assert (tmp_path / "data" / "registry" / "generator-vrq-tiny" / "v0001" / "loss_dpo.png").is_file()
-    assert sorted(stopped) == ["kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
+    assert sorted(stopped) == ["dpo-stream", "kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
+    assert "near-streaming DPO job" in result.output and "DPO job so far: " in result.output
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
     assert (tmp_path / "reports" / "eval_ann_tiny.json").is_file()
     sids = pd.read_parquet(next((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny").glob("v0001/item_sids.parquet")))

@@ -34,10 +34,21 @@ def listwise_dpo_loss(policy: torch.Tensor, reference: torch.Tensor, valid: torc
     return -F.logsigmoid(r[:, 0] - torch.logsumexp(neg, dim=1))
 
 
-def candidate_logprob(model: OneVisionGenerator, data: GeneratorData, ex: Examples, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    cands = torch.from_numpy(ex.candidates[idx])
+def dpo_objective(policy: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor, beta: float,
+                  nll_weight: float, levels: int) -> torch.Tensor:
+    """Mean eq. 10 over sessions, plus `nll_weight` x OneSearch eq. 11's per-token NLL of the
+    purchased item (column 0)."""
+    loss = listwise_dpo_loss(policy, reference, valid, beta).mean()
+    if nll_weight:
+        loss = loss - nll_weight * policy[:, 0].mean() / levels
+    return loss
+
+
+def candidate_logprob(model: OneVisionGenerator, prompts, candidates: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities (B, C) of each prompt's candidate SIDs (B, C, L; -1 rows pad) and which are real."""
+    cands = torch.from_numpy(candidates)
     valid = (cands >= 0).all(-1)
-    return model.sid_logprob(ex.prompts(data.tokens, data.bank, idx), cands.clamp(min=0)), valid
+    return model.sid_logprob(prompts, cands.clamp(min=0)), valid
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: DPOConfig, workdir: Path, progress: bool = True,
@@ -49,12 +60,10 @@ def run(model: OneVisionGenerator, data: GeneratorData, cfg: DPOConfig, workdir:
     ref.eval().requires_grad_(False)
 
     def loss_fn(idx: np.ndarray) -> torch.Tensor:
-        policy, valid = candidate_logprob(model, data, ex, idx)
+        prompts = ex.prompts(data.tokens, data.bank, idx)
+        policy, valid = candidate_logprob(model, prompts, ex.candidates[idx])
         with torch.no_grad():
-            reference_lp, _ = candidate_logprob(ref, data, ex, idx)
-        loss = listwise_dpo_loss(policy, reference_lp, valid, cfg.beta).mean()
-        if cfg.nll_weight:
-            loss = loss - cfg.nll_weight * policy[:, 0].mean() / data.levels
-        return loss
+            reference_lp, _ = candidate_logprob(ref, prompts, ex.candidates[idx])
+        return dpo_objective(policy, reference_lp, valid, cfg.beta, cfg.nll_weight, data.levels)
 
     return run_stage("dpo", model, len(ex), loss_fn, cfg, workdir, progress)

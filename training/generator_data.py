@@ -58,7 +58,7 @@ def image_bank(catalog: Catalog, encoder_version: Path, cache_root: Path, progre
     paths += list(catalog.queries["image"])
     cache = cache_root / catalog.name / f"visual-{sha}.safetensors"
     model = AlignedEfficientNet.load(encoder_version)
-    tokens = cached_tokens(model, [catalog.path(p) for p in paths], cache, progress=progress)
+    tokens = cached_tokens(model, [catalog.path(p) for p in paths], cache, progress=progress, keys=paths)
     return ImageBank(tokens, {p: i for i, p in enumerate(paths)})
 
 
@@ -154,6 +154,13 @@ class GeneratorData:
             parts.append(self._base(rows, owner, scene="unknown", title=np.where(with_title[:, None], titles, 0), task=task,
                                     image_sid=False))
         return Examples.concat(parts)
+
+    def canary(self, n: int = 200, seed: int = 0) -> Examples:
+        """A fixed, seeded sample of catalog images and item views -> their own item's SID: the
+        easy queries any sound generator answers, so a broken one shows at once."""
+        rows, owner = self.item_images()
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), min(n, len(rows)), replace=False))
+        return self._base(rows[pick], owner[pick])
 
     def queries(self, split: str) -> pd.DataFrame:
         q = self.catalog.queries

@@ -32,14 +32,15 @@ def up(timeout: float = typer.Option(30.0, help="seconds to wait for each servic
 @app.command("down")
 @user_errors
 def down() -> None:
-    """Stop the search service and the stream workers, then the embedded services."""
+    """Stop the search service, the DPO job and the stream workers, then the embedded services."""
     from infra.services import down as stop
     from infra.settings import load_settings
     from serving.launch import stop_service
     from streaming.launch import stop_workers
+    from training.launch import stop_dpo_job
 
     settings = load_settings()
-    stopped = stop_service(settings) + stop_workers(settings) + stop(settings)
+    stopped = stop_service(settings) + stop_dpo_job(settings) + stop_workers(settings) + stop(settings)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from onevision.cli import catalog, encoder, eval, experiment, features, infra, serve, stream, tokenizer, train, world
+from onevision.cli import (catalog, encoder, eval, experiment, features, infra, registry, serve, stream, tokenizer,
+                           train, world)
 from onevision.cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(stream.app, name="stream")
 app.add_typer(features.app, name="features")
 app.add_typer(serve.app, name="serve")
+app.add_typer(registry.app, name="registry")
 app.add_typer(experiment.sim, name="sim")
 app.add_typer(experiment.ab, name="ab")
 

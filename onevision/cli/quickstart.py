@@ -4,9 +4,9 @@ Build the small world, score the ANN baselines, align the image encoder and trai
 tokenizer (with its SID report), train the generator's four stages and show a few searches,
 start the embedded broker and Redis, start the streaming
 feature and session workers, replay the world's event log through Kafka into Feast, start the
-search service (Ray Serve: OneVision, MCA and MCA w/o ranking in an A/B test), let simulated
-shoppers use it for a while, print the A/B report and where the web page is. Later
-capabilities plug in here.
+search service (Ray Serve: OneVision, MCA and MCA w/o ranking in an A/B test) and the
+near-streaming DPO job beside it, let simulated shoppers use it for a while, print the A/B
+report, the versions the job published and where the web page is. Later capabilities plug in here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 import typer
 
 from onevision.cli.errors import user_errors
+
+SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
 
 
 @user_errors
@@ -138,7 +140,7 @@ def stream_features(catalog, items: Path) -> None:
     settings = load_settings()
     ensure_topics(settings)
     store = feature_store(settings, backend="redis")
-    for row in start_workers(settings, items):
+    for row in start_workers(settings, items, session_idle_s=SESSION_IDLE_S):
         typer.echo(f"  {row['name']:<20} pid {row['pid']}  log {row['log']}")
     events = catalog.events.sort_values("ts", kind="stable")
     on_topic = sum(p["end"] for p in stream_status(settings)["partitions"])
@@ -179,15 +181,22 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from serving.launch import start_service
     from serving.simulator import ShopperWorld, run_traffic
     from streaming.producer import EventProducer
+    from training.dpo_stream import GROUP, job_versions
+    from training.launch import start_dpo_job
     from training.mca import train_mca
 
-    typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), simulated shoppers, A/B report", bold=True)
+    typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), near-streaming DPO, simulated shoppers, "
+                "A/B report", bold=True)
     if current_version(registry, registry_name(catalog.name)) is None:
         version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
         typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")
     settings = load_settings()
     row = start_service(settings, catalog.root, registry, port)
     typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
+    model = f"generator-vrq-{catalog.name}"
+    job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max-wait": 10})
+    typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
+               f"log {job['log']}")
     producer = EventProducer(settings)
     stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration)
     producer.close()
@@ -199,5 +208,10 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
         typer.echo(f"  report: {path} (and .md, .png)")
     except ValueError as exc:  # too little traffic for every variant yet
         typer.echo(f"  no A/B report yet: {exc}")
+    time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
+    rows = job_versions(registry, model, GROUP)
+    typer.echo(f"  DPO job so far: {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
+               f"{sum(r['status'] == 'rejected' for r in rows)} rejected, from {sum(r['stream']['examples'] for r in rows)} "
+               f"purchases; CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
     typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")
     return row["url"]

@@ -23,6 +23,7 @@ def worker(items: Path = typer.Option(..., help=ITEMS_HELP),
            group: str = typer.Option("", help="consumer group and Redis namespace (default: onevision-<role>)"),
            long_term: str = typer.Option("mean", help="long-term SID: mean (re-quantized mean) or onesearch (eq. 3)"),
            max_idle: float = typer.Option(None, help="exit after this many seconds without events"),
+           session_idle: float = typer.Option(60.0, help="sessions: close one after this many seconds without events"),
            log_level: str = typer.Option("INFO")) -> None:
     """Run one feature worker in the foreground (several share the partitions of a group)."""
     import logging
@@ -41,7 +42,7 @@ def worker(items: Path = typer.Option(..., help=ITEMS_HELP),
         logging.warning("%s has no item vectors (tokenizer trained before they were written); "
                         "long-term SIDs use OneSearch eq. 3 instead", items)
         long_term = "onesearch"
-    config = WorkerConfig(role=role, group=group, long_term=LongTermConfig(mode=long_term))
+    config = WorkerConfig(role=role, group=group, long_term=LongTermConfig(mode=long_term), session_idle_s=session_idle)
     FeatureWorker(load_settings(), table, config).run(max_idle_s=max_idle)
 
 

@@ -57,10 +57,12 @@ def encode_files(model: AlignedEfficientNet, paths: Sequence[str | Path], batch_
 
 
 def cached_tokens(model: AlignedEfficientNet, paths: Sequence[str | Path], cache: Path,
-                  progress: bool = True) -> VisualTokens:
+                  progress: bool = True, keys: Sequence[str] | None = None) -> VisualTokens:
     """Tokens of `paths` from `cache` (a safetensors file keyed by the caller on the weights);
-    computed and written when the file is missing or holds other paths."""
-    names = np.array([str(p) for p in paths])
+    computed and written when the file is missing or holds other images. `keys` name the images
+    (default: the paths); a catalog passes its relative image paths, so the same catalog read
+    through another path (absolute or relative, another checkout) still finds its cache."""
+    names = np.array([str(p) for p in (paths if keys is None else keys)])
     if cache.is_file():
         z = load_file(cache)
         if _same_paths(z, names):

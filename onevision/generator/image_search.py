@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from onevision.encoders.aligned import AlignedEfficientNet
-from onevision.encoders.visual_tokens import encode_images
+from onevision.encoders.visual_tokens import VisualTokens, encode_images
 from onevision.generator.image_sid import ImageSIDs
-from onevision.generator.prompt import SHORT_LEN, build_prompts
+from onevision.generator.prompt import SHORT_LEN, Prompts, build_prompts
 from onevision.generator.sid_content import SIDContent
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.images import load_rgb
@@ -38,6 +38,7 @@ class SearchAnswer:
     hits: list[Hit]
     low_confidence: bool
     similarity: float
+    visual: VisualTokens | None = None  # the photo's V tokens (grid (T, 320), embedding (D,))
 
 
 def parse_sid(sid, levels: int) -> list[int]:
@@ -56,16 +57,20 @@ class ImageSearch:
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
 
-    def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
-               scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
-        """One answer per image; `users[i]` holds 'short_sids' (newest first) and 'long_sid'
-        as the feature store returns them (empty or missing for a cold-start user). Images
-        already decoded (PIL, as serving passes them) are used as they are."""
-        pil = [load_rgb(img) for img in images]
-        levels = self.tokens.levels
-        long_sid = np.full((len(pil), levels), -1, np.int64)
-        short = np.full((len(pil), SHORT_LEN, levels), -1, np.int64)
-        for r, user in enumerate(users or [{}] * len(pil)):
+    def encode(self, images: Sequence[bytes | str | Path | Image.Image]) -> VisualTokens:
+        """V's visual tokens of the photos (decoded safely; PIL images as they are)."""
+        return encode_images(self.encoder, [load_rgb(img) for img in images])
+
+    def prompts(self, grid: np.ndarray, embedding: np.ndarray, users: Sequence[dict] | None = None,
+                scene: str | Sequence[str] = "image_search") -> Prompts:
+        """The generator's prompts from V's tokens (grid (B, T, 320), embedding (B, D)) and the
+        users' features as the feature store returns them: 'short_sids' (newest first) and
+        'long_sid', empty or missing for a cold-start user; one scene or one per prompt. Serving and the streaming DPO job
+        (which trains on the tokens and features serving logged) build them the same way."""
+        n, levels = len(embedding), self.tokens.levels
+        long_sid = np.full((n, levels), -1, np.int64)
+        short = np.full((n, SHORT_LEN, levels), -1, np.int64)
+        for r, user in enumerate(users or [{}] * n):
             if user.get("long_sid"):
                 long_sid[r] = parse_sid(user["long_sid"], levels)
             for j, sid in enumerate(list(user.get("short_sids") or [])[:SHORT_LEN]):
@@ -74,18 +79,22 @@ class ImageSearch:
             bad = (arr >= np.asarray(self.tokens.sizes)).any(-1)
             if bad.any():
                 raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
-        vis = encode_images(self.encoder, pil)
-        hints, hint_sim = self.image_sids.encode_scored(vis.embedding)
-        prompts = build_prompts(self.tokens, vis.tokens[:, : self.tokens.n_visual - 1], vis.embedding,
-                                self.tokens.scene_ids([scene] * len(pil)), long_sid, short,
-                                image_sid=hints, hint_similarity=hint_sim, content=self.content)
-        res = self.searcher.search(prompts, beam=beam, k=k)
+        hints, hint_sim = self.image_sids.encode_scored(embedding)
+        return build_prompts(self.tokens, np.asarray(grid)[:, : self.tokens.n_visual - 1], embedding,
+                             self.tokens.scene_ids([scene] * n if isinstance(scene, str) else list(scene)), long_sid, short,
+                             image_sid=hints, hint_similarity=hint_sim, content=self.content)
+
+    def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
+               scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
+        """One answer per image, each with the photo's visual tokens (what the DPO job learns from)."""
+        vis = self.encode(images)
+        res = self.searcher.search(self.prompts(vis.tokens, vis.embedding, users, scene), beam=beam, k=k)
         answers, sids = [], self.searcher.item_sids
-        for r in range(len(pil)):
+        for r in range(len(images)):
             score_of = {tuple(s): float(v) for s, v in zip(res.sids[r].tolist(), res.scores[r]) if np.isfinite(v)}
             hits = [Hit(self.item_ids[i], sids[i].tolist(), score_of.get(tuple(sids[i].tolist()), float("nan")))
                     for i in res.items[r] if i >= 0]
-            answers.append(SearchAnswer(hits, bool(res.low_confidence[r]), float(res.similarity[r])))
+            answers.append(SearchAnswer(hits, bool(res.low_confidence[r]), float(res.similarity[r]), vis.take(r)))
         return answers
 
     @classmethod

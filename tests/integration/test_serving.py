@@ -11,18 +11,22 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 import requests
 import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
 from features.client import feature_store, user_features
 from infra.process import free_port
+from onevision.cli.main import app as cli
 from onevision.registry import current_version, load_version, publish, resolve_ref
 from serving.ab_report import read_events
 from serving.experiments import ExperimentConfig, Router
 from streaming.item_table import load_item_table
 from streaming.producer import EventProducer, event
+from streaming.request_log import RequestLog
 from streaming.worker import FeatureWorker, WorkerConfig
 from training.mca import train_mca
 from tests.integration.test_stream_worker import isolated
@@ -111,6 +115,12 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
     assert {e["item_id"] for e in exposed} == {h["item_id"] for h in body["items"]}
     assert all(e["type"] == "exposure" and e["variant"] == body["variant"] and e["experiment"] == "ab"
                and e["user_id"] == "u-upload" and e["price"] is not None for e in exposed)
+    # what the DPO job will train on: the photo's visual tokens and the features the model read
+    (context,) = RequestLog.from_url(app["settings"].redis.url).get([body["request_id"]])
+    assert context.user_id == "u-upload" and context.variant == body["variant"]
+    assert context.model_version == body["model_version"] and context.user["short_sids"] == []
+    assert context.grid.shape == (16, 320) and context.embedding.shape == (256,)
+    assert abs(float(np.linalg.norm(context.embedding)) - 1) < 1e-3
 
 
 def bomb() -> bytes:
@@ -186,10 +196,10 @@ def test_clicks_reach_the_next_search_within_two_seconds(app):
         thread.join(30)
 
 
-def test_hot_swap_under_load_fails_no_request(app):
+def test_hot_swap_and_rollback_under_load_fail_no_request(app):
     """qa-user is forced onto onevision-b, which follows the registry's CURRENT: publish a new
-    version while four clients search without pause; every request must succeed and the new
-    version must take over."""
+    version while four clients search without pause, then roll it back with the CLI; every
+    request must succeed, the new version must take over and then the old one come back."""
     url, version = app["url"], app["version"]
     registry, model = version.parent.parent, version.parent.name
     stop, results, lock = threading.Event(), [], threading.Lock()
@@ -214,10 +224,23 @@ def test_hot_swap_under_load_fails_no_request(app):
     new = publish(registry, model, {n: version / n for n in manifest["files"] if n != "config.json"}, config,
                   metrics=manifest["metrics"], parent=version.name)
     assert current_version(registry, model) == new.name != version.name
+
+    def wait_for(name: str) -> int:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(v == f"{model}/{name}" for _, v in list(results)):
+            time.sleep(0.2)
+        time.sleep(2)
+        return len(results)
+
+    swapped = wait_for(new.name)
+    assert results[-1][1] == f"{model}/{new.name}"
+    rolled = CliRunner().invoke(cli, ["registry", "rollback", model, "--registry", str(registry)])
+    assert rolled.exit_code == 0 and f"-> {version.name}" in rolled.output, rolled.output
+    assert current_version(registry, model) == version.name
     deadline = time.time() + 60
-    while time.time() < deadline and not any(v == f"{model}/{new.name}" for _, v in list(results)):
+    while time.time() < deadline and list(results)[-1][1] != f"{model}/{version.name}":
         time.sleep(0.2)
-    time.sleep(2)
+    time.sleep(1)
     stop.set()
     for t in threads:
         t.join(60)
@@ -225,11 +248,11 @@ def test_hot_swap_under_load_fails_no_request(app):
     served = {v for s, v in results if s == 200}
     assert not failed, failed[:3]
     assert served == {f"{model}/{version.name}", f"{model}/{new.name}"}, served
-    assert results[-1][1] == f"{model}/{new.name}"
+    assert results[-1][1] == f"{model}/{version.name}" and f"{model}/{new.name}" in {v for _, v in results[swapped - 5:swapped]}
     health = requests.get(f"{url}/healthz", timeout=10).json()
-    assert health["variants"]["onevision-b"] == f"{model}/{new.name}" and health["swaps"] == 1
+    assert health["variants"]["onevision-b"] == f"{model}/{version.name}" and health["swaps"] == 2
     assert health["variants"]["onevision"] == f"{model}/{version.name}"  # pinned: stays
-    print(f"hot swap: {len(results)} requests during the swap, 0 failed")
+    print(f"hot swap and rollback: {len(results)} requests, 0 failed")
 
 
 def test_simulated_traffic_reaches_the_ab_report(app, tmp_path):

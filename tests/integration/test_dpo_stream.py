@@ -1,0 +1,186 @@
+"""The near-streaming DPO job against the real broker and Redis: session logs and the request
+contexts serving logged -> gated versions in the registry with their offsets; malformed logs to
+the DLQ; a scrambled candidate rejected and never served; `kill -9` and a restart train every
+session exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from onevision.generator.image_search import ImageSearch
+from onevision.registry import current_version, load_version, versions
+from serving.experiments import ExperimentConfig
+from serving.models import ServedModels
+from streaming.request_log import RequestContext, RequestLog
+from streaming.schema import SessionLog
+from streaming.status import end_offsets as topic_offsets
+from tests.integration.test_stream_worker import isolated
+from training.dpo_gate import GateConfig
+from training.dpo_stream import DPOStreamJob, StreamConfig, job_versions
+from training.launch import dpo_argv
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+FAST = dict(micro_batch=8, max_wait_s=1.0, steps=1, lr=1e-4)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_generator, tiny_tokenizers, tmp_path_factory):
+    """A private copy of the registry, the generator's search, and logged contexts of train photos."""
+    shared, data = tiny_generator
+    catalog = data.catalog
+    search = ImageSearch.from_registry(shared, catalog)
+    q = catalog.queries[catalog.queries["split"] == "train"].reset_index(drop=True)
+    vis = search.encode([catalog.path(p) for p in q["image"]])
+    return {"shared": shared, "catalog": catalog, "search": search, "queries": q, "vis": vis, "cache": tiny_tokenizers[1],
+            "tmp": tmp_path_factory}
+
+
+def fresh_registry(world, name: str):
+    root = world["tmp"].mktemp(name) / "registry"
+    shutil.copytree(world["shared"].parent.parent, root)
+    return root, world["shared"].parent.name
+
+
+def send_sessions(settings, world, rows, malformed: int = 0, without_purchase: int = 0) -> int:
+    """Log a request context and a closed session (the target bought, three items shown and
+    not clicked) for each query row; returns how many messages went to the sessions topic."""
+    q, vis, items = world["queries"], world["vis"], world["search"].item_ids
+    contexts, producer = [], KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    rng = np.random.default_rng(len(rows))
+    sent = 0
+    for r in rows:
+        rid = f"req-{r}-{rng.integers(1 << 30)}"
+        others = [items[i] for i in rng.choice(len(items), 3, replace=False) if items[i] != q["target_item_id"][r]]
+        contexts.append(RequestContext(rid, q["user_id"][r], "image_search", int(time.time() * 1000), "live", "m/v",
+                                       {}, vis.tokens[r], vis.embedding[r]))
+        log = SessionLog(session_id=rid, request_id=rid, user_id=q["user_id"][r], scene="image_search", start_ts=1,
+                         end_ts=int(time.time() * 1000), exposed=[q["target_item_id"][r], *others],
+                         purchased=[q["target_item_id"][r]], clicked_not_bought=[], exposed_not_clicked=others,
+                         user_features={})
+        producer.send(settings.kafka.sessions_topic, key=log.user_id.encode(), value=log.model_dump_json(by_alias=True).encode())
+        sent += 1
+    for i in range(without_purchase):
+        log = SessionLog(session_id=f"np{i}", request_id=f"np{i}", user_id="u1", scene="image_search", start_ts=1, end_ts=2,
+                         exposed=[items[0]], purchased=[], clicked_not_bought=[], exposed_not_clicked=[items[0]],
+                         user_features={})
+        producer.send(settings.kafka.sessions_topic, key=b"u1", value=log.model_dump_json(by_alias=True).encode())
+        sent += 1
+    for i in range(malformed):
+        producer.send(settings.kafka.sessions_topic, key=b"u1", value=b'{"schema": 1, "session_id": "broken"')
+        sent += 1
+    producer.flush()
+    producer.close()
+    RequestLog.from_url(settings.redis.url).put(contexts)
+    return sent
+
+
+def end_offsets(settings) -> dict[int, int]:
+    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        return {p: end for p, (_, end) in topic_offsets(c, settings.kafka.sessions_topic).items()}
+    finally:
+        c.close()
+
+
+def assert_exactly_once(registry, model, group, settings, sessions: int) -> list[dict]:
+    """The versions' offset ranges tile every partition from 0 to its end: nothing twice, nothing skipped."""
+    rows = job_versions(registry, model, group)
+    assert rows, "the job published nothing"
+    covered: dict[int, int] = {}
+    for r in rows:
+        s = r["stream"]
+        for p, start in s["from"].items():
+            assert int(start) == covered.get(int(p), 0), (r["version"], p, start, covered)
+        covered.update({int(p): int(o) for p, o in s["through"].items()})
+    assert covered == {p: o for p, o in end_offsets(settings).items() if o}
+    assert sum(r["stream"]["sessions"] + r["stream"]["dlq"] for r in rows) == sessions
+    return rows
+
+
+def test_sessions_become_gated_versions_with_their_offsets(services, world):
+    settings = isolated(services, "dpo-flow")
+    registry, model = fresh_registry(world, "dpo-flow")
+    start = current_version(registry, model)
+    sent = send_sessions(settings, world, range(20), malformed=1, without_purchase=2)
+    job = DPOStreamJob(settings, world["catalog"], registry, model, world["cache"],
+                       StreamConfig(group="flow", **FAST, gate=GateConfig(orders=40, canary=40, tolerance=100,
+                                                                          canary_tolerance=100)))
+    totals = job.run(max_idle_s=4, install_signals=False)
+    rows = assert_exactly_once(registry, model, "flow", settings, sent)
+    assert totals["examples"] == 20 and totals["accepted"] == len(rows) >= 3
+    assert sum(r["stream"]["no_purchase"] for r in rows) == 2 and sum(r["stream"]["dlq"] for r in rows) == 1
+    parents = [start] + [r["version"] for r in rows[:-1]]
+    assert [r["parent"] for r in rows] == parents  # each trained from the one before
+    assert current_version(registry, model) == rows[-1]["version"]
+    manifest, _ = load_version(registry / model / rows[-1]["version"])  # files match their sha256
+    assert set(manifest["gate"]["candidate"]) >= {"order_HR@4", "canary_HR@1"}
+    assert len(manifest["stream"]["session_end_ts"]) == manifest["stream"]["examples"]
+    dlq = KafkaConsumer(settings.kafka.dlq_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                        auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    letters = [json.loads(m.value) for m in dlq]
+    dlq.close()
+    assert [(x["reason"], x["topic"]) for x in letters] == [("malformed session log", settings.kafka.sessions_topic)]
+
+
+def test_a_scrambled_candidate_is_rejected_and_never_served(services, world, tmp_path):
+    settings = isolated(services, "dpo-gate")
+    registry, model = fresh_registry(world, "dpo-gate")
+    start = current_version(registry, model)
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(yaml.safe_dump({"default_variant": "live", "variants": [{"name": "live", "model": model}]}))
+    served = ServedModels(world["catalog"], registry, ExperimentConfig.load(experiments), beam=8)
+    send_sessions(settings, world, range(8))
+    job = DPOStreamJob(settings, world["catalog"], registry, model, world["cache"],
+                       StreamConfig(group="gate", **FAST, gate=GateConfig(orders=40, canary=40)))
+    train = job.learner.update
+
+    def scramble(examples):  # a training bug or a poisoned stream: the candidate's weights are garbage
+        stats = train(examples)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in job.learner.policy.parameters():
+                p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].view_as(p))
+        return stats
+
+    job.learner.update = scramble
+    job.run(max_idle_s=4, install_signals=False)
+    (row,) = job_versions(registry, model, "gate")
+    assert row["status"] == "rejected" and row["gate"]["reasons"], row["gate"]
+    assert current_version(registry, model) == start
+    assert served.refresh() == [] and served.versions["live"] == f"{model}/{start}"
+    assert row["stream"]["through"]  # its sessions are consumed: the next candidate starts after them
+
+
+def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tmp_path):
+    settings = isolated(services, "dpo-kill")
+    registry, model = fresh_registry(world, "dpo-kill")
+    argv = dpo_argv(world["catalog"].root, registry, model, world["cache"],
+                    {"group": "kill", "micro-batch": 8, "max-wait": 1, "steps": 1, "gate-orders": 40, "tolerance": 100,
+                     "canary-tolerance": 100, "log-level": "WARNING"})
+    env = {**os.environ, **settings.to_env()}
+    sent = send_sessions(settings, world, range(40))
+    log = open(tmp_path / "job.log", "wb")
+    job = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not job_versions(registry, model, "kill"):
+        assert job.poll() is None and time.time() < deadline, (tmp_path / "job.log").read_text()[-3000:]
+        time.sleep(0.2)
+    job.send_signal(signal.SIGKILL)  # mid-stream: later micro-batches were read, maybe trained, not published
+    job.wait()
+    first = len(versions(registry, model))
+    sent += send_sessions(settings, world, range(40, 56))
+    job = subprocess.run(argv + ["--max-idle", "5"], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400)
+    assert job.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
+    rows = assert_exactly_once(registry, model, "kill", settings, sent)
+    assert len(versions(registry, model)) > first and sum(r["stream"]["examples"] for r in rows) == 56

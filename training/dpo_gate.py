@@ -1,0 +1,73 @@
+"""The eval gate of the near-streaming DPO job: a candidate version may serve only if it does not
+regress beyond a tolerance on a held-out ORDER set (val-split shopper photos that ended in an
+order, with their request-time user features) and on a fixed canary set (catalog images that
+must find their own item), scored against the reference it was trained from and against the
+anchor, the version its lineage started from: small losses that each pass against the
+previous version cannot add up to a large one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onevision.eval.generative import evaluate_generator, searcher_for
+from onevision.generator.model import OneVisionGenerator
+from training.generator_data import GeneratorData
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    orders: int = 300  # held-out ORDER queries scored (all of them when fewer)
+    canary: int = 200  # catalog images of the canary set
+    tolerance: float = 2.0  # ORDER HR@4 points a candidate may lose against its reference
+    canary_tolerance: float = 2.0  # canary HR@1 points
+    beam: int = 10
+    seed: int = 0
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    reasons: list[str]
+    candidate: dict[str, float]
+    reference: dict[str, float]
+    anchor: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"accepted": self.accepted, "reasons": self.reasons, "candidate": self.candidate,
+                "reference": self.reference, "anchor": self.anchor}
+
+
+class Gate:
+    def __init__(self, data: GeneratorData, model: OneVisionGenerator, config: GateConfig = GateConfig()):
+        self.data, self.config = data, config
+        examples, queries = data.evaluation("val")
+        orders = np.flatnonzero(queries["kind"].to_numpy() == "order")[: config.orders]
+        if not len(orders):
+            raise ValueError(f"{data.catalog.root} has no val-split ORDER queries to gate candidates on")
+        self.orders = examples.take(orders)
+        self.canary = data.canary(config.canary, config.seed)
+        self.searcher = searcher_for(model, data)  # built once (trie, SID items); each score swaps the model in
+
+    def score(self, model: OneVisionGenerator) -> dict[str, float]:
+        """ORDER-set HR@4 / MRR@10 / HR@1 and canary HR@1, in points."""
+        self.searcher.model = model.eval()
+        out = {}
+        for name, ex in (("order", self.orders), ("canary", self.canary)):
+            m = evaluate_generator(model, self.data, ex, np.full(len(ex), "all"), beam=self.config.beam,
+                                   searcher=self.searcher)["sets"]["all"]
+            keys = ("HR@1", "HR@4", "MRR@10") if name == "order" else ("HR@1",)
+            out.update({f"{name}_{k}": round(100 * float(m[k]), 2) for k in keys})
+        return out
+
+    def judge(self, candidate: dict[str, float], reference: dict[str, float],
+              anchor: dict[str, float] | None = None) -> Verdict:
+        c = self.config
+        anchor = anchor or reference
+        reasons = []
+        for key, tol in (("order_HR@4", c.tolerance), ("canary_HR@1", c.canary_tolerance)):
+            for name, base in (("reference", reference), ("anchor", anchor)):
+                if not np.isfinite(candidate[key]) or candidate[key] < base[key] - tol:
+                    reasons.append(f"{key} {candidate[key]:.2f} < {name} {base[key]:.2f} - {tol}")
+        return Verdict(not reasons, reasons, candidate, reference, anchor)

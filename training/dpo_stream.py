@@ -1,0 +1,368 @@
+"""Recipe `train dpo-stream`: near-streaming list-wise DPO (OneVision eq. 10, OneSearch 3.4.2).
+
+The job reads closed image-search sessions from `onevision.sessions` as a consumer group. A
+session that ended in a purchase becomes a list-wise example: the context is what the model
+saw at request time (the photo's visual tokens and the user's features, logged by serving in
+`streaming.request_log`), the positive the purchased item's SID, the negatives the SIDs of
+clicked-not-bought and then exposed-not-clicked items. Every micro-batch (`micro_batch`
+examples, or `max_wait_s` after the first) trains a few AdamW steps of eq. 10 (+ eq. 11's NLL
+term) against a frozen reference, the last accepted version, mixed with a bounded replay
+buffer of earlier examples. A step whose loss or gradient is not finite is skipped and counted.
+
+Each micro-batch yields a candidate that the eval gate (`training.dpo_gate`) scores against the
+reference and against the anchor (the version the lineage started from). The candidate is published to the registry either way, atomically, with its parent,
+gate metrics, sha256s and the Kafka offsets it trained through. An accepted candidate becomes
+CURRENT, so serving hot-swaps it in, and it becomes the next reference. A rejected one is kept
+with its metrics, never served, and the policy goes back to the reference. Malformed session
+logs go to the dead-letter topic.
+
+Offsets live in the manifests. On start (or after a crash, `kill -9` included) the job seeks
+every partition to where its newest published version stopped. It continues from CURRENT's
+weights, so a micro-batch lost in a crash is trained once, in the version that publishes it.
+No session is trained twice across versions and none is skipped. The replay buffer is the
+one deliberate exception: it re-shows earlier examples, and it starts empty after a restart.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import logging
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+
+from infra.settings import Settings
+from onevision.catalog.format import Catalog
+from onevision.generator.image_search import ImageSearch
+from onevision.generator.model import OneVisionGenerator
+from onevision.registry import current_version, history, load_version, publish, resolve_ref
+from streaming.producer import kafka_producer, now_ms, send_dead_letter
+from streaming.request_log import RequestContext, RequestLog
+from streaming.schema import DeadLetter, SessionLog
+from training.dpo import candidate_logprob, dpo_objective
+from training.dpo_gate import Gate, GateConfig
+from training.generator import ITEM_EMBEDDING
+from training.generator_data import load_generator_data
+
+log = logging.getLogger(__name__)
+GROUP = "onevision-dpo"
+
+
+def status_key(group: str) -> str:
+    return f"ov:{group}:status"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    group: str = GROUP  # consumer group; also names this job's versions in the registry
+    micro_batch: int = 32  # examples per update ...
+    max_wait_s: float = 15.0  # ... or this long after the first of them arrived
+    steps: int = 4  # AdamW steps per micro-batch
+    lr: float = 5e-5
+    beta: float = 0.1
+    nll_weight: float = 1.0  # OneSearch eq. 11; 0 = pure eq. 10
+    max_negatives: int = 8
+    replay: int = 512  # examples the bounded replay buffer keeps
+    replay_batch: int = 32  # replayed examples added to each step
+    seed: int = 0
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+@dataclass
+class StreamExample:
+    request_id: str
+    end_ts: int  # the session's last event (ms): its purchase, for freshness
+    context: RequestContext
+    candidates: np.ndarray  # (1 + max_negatives, L): the purchased item's SID, then negatives; -1 rows pad
+
+
+def session_candidates(session: SessionLog, item_row: dict[str, int], item_sids: np.ndarray,
+                       max_negatives: int) -> np.ndarray | None:
+    """The session's candidate SIDs (positive first), or None when it cannot teach: no purchase
+    of a known item, or no negative whose SID differs from the positive's."""
+    bought = [item_row[i] for i in session.purchased if i in item_row]
+    if not bought:
+        return None
+    pos = item_sids[bought[0]]
+    seen, negs = {tuple(pos)}, []
+    for item in session.clicked_not_bought + session.exposed_not_clicked:
+        if item in item_row and tuple(item_sids[item_row[item]]) not in seen and len(negs) < max_negatives:
+            seen.add(tuple(item_sids[item_row[item]]))
+            negs.append(item_sids[item_row[item]])
+    if not negs:
+        return None
+    out = np.full((1 + max_negatives, item_sids.shape[1]), -1, np.int64)
+    out[0], out[1:1 + len(negs)] = pos, negs
+    return out
+
+
+class StreamLearner:
+    """The policy, its frozen reference and AdamW; one micro-batch update at a time."""
+
+    def __init__(self, search: ImageSearch, reference: OneVisionGenerator, config: StreamConfig):
+        self.search, self.config = search, config
+        self.levels = reference.vocab.levels
+        self.rng = np.random.default_rng(config.seed)
+        self.replay: list[StreamExample] = []
+        self.reset(reference)
+
+    def reset(self, reference: OneVisionGenerator) -> None:
+        """Policy := reference (start, after a rejected candidate, after an operator's rollback)."""
+        self.reference = copy.deepcopy(reference).eval().requires_grad_(False)
+        self.policy = copy.deepcopy(reference).train().requires_grad_(True)
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.config.lr, weight_decay=0.0)
+
+    def accept(self) -> None:
+        """The candidate passed the gate: it is the new reference."""
+        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+
+    def loss(self, batch: list[StreamExample]) -> torch.Tensor:
+        ctx = [e.context for e in batch]
+        prompts = self.search.prompts(np.stack([c.grid for c in ctx]), np.stack([c.embedding for c in ctx]),
+                                      [c.user for c in ctx], [c.scene for c in ctx])
+        cands = np.stack([e.candidates for e in batch])
+        policy, valid = candidate_logprob(self.policy, prompts, cands)
+        with torch.no_grad():
+            reference, _ = candidate_logprob(self.reference, prompts, cands)
+        return dpo_objective(policy, reference, valid, self.config.beta, self.config.nll_weight, self.levels)
+
+    def update(self, examples: list[StreamExample]) -> dict:
+        c = self.config
+        losses, skipped = [], 0
+        self.policy.train()
+        for _ in range(c.steps):
+            replayed = [self.replay[i] for i in self.rng.choice(len(self.replay), min(c.replay_batch, len(self.replay)),
+                                                                replace=False)] if self.replay else []
+            loss = self.loss(examples + replayed)
+            if not torch.isfinite(loss):
+                skipped += 1
+                continue
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+            if not torch.isfinite(norm):
+                self.opt.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            self.opt.step()
+            losses.append(float(loss.detach()))
+        self.policy.eval()
+        finite = [e for e in examples if np.isfinite(e.context.grid).all() and np.isfinite(e.context.embedding).all()]
+        self.replay = (self.replay + finite)[-c.replay:]
+        return {"steps": len(losses), "skipped_nonfinite": skipped, "loss": float(np.mean(losses)) if losses else None}
+
+
+def job_versions(registry: Path, model: str, group: str) -> list[dict]:
+    """This job's published versions (accepted and rejected), oldest first."""
+    return [r for r in history(registry, model) if (r["stream"] or {}).get("group") == group]
+
+
+def resume_offsets(registry: Path, model: str, group: str) -> dict[int, int]:
+    """Partition -> next offset after the newest version this job published (empty: never published)."""
+    mine = job_versions(registry, model, group)
+    return {int(p): int(o) for p, o in mine[-1]["stream"]["through"].items()} if mine else {}
+
+
+class DPOStreamJob(ConsumerRebalanceListener):
+    def __init__(self, settings: Settings, catalog: Catalog, registry: Path, model: str, cache: Path,
+                 config: StreamConfig = StreamConfig(), progress: bool = False):
+        self.settings, self.catalog, self.registry, self.model, self.config = settings, catalog, Path(registry), model, config
+        self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
+        self.requests = RequestLog.from_url(settings.redis.url)
+        self.producer = kafka_producer(settings)
+        self._load_reference(progress)
+        self.published = resume_offsets(self.registry, model, config.group)  # partition -> next offset, as published
+        self.cycle_from: dict[int, int] = dict(self.published)  # where the current micro-batch's sessions start
+        self.through: dict[int, int] = dict(self.published)  # next offset after the last session read
+        self.pending: list[StreamExample] = []
+        self.first_pending: float | None = None
+        self.counts = self._zero_counts()
+        self.totals = {"versions": 0, "accepted": 0, "rejected": 0, "sessions": 0, "examples": 0}
+        self._stop = threading.Event()
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap_servers, group_id=config.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=500, session_timeout_ms=10_000, heartbeat_interval_ms=2_500,
+            max_partition_fetch_bytes=8 * 1024 * 1024)
+        self.consumer.subscribe([self.topic], listener=self)
+        self._status_at = 0.0
+        self.publish_status()  # "ready": what a launcher's health check looks for
+
+    def publish_status(self) -> None:
+        """The job's state in Redis (`ov:<group>:status`), for launchers and `registry list` readers."""
+        self._status_at = time.monotonic()
+        self.requests.redis.set(status_key(self.config.group), json.dumps(
+            {"pid": os.getpid(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
+             "pending": len(self.pending), **self.totals}), ex=120)
+
+    @staticmethod
+    def _zero_counts() -> dict[str, int]:
+        return {"sessions": 0, "examples": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0, "dlq": 0}
+
+    def _load_reference(self, progress: bool = False) -> None:
+        """Load CURRENT as the reference: its search (prompt building), weights and gate scores."""
+        self.ref_version = current_version(self.registry, self.model)
+        if self.ref_version is None:
+            raise FileNotFoundError(f"{self.registry / self.model} has no CURRENT version to improve: train it first "
+                                    "(onevision train all)")
+        path = self.registry / self.model / self.ref_version
+        manifest, cfg = load_version(path)
+        self.ref_manifest, self.ref_config = manifest, cfg
+        self.search = ImageSearch.from_registry(path, self.catalog)
+        reference = self.search.searcher.model
+        if not hasattr(self, "gate"):
+            tokens = reference.tokens
+            data = load_generator_data(self.catalog, resolve_ref(cfg["tokenizer"], path), self._cache,
+                                       n_visual=tokens.n_visual, progress=progress, image_sid=cfg.get("image_sid", "tokenizer"),
+                                       hints=tokens.n_hints, hint_similarity=tokens.hint_similarity,
+                                       sid_content=tokens.sid_content)
+            self.gate = Gate(data, reference, self.config.gate)
+        gated = manifest.get("gate", {})
+        self.ref_scores = gated.get("candidate") or self.gate.score(reference)
+        self.anchor_scores = gated.get("anchor") or self.ref_scores  # where this lineage started
+        self.learner = StreamLearner(self.search, reference, self.config)
+        items = self.search.item_ids
+        self.item_row = {item: i for i, item in enumerate(items)}
+        log.info("reference %s/%s: %s", self.model, self.ref_version, self.ref_scores)
+
+    # ---- Kafka --------------------------------------------------------------------------------
+    def on_partitions_assigned(self, assigned):
+        for tp in assigned:
+            if tp.partition in self.published:
+                self.consumer.seek(tp, self.published[tp.partition])
+        log.info("assigned %s (resuming at %s)", sorted(tp.partition for tp in assigned), self.published)
+
+    def on_partitions_revoked(self, revoked):
+        # what was read since the last publish is not trained yet: drop it, and read it again
+        # from the published offsets wherever the partitions go next
+        self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
+        self.cycle_from, self.through = dict(self.published), dict(self.published)
+
+    def _read(self, records) -> None:
+        sessions: list[tuple[int, SessionLog]] = []
+        for tp, msgs in records.items():
+            for m in msgs:
+                self.cycle_from.setdefault(tp.partition, m.offset)
+                self.through[tp.partition] = m.offset + 1
+                try:
+                    sessions.append((tp.partition, SessionLog.model_validate_json(m.value)))
+                except (ValidationError, ValueError) as exc:
+                    self.counts["dlq"] += 1
+                    raw = m.value.decode("utf-8", "replace") if isinstance(m.value, bytes) else str(m.value)
+                    send_dead_letter(self.producer, self.settings, DeadLetter(
+                        reason="malformed session log", detail=str(exc)[:500], topic=self.topic, partition=tp.partition,
+                        offset=m.offset, key=m.key.decode("utf-8", "replace") if m.key else None, raw=raw))
+        self.counts["sessions"] += len(sessions)
+        useful = []
+        for _, s in sessions:
+            cands = session_candidates(s, self.item_row, self.search.searcher.item_sids, self.config.max_negatives)
+            if cands is None:
+                self.counts["no_purchase" if not s.purchased else "no_negative"] += 1
+            else:
+                useful.append((s, cands))
+        for (s, cands), ctx in zip(useful, self.requests.get([s.request_id for s, _ in useful])):
+            if ctx is None:
+                self.counts["no_context"] += 1
+                continue
+            self.pending.append(StreamExample(s.request_id, s.end_ts, ctx, cands))
+            self.counts["examples"] += 1
+            self.first_pending = self.first_pending or time.monotonic()
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in self.through.items()})
+        except Exception as err:  # the manifests hold the truth; a failed commit only shows as lag
+            log.warning("Kafka offset commit failed (%s); the registry's offsets stay authoritative", err)
+
+    # ---- one micro-batch --------------------------------------------------------------------
+    def cycle(self) -> dict:
+        """Train on the pending examples, gate the candidate, publish it; returns its row."""
+        if current_version(self.registry, self.model) != self.ref_version:  # an operator promoted or rolled back
+            log.info("CURRENT moved from %s to %s: training from it", self.ref_version,
+                     current_version(self.registry, self.model))
+            self._load_reference()
+        t0 = time.perf_counter()
+        stats = self.learner.update(self.pending)
+        scores = self.gate.score(self.learner.policy)
+        verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
+        stream = {"topic": self.topic, "group": self.config.group, "from": dict(self.cycle_from),
+                  "through": dict(self.through), **self.counts, **stats,
+                  "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
+                  "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
+        version = self._publish(verdict, stream)
+        self._commit()
+        if verdict.accepted:
+            self.learner.accept()
+            self.ref_version, self.ref_scores = version.name, verdict.candidate
+        else:
+            self.learner.reset(self.learner.reference)
+        self.totals["versions"] += 1
+        self.totals["accepted" if verdict.accepted else "rejected"] += 1
+        self.totals["sessions"] += self.counts["sessions"]
+        self.totals["examples"] += self.counts["examples"]
+        log.info("%s %s: %d examples, loss %s, gate %s %s", version.name, "accepted" if verdict.accepted else "REJECTED",
+                 self.counts["examples"], stats["loss"], verdict.candidate, "; ".join(verdict.reasons))
+        self.published = dict(self.through)
+        self.cycle_from = dict(self.through)
+        self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
+        return {"version": version.name, "accepted": verdict.accepted, **stats}
+
+    def _publish(self, verdict, stream: dict) -> Path:
+        ref_dir = self.registry / self.model / self.ref_version
+        config = {**self.ref_config, "trained_by": "dpo-stream"}
+        metrics = {"gate": verdict.candidate, "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
+        with tempfile.TemporaryDirectory() as tmp:
+            files = self.learner.policy.save(Path(tmp))
+            files[ITEM_EMBEDDING] = ref_dir / ITEM_EMBEDDING
+            return publish(self.registry, self.model, files, config, metrics, parent=self.ref_version,
+                           make_current=verdict.accepted,
+                           extra={"status": "accepted" if verdict.accepted else "rejected", "gate": verdict.to_dict(),
+                                  "stream": stream})
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> dict:
+        """Consume until stopped (SIGTERM/SIGINT) or, with `max_idle_s`, that long without sessions
+        and nothing left to train. What was read but not yet published is simply read again next
+        time, so stopping never loses a session."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self._stop.set())
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                # never read past one micro-batch: its offsets are exactly what it trained on
+                records = self.consumer.poll(timeout_ms=500, max_records=max(1, self.config.micro_batch - len(self.pending)))
+                if records:
+                    self._read(records)
+                    idle_since = time.monotonic()
+                due = self.pending and (len(self.pending) >= self.config.micro_batch
+                                        or time.monotonic() - self.first_pending >= self.config.max_wait_s)
+                if due:
+                    self.cycle()
+                    self.publish_status()
+                elif time.monotonic() - self._status_at > 10:
+                    self.publish_status()
+                elif max_idle_s is not None and not self.pending and time.monotonic() - idle_since > max_idle_s \
+                        and self.consumer.assignment():
+                    break
+        finally:
+            self.close()
+        return self.totals
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+        self.consumer.close(autocommit=False)
