@@ -6,7 +6,9 @@ session workers, the Ray Serve app with a two-variant experiment (`frozen` pinne
 private copy of the generator, `live` following its CURRENT), the `train dpo-stream` job
 publishing gated versions to that copy, and the simulator's shoppers. Reported:
 - orders per thousand requests per variant over time (per window and cumulative), and over
-  the whole run with a 95% bootstrap interval and the p-value of live against frozen;
+  the whole run with a 95% bootstrap interval and the p-value of live against frozen (requests
+  are randomized between the variants by default, `--unit request`, so that which shoppers
+  land in which variant does not weigh on the comparison of two models);
 - freshness: for every session an accepted version trained on, the time from its last event
   (the purchase) to the moment serving reported that version live (/healthz, polled each second);
 - the job's versions: accepted, rejected, examples, gate scores.
@@ -48,11 +50,12 @@ def private_registry(registry: Path, catalog_name: str, root: Path) -> Path:
     return root
 
 
-def experiments_file(path: Path) -> Path:
+def experiments_file(path: Path, unit: str) -> Path:
     path.write_text(yaml.safe_dump({
         "default_variant": "frozen",
         "variants": [{"name": "frozen", "model": MODEL, "version": "v0001"}, {"name": "live", "model": MODEL}],
-        "layers": [{"name": "model", "experiments": [{"key": "dpo-loop", "variants": ["frozen", "live"]}]}]}))
+        "layers": [{"name": "model", "experiments": [{"key": "dpo-loop", "variants": ["frozen", "live"],
+                                                      "hash_attribute": f"{unit}_id"}]}]}))
     return path
 
 
@@ -93,7 +96,7 @@ def plot(report: dict, path: Path) -> None:
 
     width = report["config"]["window_s"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for variant, w in report["windows"].items():
+    for variant, w in sorted(report["windows"].items()):  # frozen, live: the same colours every run
         minutes = (np.asarray(w["window"]) + 1) * width / 60
         req, orders = np.asarray(w["requests"], float), np.asarray(w["orders"], float)
         axes[0].plot(minutes, 1000 * orders / np.maximum(req, 1), marker="o", label=variant)
@@ -120,6 +123,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=8.0, help="searches a second")
     ap.add_argument("--concurrency", type=int, default=12)
     ap.add_argument("--port", type=int, default=8300)
+    ap.add_argument("--unit", choices=("request", "user"), default="request",
+                    help="what is randomized between the variants: requests (every shopper sees both models, so "
+                         "the comparison is free of between-shopper variance) or shoppers")
     ap.add_argument("--window", type=float, default=120.0, help="seconds per point of the curves")
     ap.add_argument("--session-idle", type=float, default=5.0, help="seconds without events that close a session")
     ap.add_argument("--micro-batch", type=int, default=32)
@@ -158,7 +164,7 @@ def main() -> None:
     stop, seen = threading.Event(), {}
     try:
         start_workers(settings, tokenizer, session_idle_s=args.session_idle)
-        start_service(settings, catalog.root, registry, args.port, experiments=experiments_file(work / "experiments.yaml"))
+        start_service(settings, catalog.root, registry, args.port, experiments=experiments_file(work / "experiments.yaml", args.unit))
         start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
                       {"micro-batch": args.micro_batch, "max-wait": args.max_wait, "steps": args.steps, "lr": args.lr,
                        "beta": args.beta, "seed": args.seed})

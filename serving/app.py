@@ -161,13 +161,13 @@ class Ingress:
             self.requests.labels("", str(exc.status)).inc()
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         t1 = time.perf_counter()
-        assignment = self.router.assign(params.user_id)
+        request_id = uuid.uuid4().hex
+        assignment = self.router.assign(params.user_id, request_id)
         user = await asyncio.to_thread(self._user, params.user_id)
         t2 = time.perf_counter()
         answer = await self.model.search.remote({"variant": assignment.variant, "image": image, "user": user,
                                                  "scene": params.scene, "top_k": params.top_k})
         t3 = time.perf_counter()
-        request_id = uuid.uuid4().hex
         # exposures go out after the answer, off the request path (the producer batches and retries)
         task = asyncio.get_running_loop().run_in_executor(
             self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,

@@ -15,6 +15,7 @@ and forced variants pin QA users. The assignment is logged with every exposure.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, model_validator
@@ -87,6 +88,10 @@ class Experiment(BaseModel):
     weights: list[float] | None = None
     variants: list[str]  # names from the config's `variants`; the first is the control
     namespace: tuple[float, float] = (0.0, 1.0)  # this experiment's slice of its layer
+    # GrowthBook's hashAttribute: the unit that is randomized. user_id keeps a shopper on one
+    # variant; request_id splits every shopper's requests, which removes the between-shopper
+    # variance from a model comparison (the closed-loop benchmark) at the cost of consistency
+    hash_attribute: Literal["user_id", "request_id"] = "user_id"
 
     @model_validator(mode="after")
     def _check(self) -> "Experiment":
@@ -154,7 +159,7 @@ class Router:
     def __init__(self, config: ExperimentConfig):
         self.config = config
 
-    def assign(self, user_id: str) -> Assignment:
+    def assign(self, user_id: str, request_id: str | None = None) -> Assignment:
         cfg = self.config
         if user_id in cfg.forced:
             return Assignment(variant=cfg.forced[user_id], reason="forced")
@@ -162,9 +167,10 @@ class Router:
             return Assignment(variant=cfg.default_variant, reason="holdout")
         for layer in cfg.layers:
             for exp in layer.experiments:
-                if not in_namespace(user_id, (layer.name, *exp.namespace)):
+                unit = request_id if exp.hash_attribute == "request_id" and request_id else user_id
+                if not in_namespace(unit, (layer.name, *exp.namespace)):
                     continue
-                n = hash(exp.seed or exp.key, user_id, exp.hash_version)
+                n = hash(exp.seed or exp.key, unit, exp.hash_version)
                 if n is None:
                     continue
                 i = choose_variation(n, get_bucket_ranges(len(exp.variants), exp.coverage, exp.weights))

@@ -125,6 +125,20 @@ def test_router_assigns_deterministically_and_in_proportion():
             assert a.bucket == gb.gbhash("ov-vs-mca", u, 2)
 
 
+def test_request_level_randomization_splits_each_users_requests():
+    cfg = config()
+    cfg.layers[0].experiments[0].hash_attribute = "request_id"
+    router = Router(cfg)
+    by_user = [router.assign("u1") for _ in range(3)]
+    assert len({a.variant for a in by_user}) == 1  # without a request id it falls back to the user
+    got = [router.assign("u1", f"r{i}") for i in range(3000)]
+    assert got == [router.assign("u1", f"r{i}") for i in range(3000)]  # deterministic per request
+    in_a = [a for a in got if a.experiment == "ov-vs-mca"]
+    assert abs(len(in_a) / 3000 - 0.5) < 0.04
+    assert all(abs(sum(a.variant == v for a in in_a) / len(in_a) - 1 / 3) < 0.05 for v in ("mca", "onevision", "mca-no-ranking"))
+    assert all(a.bucket == gb.gbhash("ov-vs-mca", f"r{i}", 2) for i, a in enumerate(got) if a.experiment == "ov-vs-mca")
+
+
 def test_forced_and_holdout_users_skip_experiments():
     router = Router(config(forced={"qa-1": "mca-no-ranking"}, holdout={"seed": "h", "share": 0.1}))
     assert router.assign("qa-1").variant == "mca-no-ranking" and router.assign("qa-1").reason == "forced"
