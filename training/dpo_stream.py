@@ -10,8 +10,9 @@ term) against a frozen reference, the last accepted version, mixed with a bounde
 buffer of earlier examples. A step whose loss or gradient is not finite is skipped and counted.
 
 Each micro-batch yields a candidate that the eval gate (`training.dpo_gate`) scores against the
-reference and against the anchor (the version the lineage started from). The candidate is published to the registry either way, atomically, with its parent,
-gate metrics, sha256s and the Kafka offsets it trained through. An accepted candidate becomes
+reference and against the anchor (the version the lineage started from). The candidate is
+published to the registry either way, atomically, with its parent, gate metrics, sha256s and
+the Kafka offsets it trained through. An accepted candidate becomes
 CURRENT, so serving hot-swaps it in, and it becomes the next reference. A rejected one is kept
 with its metrics, never served, and the policy goes back to the reference. Malformed session
 logs go to the dead-letter topic.
@@ -27,8 +28,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import logging
+import os
 import signal
 import tempfile
 import threading
@@ -177,7 +178,8 @@ def resume_offsets(registry: Path, model: str, group: str) -> dict[int, int]:
 class DPOStreamJob(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, catalog: Catalog, registry: Path, model: str, cache: Path,
                  config: StreamConfig = StreamConfig(), progress: bool = False):
-        self.settings, self.catalog, self.registry, self.model, self.config = settings, catalog, Path(registry), model, config
+        self.settings, self.catalog, self.model, self.config = settings, catalog, model, config
+        self.registry = Path(registry)
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
         self.requests = RequestLog.from_url(settings.redis.url)
         self.producer = kafka_producer(settings)
@@ -199,7 +201,8 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.publish_status()  # "ready": what a launcher's health check looks for
 
     def publish_status(self) -> None:
-        """The job's state in Redis (`ov:<group>:status`), for launchers and `registry list` readers."""
+        """The job's state in Redis (`ov:<group>:status`, expiring unless refreshed), for
+        launchers and operators."""
         self._status_at = time.monotonic()
         self.requests.redis.set(status_key(self.config.group), json.dumps(
             {"pid": os.getpid(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
