@@ -20,8 +20,10 @@ logs go to the dead-letter topic.
 Offsets live in the manifests. On start (or after a crash, `kill -9` included) the job seeks
 every partition to where its newest published version stopped. It continues from CURRENT's
 weights, so a micro-batch lost in a crash is trained once, in the version that publishes it.
-No session is trained twice across versions and none is skipped. The replay buffer is the
-one deliberate exception: it re-shows earlier examples, and it starts empty after a restart.
+No session is trained twice across versions and none is skipped; a session log delivered
+twice (the sessions topic is at least once) is recognised by its id, which every manifest
+lists, and counted as a duplicate. The replay buffer is the one deliberate exception: it
+re-shows earlier examples, and it starts empty after a restart.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,6 +178,33 @@ def resume_offsets(registry: Path, model: str, group: str) -> dict[int, int]:
     return {int(p): int(o) for p, o in mine[-1]["stream"]["through"].items()} if mine else {}
 
 
+class TrainedSessions:
+    """The session ids the job's versions trained on, newest `limit` of them: the sessions topic
+    is at least once (a session worker that crashes may send a log again), so a session seen
+    here is not trained a second time. Rebuilt from the manifests on start."""
+
+    def __init__(self, limit: int = 200_000):
+        self.limit, self.ids, self.order = limit, set(), deque()
+
+    def add(self, ids) -> None:
+        for i in ids:
+            if i not in self.ids:
+                self.ids.add(i)
+                self.order.append(i)
+        while len(self.order) > self.limit:
+            self.ids.discard(self.order.popleft())
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self.ids
+
+    @classmethod
+    def from_versions(cls, rows: list[dict], limit: int = 200_000) -> "TrainedSessions":
+        out = cls(limit)
+        for r in rows:  # oldest first, so the newest stay
+            out.add(r["stream"].get("session_ids", []))
+        return out
+
+
 class DPOStreamJob(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, catalog: Catalog, registry: Path, model: str, cache: Path,
                  config: StreamConfig = StreamConfig(), progress: bool = False):
@@ -185,6 +215,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.producer = kafka_producer(settings)
         self._load_reference(progress)
         self.published = resume_offsets(self.registry, model, config.group)  # partition -> next offset, as published
+        self.trained = TrainedSessions.from_versions(job_versions(self.registry, model, config.group))
         self.cycle_from: dict[int, int] = dict(self.published)  # where the current micro-batch's sessions start
         self.through: dict[int, int] = dict(self.published)  # next offset after the last session read
         self.pending: list[StreamExample] = []
@@ -210,7 +241,8 @@ class DPOStreamJob(ConsumerRebalanceListener):
 
     @staticmethod
     def _zero_counts() -> dict[str, int]:
-        return {"sessions": 0, "examples": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0, "dlq": 0}
+        return {"sessions": 0, "examples": 0, "duplicates": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0,
+                "dlq": 0}
 
     def _load_reference(self, progress: bool = False) -> None:
         """Load CURRENT as the reference: its search (prompt building), weights and gate scores."""
@@ -267,7 +299,12 @@ class DPOStreamJob(ConsumerRebalanceListener):
                         offset=m.offset, key=m.key.decode("utf-8", "replace") if m.key else None, raw=raw))
         self.counts["sessions"] += len(sessions)
         useful = []
+        pending = {e.request_id for e in self.pending}
         for _, s in sessions:
+            if s.request_id in self.trained or s.request_id in pending:  # a redelivered log (a session's id is its request's)
+                self.counts["duplicates"] += 1
+                continue
+            pending.add(s.request_id)
             cands = session_candidates(s, self.item_row, self.search.searcher.item_sids, self.config.max_negatives)
             if cands is None:
                 self.counts["no_purchase" if not s.purchased else "no_negative"] += 1
@@ -300,6 +337,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
         stream = {"topic": self.topic, "group": self.config.group, "from": dict(self.cycle_from),
                   "through": dict(self.through), **self.counts, **stats,
+                  "session_ids": [e.request_id for e in self.pending],
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
                   "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
         version = self._publish(verdict, stream)
@@ -315,6 +353,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.totals["examples"] += self.counts["examples"]
         log.info("%s %s: %d examples, loss %s, gate %s %s", version.name, "accepted" if verdict.accepted else "REJECTED",
                  self.counts["examples"], stats["loss"], verdict.candidate, "; ".join(verdict.reasons))
+        self.trained.add(e.request_id for e in self.pending)
         self.published = dict(self.through)
         self.cycle_from = dict(self.through)
         self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
