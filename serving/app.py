@@ -120,8 +120,11 @@ class Ingress:
         self.metrics = CollectorRegistry()
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
-        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose context or exposures could not be logged",
+        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose exposures could not be produced",
                                        registry=self.metrics)
+        self.context_errors = Counter("onevision_request_context_errors",
+                                      "answers whose request context (for the DPO job) could not be stored",
+                                      registry=self.metrics)
         self.batch_size = Histogram("onevision_model_batch_size", "requests per model batch, seen by each request",
                                     registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
         self.latency = Histogram("onevision_request_seconds", "search latency by stage", ["stage"],
@@ -134,14 +137,19 @@ class Ingress:
 
     def _expose(self, user_id: str, request_id: str, scene: str, variant: str, experiment: str, hits: list[dict],
                 user: dict, answer: dict) -> None:
-        """The request's context (what the DPO job trains on), then one exposure per shown item."""
+        """The request's context (what the DPO job trains on), then one exposure per shown item. A
+        context that cannot be stored (Redis down) costs the DPO job one example, never the exposures."""
         from streaming.producer import event, now_ms
         from streaming.request_log import RequestContext
 
         visual = answer.get("visual")
         if visual is not None:
-            self.request_log.put([RequestContext(request_id, user_id, scene, now_ms(), variant, answer["model_version"],
-                                                 user, visual.tokens, visual.embedding)])
+            try:
+                self.request_log.put([RequestContext(request_id, user_id, scene, now_ms(), variant,
+                                                     answer["model_version"], user, visual.tokens, visual.embedding)])
+            except Exception as exc:  # noqa: BLE001 - any storage failure; counted and logged, serving goes on
+                self.context_errors.inc()
+                log.error("request context %s not logged: %s", request_id, exc)
         for pos, h in enumerate(hits):
             self.producer.send(event("exposure", user_id, h["item_id"], scene=scene, request_id=request_id,
                                      position=pos, price=self.price.get(h["item_id"]), variant=variant,
