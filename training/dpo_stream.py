@@ -172,9 +172,8 @@ def job_versions(registry: Path, model: str, group: str) -> list[dict]:
     return [r for r in history(registry, model) if (r["stream"] or {}).get("group") == group]
 
 
-def resume_offsets(registry: Path, model: str, group: str) -> dict[int, int]:
-    """Partition -> next offset after the newest version this job published (empty: never published)."""
-    mine = job_versions(registry, model, group)
+def resume_offsets(mine: list[dict]) -> dict[int, int]:
+    """Partition -> next offset after the newest of this job's versions (`job_versions`; empty: none yet)."""
     return {int(p): int(o) for p, o in mine[-1]["stream"]["through"].items()} if mine else {}
 
 
@@ -213,9 +212,10 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
         self.requests = RequestLog.from_url(settings.redis.url)
         self.producer = kafka_producer(settings)
-        self._load_reference(progress)
-        self.published = resume_offsets(self.registry, model, config.group)  # partition -> next offset, as published
-        self.trained = TrainedSessions.from_versions(job_versions(self.registry, model, config.group))
+        self._open(progress)
+        mine = job_versions(self.registry, model, config.group)
+        self.published = resume_offsets(mine)  # partition -> next offset, as published
+        self.trained = TrainedSessions.from_versions(mine)
         self.cycle_from: dict[int, int] = dict(self.published)  # where the current micro-batch's sessions start
         self.through: dict[int, int] = dict(self.published)  # next offset after the last session read
         self.pending: list[StreamExample] = []
@@ -244,30 +244,36 @@ class DPOStreamJob(ConsumerRebalanceListener):
         return {"sessions": 0, "examples": 0, "duplicates": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0,
                 "dlq": 0}
 
-    def _load_reference(self, progress: bool = False) -> None:
-        """Load CURRENT as the reference: its search (prompt building), weights and gate scores."""
-        self.ref_version = current_version(self.registry, self.model)
-        if self.ref_version is None:
+    def _open(self, progress: bool) -> None:
+        """What the job builds once from CURRENT: prompt building and the catalog's SIDs (`ImageSearch`),
+        the gate's data; then CURRENT becomes the reference."""
+        path = self._current_path()
+        self.search = ImageSearch.from_registry(path, self.catalog)
+        model, cfg = self.search.searcher.model, load_version(path)[1]
+        tokens = model.tokens
+        data = load_generator_data(self.catalog, resolve_ref(cfg["tokenizer"], path), self._cache, n_visual=tokens.n_visual,
+                                   progress=progress, image_sid=cfg.get("image_sid", "tokenizer"), hints=tokens.n_hints,
+                                   hint_similarity=tokens.hint_similarity, sid_content=tokens.sid_content)
+        self.gate = Gate(data, model, self.config.gate)
+        self.item_row = {item: i for i, item in enumerate(self.search.item_ids)}
+        self._set_reference(path, model)
+
+    def _current_path(self) -> Path:
+        version = current_version(self.registry, self.model)
+        if version is None:
             raise FileNotFoundError(f"{self.registry / self.model} has no CURRENT version to improve: train it first "
                                     "(onevision train all)")
-        path = self.registry / self.model / self.ref_version
+        return self.registry / self.model / version
+
+    def _set_reference(self, path: Path, model: OneVisionGenerator | None = None) -> None:
+        """`path` (a version of the model) is the reference: its weights, its gate scores and its lineage's anchor."""
         manifest, cfg = load_version(path)
-        self.ref_manifest, self.ref_config = manifest, cfg
-        self.search = ImageSearch.from_registry(path, self.catalog)
-        reference = self.search.searcher.model
-        if not hasattr(self, "gate"):
-            tokens = reference.tokens
-            data = load_generator_data(self.catalog, resolve_ref(cfg["tokenizer"], path), self._cache,
-                                       n_visual=tokens.n_visual, progress=progress, image_sid=cfg.get("image_sid", "tokenizer"),
-                                       hints=tokens.n_hints, hint_similarity=tokens.hint_similarity,
-                                       sid_content=tokens.sid_content)
-            self.gate = Gate(data, reference, self.config.gate)
+        reference = model if model is not None else OneVisionGenerator.load(path, cfg)
+        self.ref_version, self.ref_manifest, self.ref_config = path.name, manifest, cfg
         gated = manifest.get("gate", {})
         self.ref_scores = gated.get("candidate") or self.gate.score(reference)
         self.anchor_scores = gated.get("anchor") or self.ref_scores  # where this lineage started
         self.learner = StreamLearner(self.search, reference, self.config)
-        items = self.search.item_ids
-        self.item_row = {item: i for i, item in enumerate(items)}
         log.info("reference %s/%s: %s", self.model, self.ref_version, self.ref_scores)
 
     # ---- Kafka --------------------------------------------------------------------------------
@@ -284,13 +290,13 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.cycle_from, self.through = dict(self.published), dict(self.published)
 
     def _read(self, records) -> None:
-        sessions: list[tuple[int, SessionLog]] = []
+        sessions: list[SessionLog] = []
         for tp, msgs in records.items():
             for m in msgs:
                 self.cycle_from.setdefault(tp.partition, m.offset)
                 self.through[tp.partition] = m.offset + 1
                 try:
-                    sessions.append((tp.partition, SessionLog.model_validate_json(m.value)))
+                    sessions.append(SessionLog.model_validate_json(m.value))
                 except (ValidationError, ValueError) as exc:
                     self.counts["dlq"] += 1
                     raw = m.value.decode("utf-8", "replace") if isinstance(m.value, bytes) else str(m.value)
@@ -300,7 +306,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.counts["sessions"] += len(sessions)
         useful = []
         pending = {e.request_id for e in self.pending}
-        for _, s in sessions:
+        for s in sessions:
             if s.request_id in self.trained or s.request_id in pending:  # a redelivered log (a session's id is its request's)
                 self.counts["duplicates"] += 1
                 continue
@@ -327,10 +333,10 @@ class DPOStreamJob(ConsumerRebalanceListener):
     # ---- one micro-batch --------------------------------------------------------------------
     def cycle(self) -> dict:
         """Train on the pending examples, gate the candidate, publish it; returns its row."""
-        if current_version(self.registry, self.model) != self.ref_version:  # an operator promoted or rolled back
-            log.info("CURRENT moved from %s to %s: training from it", self.ref_version,
-                     current_version(self.registry, self.model))
-            self._load_reference()
+        current = self._current_path()
+        if current.name != self.ref_version:  # an operator promoted or rolled back
+            log.info("CURRENT moved from %s to %s: training from it", self.ref_version, current.name)
+            self._set_reference(current)
         t0 = time.perf_counter()
         stats = self.learner.update(self.pending)
         scores = self.gate.score(self.learner.policy)

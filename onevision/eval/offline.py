@@ -50,11 +50,13 @@ def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple
     mode, hints = image_sid or (IMAGE_SID, HINTS)
     if current_version(registry, name):
         version = resolve(name, registry)
+        manifest, config = load_version(version)
         # the streaming DPO job's versions learn from live sessions, whose photos include the test
         # split: evaluate the trained run they descend from, never them
-        while load_version(version)[1].get("trained_by") == "dpo-stream" and load_version(version)[0].get("parent"):
-            version = version.parent / load_version(version)[0]["parent"]
-        if load_version(version)[1].get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
+        while config.get("trained_by") == "dpo-stream" and manifest.get("parent"):
+            version = version.parent / manifest["parent"]
+            manifest, config = load_version(version)
+        if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
                            image_sid=mode, hints=hints)[0]

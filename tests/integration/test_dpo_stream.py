@@ -19,7 +19,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from onevision.generator.image_search import ImageSearch
-from onevision.registry import current_version, load_version, versions
+from onevision.registry import current_version, load_version, promote, versions
 from serving.experiments import ExperimentConfig
 from serving.models import ServedModels
 from streaming.request_log import RequestContext, RequestLog
@@ -155,6 +155,17 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     letters = [json.loads(m.value) for m in dlq]
     dlq.close()
     assert [(x["reason"], x["topic"]) for x in letters] == [("malformed session log", settings.kafka.sessions_topic)]
+
+    # an operator rolls back while the job runs: its next micro-batch trains from the new CURRENT
+    again = DPOStreamJob(settings, world["catalog"], registry, model, world["cache"],
+                         StreamConfig(group="flow", **FAST, gate=GateConfig(orders=40, canary=40, tolerance=100,
+                                                                            canary_tolerance=100)))
+    promote(registry, model, start)
+    send_sessions(settings, world, range(20, 26))
+    again.run(max_idle_s=4, install_signals=False)
+    newest = job_versions(registry, model, "flow")[-1]
+    assert newest["parent"] == start and newest["stream"]["examples"] == 6
+    assert current_version(registry, model) == newest["version"]
 
 
 def test_a_scrambled_candidate_is_rejected_and_never_served(services, world, tmp_path):
