@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import yaml
+from common import data_options, save_figure
 
 MODEL = "generator-dpo-loop"
 
@@ -108,16 +109,12 @@ def plot(report: dict, path: Path) -> None:
                 xlabel="minutes")
     for ax in axes:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--catalog", type=Path, default=Path("data/worlds/small"))
-    ap.add_argument("--registry", type=Path, default=Path("data/registry"))
-    ap.add_argument("--cache", type=Path, default=Path("data/cache/features"))
+    data_options(ap)
     ap.add_argument("--work", type=Path, default=Path("data/bench/dpo_loop"), help="private registry and service state")
     ap.add_argument("--duration", type=float, default=1200.0, help="seconds of traffic (the issue allows 20 minutes)")
     ap.add_argument("--rate", type=float, default=8.0, help="searches a second")

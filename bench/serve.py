@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from common import data_options
 
 
 def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
@@ -71,8 +72,7 @@ def stage_means(url: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--catalog", type=Path, default=Path("data/worlds/small"))
-    ap.add_argument("--registry", type=Path, default=Path("data/registry"))
+    data_options(ap, cache=False)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--compare-requests", type=int, default=320)

@@ -42,6 +42,7 @@ from streaming.replay import encode_events, replay  # noqa: E402
 from streaming.status import end_offsets  # noqa: E402
 from streaming.synthetic import synthetic_events, synthetic_table  # noqa: E402
 from streaming.worker import FeatureWorker, WorkerConfig, namespace, tune_gc  # noqa: E402
+from common import save_figure
 
 
 def bare_consumer(settings: Settings, n: int) -> float:
@@ -197,9 +198,7 @@ def plot(report: dict, path: Path) -> None:
     b.set_ylabel("produced -> readable (ms)")
     b.set_title(f"freshness at {f['rate_target']:,} events/s")
     b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,22 @@ def history(root: str | Path, model: str) -> list[dict]:
                      "metrics": m.get("metrics", {}), "stream": m.get("stream"), "gate": m.get("gate"),
                      "created": (Path(root) / model / v / MANIFEST).stat().st_mtime})
     return rows
+
+
+def lineage(version_dir: str | Path) -> list[Path]:
+    """The version and its ancestors through `parent`, newest first (each checked against its manifest)."""
+    out = [Path(version_dir)]
+    parent = load_version(out[0])[0].get("parent")
+    while parent:
+        out.append(out[-1].parent / parent)
+        parent = load_version(out[-1])[0].get("parent")
+    return out
+
+
+def trained_run(version_dir: str | Path) -> Path:
+    """The trained run a version derives from: walks back past versions whose config says
+    `trained_by` (the distilled model, the streaming DPO job's updates) to the first that does not."""
+    for version in lineage(version_dir):
+        if not load_version(version)[1].get("trained_by"):
+            return version
+    raise RegistryError(f"{version_dir} descends from no trained run (every ancestor is derived)")

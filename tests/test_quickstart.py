@@ -1,5 +1,7 @@
 """`onevision quickstart` end to end on the tiny world, services and streaming included."""
 
+import json
+
 import pandas as pd
 import requests
 from typer.testing import CliRunner
@@ -36,7 +38,10 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "ab.json").is_file() and (tmp_path / "reports" / "ab.png").is_file()
     searches = [line for line in result.output.splitlines() if " recent clicks) -> " in line]
     assert len(searches) == 3 and all(len(line.split("-> ")[1].split(", ")) == 4 for line in searches)
-    assert (tmp_path / "data" / "registry" / "generator-vrq-tiny" / "v0001" / "loss_dpo.png").is_file()
+    generators = tmp_path / "data" / "registry" / "generator-vrq-tiny"
+    assert (generators / "v0001" / "loss_dpo.png").is_file()
+    served = json.loads((generators / "v0002" / "config.json").read_text())  # the pruned student serves
+    assert served["trained_by"] == "distill" and served["visual_keep"] == 3 and "pruned to 3 of 17 visual tokens" in result.output
     assert sorted(stopped) == ["dpo-stream", "kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
     assert "near-streaming DPO job" in result.output and "DPO job so far: " in result.output
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
@@ -46,5 +51,7 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     n_events = len(pd.read_parquet(tmp_path / "data" / "worlds" / "tiny" / "events.parquet"))
     assert f"replayed {n_events:,} events" in result.output and f": {n_events:,} events" in result.output
     assert "short-term SIDs [[" in result.output and "long-term SID [" in result.output
+    n_versions = len(list(generators.glob("v0*")))
     again = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--no-services"])
     assert again.exit_code == 0 and "already built, reused" in again.output and "reused" in again.output
+    assert len(list(generators.glob("v0*"))) == n_versions  # the trained run and its student are reused

@@ -52,7 +52,7 @@ class Gate:
 
     def score(self, model: OneVisionGenerator) -> dict[str, float]:
         """ORDER-set HR@4 / MRR@10 / HR@1 and canary HR@1, in points."""
-        self.searcher.model = model.eval()
+        model.eval()
         out = {}
         for name, ex in (("order", self.orders), ("canary", self.canary)):
             m = evaluate_generator(model, self.data, ex, np.full(len(ex), "all"), beam=self.config.beam,

@@ -50,14 +50,14 @@ from infra.settings import Settings
 from onevision.catalog.format import Catalog
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
-from onevision.registry import current_version, history, load_version, publish, resolve_ref
+from onevision.registry import current_version, history, load_version, publish
 from streaming.producer import kafka_producer, now_ms, send_dead_letter
 from streaming.request_log import RequestContext, RequestLog
 from streaming.schema import DeadLetter, SessionLog
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate, GateConfig
 from training.generator import ITEM_EMBEDDING
-from training.generator_data import load_generator_data
+from training.generator_data import data_for_version
 
 log = logging.getLogger(__name__)
 GROUP = "onevision-dpo"
@@ -249,12 +249,8 @@ class DPOStreamJob(ConsumerRebalanceListener):
         the gate's data; then CURRENT becomes the reference."""
         path = self._current_path()
         self.search = ImageSearch.from_registry(path, self.catalog)
-        model, cfg = self.search.searcher.model, load_version(path)[1]
-        tokens = model.tokens
-        data = load_generator_data(self.catalog, resolve_ref(cfg["tokenizer"], path), self._cache, n_visual=tokens.n_visual,
-                                   progress=progress, image_sid=cfg.get("image_sid", "tokenizer"), hints=tokens.n_hints,
-                                   hint_similarity=tokens.hint_similarity, sid_content=tokens.sid_content)
-        self.gate = Gate(data, model, self.config.gate)
+        model = self.search.searcher.model
+        self.gate = Gate(data_for_version(self.catalog, path, self._cache, progress), model, self.config.gate)
         self.item_row = {item: i for i, item in enumerate(self.search.item_ids)}
         self._set_reference(path, model)
 

@@ -265,5 +265,16 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])), image_sid)
 
 
+def data_for_version(catalog: Catalog, version: Path, cache_root: Path, progress: bool = True) -> GeneratorData:
+    """The data a published generator version reads: its tokenizer and its prompt options."""
+    from onevision.registry import load_version, resolve_ref
+
+    config = load_version(version)[1]
+    tokens = PromptTokens.from_config(config["tokens"])
+    return load_generator_data(catalog, resolve_ref(config["tokenizer"], version), cache_root, n_visual=tokens.n_visual,
+                               progress=progress, image_sid=config.get("image_sid", "tokenizer"), hints=tokens.n_hints,
+                               hint_similarity=tokens.hint_similarity, sid_content=tokens.sid_content)
+
+
 def fingerprint(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:12]

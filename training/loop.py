@@ -64,8 +64,11 @@ def done(workdir: Path) -> bool:
 
 
 def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Callable[[np.ndarray], torch.Tensor],
-              cfg: StageConfig, workdir: Path, progress: bool = True) -> dict:
-    """Train `model` over `n_examples` (loss_fn gets the batch's example indices); resumable."""
+              cfg: StageConfig, workdir: Path, progress: bool = True,
+              on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train `model` over `n_examples` (loss_fn gets the batch's example indices); resumable.
+    `on_epoch(e)` runs before epoch e (0-based), a resumed one included: a schedule over epochs
+    such as the pruning curriculum."""
     workdir.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -88,6 +91,8 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
     t0 = time.perf_counter() - log["seconds"]
     with tqdm(total=total, initial=log["step"], desc=name, unit="step", disable=not progress) as bar:
         for epoch in range(log["epoch"], cfg.epochs):
+            if on_epoch is not None:
+                on_epoch(epoch)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(n_examples)
             torch.manual_seed(cfg.seed * 1000 + epoch)
             running = []

@@ -70,7 +70,7 @@ def quickstart(
     path, table = write_report(catalog, evaluate_ann(catalog, cached_aligned_encoder(catalog, registry, cache, training)), reports)
     typer.echo(table)
 
-    gen_version = generator_step(catalog, Path(tok_version), registry, cache, training)
+    gen_version, student = generator_step(catalog, Path(tok_version), registry, cache, training)
 
     if services:
         from infra.services import up
@@ -89,29 +89,39 @@ def quickstart(
     typer.echo(f"  reports : {path} (and .md)")
     typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
     typer.echo(f"  model   : {gen_version} (loss curves loss_<stage>.png inside)")
+    typer.echo(f"  pruned  : {student} (distilled from it; serving runs it and the DPO job's updates of it)")
     if services:
         typer.secho(f"  web page: {url}", bold=True)
         typer.echo("  stop everything: onevision infra down")
 
 
-def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> Path:
-    """[4/7]: the generator's four stages (reused when already trained), then a few searches."""
+def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> tuple[Path, Path]:
+    """[4/7]: the generator's four stages (reused when already trained), its pruned student (OneVision
+    3.3, the model serving runs), then a few searches with CURRENT. Returns (trained run, student)."""
     from onevision.eval.offline import ensure_generator
     from onevision.generator.image_search import ImageSearch
-    from onevision.registry import load_version
+    from onevision.registry import load_version, resolve
     from streaming.backfill import user_context
     from streaming.item_table import load_item_table
+    from training.distill import ensure_distilled, preset_config
     from training.generator import ALL_STAGES, generator_name
 
-    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO", bold=True)
-    version = ensure_generator(catalog, tokenizer, generator_name(tokenizer), ALL_STAGES, registry, cache, Path("data/runs"), preset)
-    metrics = load_version(version)[0]["metrics"]
+    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation", bold=True)
+    runs, name = Path("data/runs"), generator_name(tokenizer)
+    version = ensure_generator(catalog, tokenizer, name, ALL_STAGES, registry, cache, runs, preset)
+    config = preset_config(preset)
+    student = ensure_distilled(catalog, name, registry, cache, runs, config)
+    served = resolve(name, registry)
+    trained, pruned = load_version(version)[0]["metrics"]["val"], load_version(student)[0]["metrics"]["val"]
+    typer.echo(f"  {version.name}: trained run; {student.name}: pruned to {config.keep} of "
+               f"{load_version(student)[1]['tokens']['n_visual']} visual tokens and distilled, served"
+               + (f" as updated since by the streaming DPO job ({served.name})" if served != student else ""))
     for set_name in ("click", "order"):
-        m = metrics["val"][set_name]
-        if "HR@1" in m:
-            typer.echo(f"  val {set_name:<5} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
-                       f"MRR@10 {100 * m['MRR@10']:.2f}")
-    search = ImageSearch.from_registry(version, catalog)
+        for label, m in ((version.name, trained[set_name]), (student.name, pruned[set_name])):
+            if "HR@1" in m:
+                typer.echo(f"  val {set_name:<5} {label} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
+                           f"MRR@10 {100 * m['MRR@10']:.2f}")
+    search = ImageSearch.from_registry(served, catalog)
     test = catalog.queries[catalog.queries["split"] == "test"].head(3)
     ctx = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(), test["ts"].to_numpy())
     users = [{"long_sid": [int(c) for c in ctx.long_sid[r]] if ctx.long_sid[r, 0] >= 0 else [],
@@ -122,7 +132,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
         flag = "  [low confidence]" if answer.low_confidence else ""
         typer.echo(f"  {q['query_id']} by {q['user_id']} ({len(user['short_sids'])} recent clicks) -> {shown}{flag}")
     typer.echo("  (* = the item the shopper bought or clicked)")
-    return version
+    return version, student
 
 
 def stream_features(catalog, items: Path) -> None:

@@ -19,7 +19,8 @@ app = typer.Typer(help="Model registry: versions, their gate verdicts, and which
 def list_versions(model: str = typer.Argument(..., help="registry model, e.g. generator-vrq-small"),
                   registry: Path = REGISTRY,
                   as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Every version, oldest first: * marks CURRENT; status, parent, gate scores, sessions trained."""
+    """Every version, oldest first: * marks CURRENT; status, parent, gate scores, sessions trained
+    (streaming DPO) or visual tokens kept (pruning distillation)."""
     from onevision.registry import RegistryError, history
 
     rows = history(registry, model)
@@ -33,6 +34,9 @@ def list_versions(model: str = typer.Argument(..., help="registry model, e.g. ge
         scores = "  ".join(f"{k} {v:.2f}" for k, v in gate.items())
         stream = r["stream"] or {}
         trained = f"{stream['examples']} examples / {stream['sessions']} sessions" if stream else ""
+        distilled = r["metrics"].get("stages", {}).get("distill")
+        if distilled:
+            trained = f"distilled, keeps {distilled['keep_schedule'][-1]} visual tokens"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
         typer.echo(f"{'*' if r['current'] else ' '} {r['version']}  {r['status']:<8} parent {r['parent'] or '-':<6} "
                    f"{when}  {scores}  {trained}".rstrip())

@@ -9,7 +9,8 @@ import typer
 from onevision.cli.errors import user_errors
 from onevision.cli.options import CACHE, CATALOG, REGISTRY, RUNS
 
-app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO.", no_args_is_help=True)
+app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; pruning distillation; "
+                  "near-streaming DPO; the MCA baseline.", no_args_is_help=True)
 
 
 @app.command("all")
@@ -116,3 +117,41 @@ def train_dpo_stream(
     totals = job.run(max_idle_s=max_idle)
     typer.echo(f"dpo-stream: {totals['versions']} versions ({totals['accepted']} accepted, {totals['rejected']} rejected) "
                f"from {totals['sessions']} sessions, {totals['examples']} examples")
+
+
+@app.command("distill")
+@user_errors
+def train_distill(
+    catalog: Path = CATALOG,
+    keep: int = typer.Option(None, min=1, help="V_sub: visual tokens the pruned model keeps (default: the preset's)"),
+    preset: str = typer.Option("small", help="distillation length: tiny | small"),
+    model: str = typer.Option(None, help="registry model whose trained run is the teacher and which the student is "
+                                         "published to (default generator-vrq-<catalog>, the one serving follows)"),
+    epochs: int = typer.Option(None, min=1, help="epochs (default: the preset's)"),
+    curriculum: bool = typer.Option(True, help="eq. 12: lower the kept tokens from V_max to V_sub over the epochs"),
+    loss: str = typer.Option("kl", help="kl (eq. 11, against the frozen teacher) | ntp (the targets' loss, no teacher)"),
+    seed: int = typer.Option(0),
+    registry: Path = REGISTRY,
+    cache: Path = CACHE,
+    runs: Path = RUNS,
+) -> None:
+    """Prune the generator's visual tokens and distill it from its trained run (OneVision 3.3);
+    the student is published as the model's next version and becomes CURRENT (served)."""
+    from onevision.catalog.format import load_catalog
+    from onevision.registry import resolve, trained_run
+    from training.distill import distill_generator, preset_config
+
+    c = load_catalog(catalog)
+    overrides = {k: v for k, v in (("keep", keep), ("epochs", epochs)) if v is not None}
+    config = preset_config(preset, curriculum=curriculum, loss=loss, seed=seed, **overrides)
+    teacher = trained_run(resolve(model or f"generator-vrq-{c.name}", registry))
+    version, metrics = distill_generator(c, teacher, registry, cache, runs, config)
+    stage = metrics["stages"]["distill"]
+    typer.echo(f"  distill: visual tokens per epoch {stage['keep_schedule']}, final loss {stage['final_loss']:.4f}, "
+               f"{stage['seconds']:.0f}s")
+    for set_name, m in metrics["val"].items():
+        t = (metrics.get("teacher_val") or {}).get(set_name, {})
+        if "HR@4" in m:
+            ref = f" (teacher {100 * t['HR@4']:.2f})" if "HR@4" in t else ""
+            typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@4 {100 * m['HR@4']:.2f}{ref}  MRR@4 {100 * m['MRR@4']:.2f}")
+    typer.echo(f"pruned generator (keeps {config.keep} visual tokens, teacher {teacher.name}) -> {version} (CURRENT)")

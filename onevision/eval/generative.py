@@ -33,13 +33,16 @@ def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> d
 
 def evaluate_generator(model, data, examples, kinds, beam: int = 10, personalized: bool = True,
                        searcher: GenerativeSearcher | None = None) -> dict:
-    """Scores on `examples` (with their user features, or blanked when not `personalized`)."""
+    """Scores of `model` on `examples` (with their user features, or blanked when not
+    `personalized`); a given `searcher` (its trie and item tables built once) searches with `model`."""
     ex = examples
     if not personalized:
         ex = ex.take(slice(None))
         ex.long_sid = np.full_like(ex.long_sid, -1)
         ex.short_sids = np.full_like(ex.short_sids, -1)
-    searcher = searcher or searcher_for(model, data)
+    if searcher is None:
+        searcher = searcher_for(model, data)
+    searcher.model = model
     res = searcher.search(ex.prompts(data.tokens, data.bank), beam=beam, k=10)
     valid = searcher.trie.contains(res.sids.reshape(-1, res.sids.shape[-1])).reshape(res.sids.shape[:2])
     finite = np.isfinite(res.scores)

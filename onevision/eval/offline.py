@@ -27,7 +27,7 @@ from onevision.catalog.format import Catalog
 from onevision.eval.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
-from onevision.registry import current_version, load_version, resolve
+from onevision.registry import current_version, load_version, resolve, trained_run
 
 
 def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
@@ -49,13 +49,11 @@ def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple
 
     mode, hints = image_sid or (IMAGE_SID, HINTS)
     if current_version(registry, name):
-        version = resolve(name, registry)
-        manifest, config = load_version(version)
-        # the streaming DPO job's versions learn from live sessions, whose photos include the test
-        # split: evaluate the trained run they descend from, never them
-        while config.get("trained_by") == "dpo-stream" and manifest.get("parent"):
-            version = version.parent / manifest["parent"]
-            manifest, config = load_version(version)
+        # CURRENT may be derived from the trained run: the distilled (pruned) model, or the
+        # streaming DPO job's updates, which learn from live sessions whose photos include the
+        # test split. Evaluate the trained run they descend from, never them.
+        version = trained_run(resolve(name, registry))
+        config = load_version(version)[1]
         if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,

@@ -88,12 +88,21 @@ class _Decoder:
 @torch.no_grad()
 def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, trie: SIDTrie,
                 beam: int = 10, constrained: bool = True) -> BeamResult:
+    """Encode the prompts' embeddings once, then `decode`."""
     model.eval()
-    b = inputs_embeds.shape[0]
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
     enc = model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-    decoder = _Decoder(model, enc, attention_mask)
+    return decode(model, enc, attention_mask, trie, beam=beam, constrained=constrained)
+
+
+@torch.no_grad()
+def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDTrie, beam: int = 10,
+           constrained: bool = True) -> BeamResult:
+    """Beam search from encoder states (B, S, H) and their mask (B, S)."""
+    model.eval()
+    b = enc.shape[0]
+    decoder = _Decoder(model, enc, enc_mask)
     tokens = torch.full((b, 1), BOS, dtype=torch.long)
     width = 1  # hypotheses per query so far
     nodes = np.zeros(b, dtype=np.int64)

@@ -16,6 +16,7 @@ from safetensors.torch import load_model, save_model
 from transformers import BartConfig, BartForConditionalGeneration
 
 from onevision.generator.prompt import PromptTokens
+from onevision.generator.token_pruning import prune_span
 
 from onevision.generator.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
 
@@ -79,12 +80,17 @@ class OneVisionGenerator(torch.nn.Module):
     scene slots, projected grid tokens and embedding for the visual slots); `sid_logprob`
     scores given SIDs by teacher forcing with the same level-restricted logits the beam search
     uses; `category_logits` serves the category pretraining tasks, whose decoder starts from
-    SEP instead of BOS and reads the category tokens' logits."""
+    SEP instead of BOS and reads the category tokens' logits.
 
-    def __init__(self, tokens: PromptTokens, preset: str = "small"):
+    `visual_keep` (OneVision 3.3): with it, the encoder's output keeps only that many of the
+    prompt's visual tokens (`token_pruning.prune_span`) before anything decodes from it, so the
+    decoder's cross-attention reads fewer tokens; None keeps them all."""
+
+    def __init__(self, tokens: PromptTokens, preset: str = "small", visual_keep: int | None = None):
         super().__init__()
         self.tokens: PromptTokens = tokens
         self.preset = preset
+        self.visual_keep = visual_keep
         self.bart = SIDBart(bart_config(tokens.vocab, preset, max_positions=max(128, tokens.length + 8)))
         d = self.bart.config.d_model
         self.grid_proj = torch.nn.Linear(GRID_DIM, d)
@@ -121,13 +127,20 @@ class OneVisionGenerator(torch.nn.Module):
                           prompts.mask[:, start + n_grid + 1:]], dim=1)
         return x, mask
 
-    def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = self.embed(prompts)
-        return self.bart.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state, mask
+    @property
+    def n_visual_kept(self) -> int:
+        return self.tokens.n_visual if self.visual_keep is None else min(self.visual_keep, self.tokens.n_visual)
 
-    def sid_logprob(self, prompts, sids: torch.Tensor, encoded=None) -> torch.Tensor:
-        """Log-probability of each SID (B, L) or of each of several SIDs per prompt (B, C, L):
-        the sum over levels of the level-restricted log-softmax."""
+    def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states and mask, the visual tokens pruned to `visual_keep`."""
+        x, mask = self.embed(prompts)
+        enc = self.bart.get_encoder()(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        enc, mask, _ = prune_span(enc, mask, self.tokens.visual_start, self.tokens.n_visual, self.n_visual_kept)
+        return enc, mask
+
+    def level_logprobs(self, prompts, sids: torch.Tensor, encoded=None) -> list[torch.Tensor]:
+        """Teacher-forced along each SID (N, L): per level, the level-restricted log-softmax
+        (N, K_level) of the next code given the SID's codes before it."""
         enc, mask = encoded if encoded is not None else self.encode(prompts)
         flat = sids.reshape(-1, sids.shape[-1])
         reps = flat.shape[0] // enc.shape[0]
@@ -137,9 +150,15 @@ class OneVisionGenerator(torch.nn.Module):
         dec_in = torch.cat([torch.full((len(flat), 1), BOS, dtype=torch.long), tokens[:, :-1]], dim=1)
         hidden = self.bart.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
                                          encoder_attention_mask=mask).last_hidden_state
+        return [torch.log_softmax(self.bart.level_logits(hidden[:, level], level).float(), dim=-1)
+                for level in range(self.vocab.levels)]
+
+    def sid_logprob(self, prompts, sids: torch.Tensor, encoded=None) -> torch.Tensor:
+        """Log-probability of each SID (B, L) or of each of several SIDs per prompt (B, C, L):
+        the sum over levels of the level-restricted log-softmax."""
+        flat = sids.reshape(-1, sids.shape[-1])
         total = torch.zeros(len(flat))
-        for level in range(self.vocab.levels):
-            logp = torch.log_softmax(self.bart.level_logits(hidden[:, level], level).float(), dim=-1)
+        for level, logp in enumerate(self.level_logprobs(prompts, sids, encoded)):
             total = total + logp.gather(1, flat[:, level:level + 1]).squeeze(1)
         return total.reshape(sids.shape[:-1])
 
@@ -152,14 +171,17 @@ class OneVisionGenerator(torch.nn.Module):
         end = start + len(self.tokens.categories)
         return hidden @ self.bart.lm_head.weight[start:end].T + self.bart.final_logits_bias[0, start:end]
 
+    @torch.no_grad()
     def search(self, prompts, trie, beam: int = 10, constrained: bool = True):
-        from onevision.generator.beam import beam_search
+        from onevision.generator.beam import decode
 
-        x, mask = self.embed(prompts)
-        return beam_search(self.bart, x, mask, trie, beam=beam, constrained=constrained)
+        self.eval()
+        enc, mask = self.encode(prompts)
+        return decode(self.bart, enc, mask, trie, beam=beam, constrained=constrained)
 
     def config(self) -> dict:
-        return {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}
+        out = {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}
+        return out if self.visual_keep is None else {**out, "visual_keep": self.visual_keep}
 
     def save(self, folder) -> dict:
         folder = Path(folder)
@@ -171,7 +193,7 @@ class OneVisionGenerator(torch.nn.Module):
     def from_config(cls, config: dict) -> "OneVisionGenerator":
         if config.get("kind") != "onevision-generator":
             raise ValueError(f"not a generator config (kind {config.get('kind')!r})")
-        return cls(PromptTokens.from_config(config["tokens"]), config["preset"])
+        return cls(PromptTokens.from_config(config["tokens"]), config["preset"], config.get("visual_keep"))
 
     @classmethod
     def load(cls, folder, config: dict | None = None) -> "OneVisionGenerator":

@@ -1,10 +1,13 @@
 """Visual-token selection of OneVision 3.3 and its curriculum (eq. 12).
 
-Of an image's V_max visual tokens (rows of the encoder's output), keep V_sub: k-means++ seeding
+Of an image's V_max visual tokens (the generator's encoder output at the visual positions, as
+in the paper: "visual tokens are compressed after the encoder"), keep V_sub: k-means++ seeding
 and a few Lloyd steps over the tokens' embeddings form V_sub clusters, and each cluster keeps
 the one token nearest its centre, so the kept tokens are actual encoder tokens that cover the
-image's distinct patterns. Batched over images in torch (no Python loop per image), seeded so
-that training and serving select the same tokens for the same image.
+image's distinct patterns. Batched over images in torch (no Python loop per image). The seeding
+draws one uniform number per step, shared by every image of the batch (inverse-CDF sampling of
+the D^2 distribution), so an image's selection never depends on which batch it came in:
+training, evaluation and serving select the same tokens for the same image.
 """
 
 from __future__ import annotations
@@ -29,13 +32,24 @@ def _sq_dist(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None)
     return (x_sq - 2 * x @ c.transpose(1, 2) + c.pow(2).sum(-1).unsqueeze(1)).clamp_min(0)
 
 
+def _draw(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B, V) non-negative weights, a uniform number u in [0, 1) -> (B,) index drawn per row with
+    probability weight / row sum (inverse CDF); the same u for every row keeps rows independent of
+    the batch they are in."""
+    cdf = weights.double().cumsum(1)
+    target = u.double() * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return idx.clamp(max=weights.shape[1] - 1)
+
+
 def kmeanspp_centres(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding per image: (B, V, D) -> (B, k) token indices of the initial centres."""
     b, v, _ = x.shape
     rows = torch.arange(b)
+    u = torch.rand(k, generator=generator)  # one draw per step, shared by the batch's images
     x_sq = x.pow(2).sum(-1, keepdim=True)
     chosen = torch.empty(b, k, dtype=torch.long)
-    chosen[:, 0] = torch.randint(v, (b,), generator=generator)
+    chosen[:, 0] = _draw(torch.ones(b, v), u[0])
     d2 = _sq_dist(x, x[rows, chosen[:, 0]].unsqueeze(1), x_sq).squeeze(-1)  # (B, V)
     for j in range(1, k):
         weights = d2.clone()
@@ -43,7 +57,7 @@ def kmeanspp_centres(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
         empty = weights.sum(1) <= 0  # every remaining token duplicates a centre: take any unchosen one
         weights[empty] = 1.0
         weights[empty.nonzero().flatten().unsqueeze(1), chosen[empty, :j]] = 0.0
-        chosen[:, j] = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        chosen[:, j] = _draw(weights, u[j])
         d2 = torch.minimum(d2, _sq_dist(x, x[rows, chosen[:, j]].unsqueeze(1), x_sq).squeeze(-1))
     return chosen
 
@@ -81,3 +95,17 @@ def select_tokens(x: torch.Tensor, k: int, iters: int = 4, seed: int = 0) -> tor
                 taken.add(int(keep[r, c]))
     return keep.sort(1).values
 
+
+
+def prune_span(hidden: torch.Tensor, mask: torch.Tensor, start: int, n: int, keep: int,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep `keep` of the `n` tokens at positions start..start+n of every row of encoder states
+    (B, S, H) and their mask (B, S): (states (B, S - n + keep, H), mask, kept positions (B, keep)
+    within the span). Gradients flow through the kept states; the selection itself does not."""
+    if keep >= n:
+        return hidden, mask, torch.arange(n).expand(len(hidden), n)
+    kept = select_tokens(hidden[:, start:start + n], keep, seed=seed)  # (B, keep)
+    states = hidden[:, start:start + n].gather(1, kept.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    hidden = torch.cat([hidden[:, :start], states, hidden[:, start + n:]], dim=1)
+    mask = torch.cat([mask[:, :start], mask[:, start:start + n].gather(1, kept), mask[:, start + n:]], dim=1)
+    return hidden, mask, kept

@@ -3,7 +3,7 @@ goes back to the parent (or the newest accepted version before CURRENT), history
 
 import pytest
 
-from onevision.registry import RegistryError, current_version, history, promote, publish, rollback
+from onevision.registry import RegistryError, current_version, history, lineage, promote, publish, rollback, trained_run
 
 
 def _publish(root, tmp_path, name: str, parent=None, status=None, make_current=True):
@@ -51,3 +51,22 @@ def test_rollback_checks_the_target_files(tmp_path):
     with pytest.raises(RegistryError, match="sha256"):
         rollback(root, "m")
     assert current_version(root, "m") == "v0002"
+
+
+def test_lineage_and_the_trained_run_behind_derived_versions(tmp_path):
+    root = tmp_path / "reg"
+
+    def put(name, parent=None, trained_by=None):
+        src = tmp_path / f"{name}.bin"
+        src.write_bytes(name.encode())
+        config = {"kind": "test", **({"trained_by": trained_by} if trained_by else {})}
+        return publish(root, "m", {"w.bin": src}, config, parent=parent)
+
+    run = put("trained")
+    student = put("student", parent=run.name, trained_by="distill")
+    update = put("update", parent=student.name, trained_by="dpo-stream")
+    assert lineage(update) == [update, student, run]
+    assert trained_run(update) == trained_run(student) == trained_run(run) == run
+    orphan = put("orphan", trained_by="distill")
+    with pytest.raises(RegistryError, match="no trained run"):
+        trained_run(orphan)

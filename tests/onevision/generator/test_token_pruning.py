@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from onevision.generator.token_pruning import curriculum, select_tokens
+from onevision.generator.token_pruning import curriculum, prune_span, select_tokens
 
 
 def test_curriculum_is_eq_12():
@@ -55,3 +55,33 @@ def test_edge_cases():
     assert len(set(keep[0].tolist())) == 3 and keep.max() < 6
     with pytest.raises(ValueError):
         select_tokens(x, 7)
+
+
+def test_selection_never_depends_on_the_batch():
+    """Unclustered tokens, where k-means++ seeds matter: an image selects the same tokens alone,
+    in any batch and at any position in it."""
+    x = torch.randn(9, 17, 16, generator=torch.Generator().manual_seed(3))
+    keep = select_tokens(x, 4)
+    for r in range(9):
+        assert torch.equal(select_tokens(x[r:r + 1], 4)[0], keep[r])
+    shuffled = torch.randperm(9, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(select_tokens(x[shuffled], 4), keep[shuffled])
+    assert not torch.equal(select_tokens(x, 4, seed=1), keep)  # the seed is what varies it
+
+
+def test_prune_span_keeps_actual_encoder_states_of_the_span():
+    hidden = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 0] = 0  # a padded slot before the span stays where it was
+    out, out_mask, kept = prune_span(hidden, mask, start=4, n=6, keep=2)
+    assert out.shape == (3, 8, 8) and out_mask.shape == (3, 8) and kept.shape == (3, 2)
+    assert torch.equal(out[:, :4], hidden[:, :4]) and torch.equal(out[:, 6:], hidden[:, 10:])
+    for r in range(3):
+        assert torch.equal(out[r, 4:6], hidden[r, 4 + kept[r]])  # the kept rows are encoder states, unchanged
+        assert torch.equal(kept[r], select_tokens(hidden[r:r + 1, 4:10], 2)[0])
+    assert out_mask[1, 0] == 0 and out_mask[:, 4:6].eq(1).all()
+    out.sum().backward()  # gradients reach the kept states only
+    grad = hidden.grad[:, 4:10].abs().sum(-1)
+    assert ((grad > 0).sum(1) == 2).all()
+    same, same_mask, all_kept = prune_span(hidden, mask, 4, 6, keep=6)
+    assert same is hidden and torch.equal(all_kept[0], torch.arange(6))

@@ -1,0 +1,158 @@
+"""Recipe `train distill`: the pruned generator that serving runs (OneVision 3.3, eqs. 11-12).
+
+The teacher is a frozen post-trained generator (the trained run of `train all`); the student
+starts as a copy of it whose encoder output keeps only V_sub of the prompt's V_max visual tokens
+(`generator.token_pruning`: k-means++ over the visual tokens, the token nearest each centre).
+The student learns to match the teacher's next-code distribution at every SID level,
+
+    L_dis = sum_k KL(pi_ref(t_k | u, t_<k) || pi_theta(t_k | u, t_<k))       (eq. 11)
+
+teacher-forced along each example's target SID, on the personalized SFT examples (photos with
+their request-time user features: the inputs the teacher was post-trained on). With the
+curriculum, epoch e keeps v(e) = floor(V_max - e/E (V_max - V_sub)) tokens (eq. 12), so the
+student loses visual tokens gradually and ends at V_sub. The ablations of the pruning benchmark
+are options: `curriculum=False` prunes to V_sub from the first epoch, and `loss="ntp"` fine-tunes
+the pruned model on the targets' next-token loss with no teacher.
+
+Published as a new version of the teacher's model (parent: the teacher, `trained_by: distill`,
+`visual_keep`), so it becomes CURRENT and serving, which follows CURRENT, hot-swaps it in.
+Checkpoints live under `<runs>/<model>/distill-<id>/`, where the id fingerprints the teacher's
+files and the config, so an interrupted run resumes and a finished one is reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onevision.catalog.format import Catalog
+from onevision.generator.model import OneVisionGenerator
+from onevision.generator.token_pruning import curriculum
+from onevision.registry import lineage, load_version, publish, resolve, trained_run
+from training.generator_data import GeneratorData, data_for_version, fingerprint
+from training.loop import StageConfig, run_stage
+from training.sft import ntp_loss
+
+LOSSES = ("kl", "ntp")
+
+
+@dataclass(frozen=True)
+class DistillConfig(StageConfig):
+    keep: int = 3  # V_sub: visual tokens the served model keeps (of the prompt's V_max = 17)
+    curriculum: bool = True  # eq. 12; False prunes to V_sub from the first epoch
+    loss: str = "kl"  # "kl": eq. 11 against the teacher; "ntp": the targets' next-token loss, no teacher
+    max_examples: int = 0  # a seeded subset of the personalized examples (0: all of them)
+
+
+PRESETS = {"tiny": DistillConfig(epochs=2, batch_size=64, lr=5e-4, keep=3),
+           "small": DistillConfig(epochs=4, batch_size=128, lr=3e-4, keep=3, max_examples=12_000)}
+
+
+def preset_config(preset: str, **overrides) -> DistillConfig:
+    return DistillConfig(**{**asdict(PRESETS.get(preset, PRESETS["small"])), **overrides})
+
+
+def kl_loss(student: OneVisionGenerator, teacher: OneVisionGenerator, prompts, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 11: the sum over SID levels of KL(teacher || student), teacher-forced along `targets`
+    (N, L), averaged over the examples."""
+    with torch.no_grad():
+        ref = teacher.level_logprobs(prompts, targets)
+    ours = student.level_logprobs(prompts, targets)
+    return sum(F.kl_div(s, r, log_target=True, reduction="batchmean") for s, r in zip(ours, ref))
+
+
+def schedule(v_max: int, config: DistillConfig) -> list[int]:
+    """Visual tokens kept in each epoch: eq. 12's curriculum, or V_sub throughout."""
+    return curriculum(v_max, config.keep, config.epochs) if config.curriculum else [config.keep] * config.epochs
+
+
+def distill(teacher: OneVisionGenerator, data: GeneratorData, config: DistillConfig, workdir: Path,
+            progress: bool = True) -> tuple[OneVisionGenerator, dict]:
+    """Train the pruned student from `teacher` (left unchanged); resumable from `workdir`."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown distillation loss {config.loss!r}; choose from {', '.join(LOSSES)}")
+    v_max = teacher.tokens.n_visual
+    keep_at = schedule(v_max, config)  # validates 1 <= keep <= V_max
+    teacher = teacher.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    student.visual_keep = keep_at[0]
+    ex = data.personalized(config.seed)
+    if config.max_examples and len(ex) > config.max_examples:
+        ex = ex.take(np.sort(np.random.default_rng(config.seed).choice(len(ex), config.max_examples, replace=False)))
+
+    def on_epoch(epoch: int) -> None:
+        student.visual_keep = keep_at[epoch]
+
+    def loss_fn(idx: np.ndarray) -> torch.Tensor:
+        if config.loss == "ntp":
+            return ntp_loss(student, data, ex, idx)
+        return kl_loss(student, teacher, ex.prompts(data.tokens, data.bank, idx), torch.from_numpy(ex.target[idx]))
+
+    log = run_stage("distill", student, len(ex), loss_fn, config, workdir, progress, on_epoch=on_epoch)
+    student.visual_keep = config.keep
+    return student.eval(), {**log, "keep_schedule": keep_at, "v_max": v_max, "examples": len(ex)}
+
+
+def distill_id(teacher_version: Path, config: DistillConfig) -> str:
+    return fingerprint(load_version(teacher_version)[0]["files"], sorted(asdict(config).items()))
+
+
+def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, cache: Path, runs: Path,
+                      config: DistillConfig, progress: bool = True, make_current: bool = True) -> tuple[Path, dict]:
+    """Distill the pruned student of `teacher_version` and publish it as the model's next version."""
+    from onevision.eval.generative import evaluate_generator, searcher_for
+    from training.generator import ITEM_EMBEDDING
+
+    t0 = time.perf_counter()
+    teacher_version = Path(teacher_version)
+    teacher_config = load_version(teacher_version)[1]
+    data = data_for_version(catalog, teacher_version, cache, progress)
+    run = distill_id(teacher_version, config)
+    workdir = Path(runs) / teacher_version.parent.name / f"distill-{run}"
+    student, log = distill(OneVisionGenerator.load(teacher_version, teacher_config), data, config, workdir, progress)
+    val, q = data.evaluation("val")
+    searcher = searcher_for(student, data)
+    scores = {}
+    for name, model in (("teacher", OneVisionGenerator.load(teacher_version, teacher_config)), ("student", student)):
+        # the teacher is scored now, by the same searcher, so that the two compare
+        scores[name] = evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"]
+    metrics = {"val": scores["student"], "teacher_val": scores["teacher"], "confidence_threshold": searcher.threshold,
+               "train_seconds": round(time.perf_counter() - t0, 1),
+               "stages": {"distill": {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
+                                      "seconds": round(log["seconds"], 1), "keep_schedule": log["keep_schedule"]}}}
+    config_out = {**teacher_config, **student.config(), "trained_by": "distill", "distill": asdict(config),
+                  "distill_id": run}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = student.save(Path(tmp))
+        files[ITEM_EMBEDDING] = teacher_version / ITEM_EMBEDDING
+        if (workdir / "loss.png").is_file():
+            files["loss_distill.png"] = shutil.copy(workdir / "loss.png", Path(tmp) / "loss_distill.png")
+        (Path(tmp) / "training_log.json").write_text(json.dumps(log))
+        files["training_log.json"] = Path(tmp) / "training_log.json"
+        version = publish(registry, teacher_version.parent.name, files, config_out, metrics,
+                          parent=teacher_version.name, make_current=make_current)
+    return version, metrics
+
+
+def ensure_distilled(catalog: Catalog, model: str, registry: Path, cache: Path, runs: Path, config: DistillConfig,
+                     progress: bool = True) -> Path:
+    """The student of this config distilled from the trained run CURRENT derives from: found in
+    CURRENT's lineage (CURRENT itself, or the student the streaming DPO job has updated since),
+    else distilled now and made CURRENT."""
+    current = resolve(model, registry)
+    teacher = trained_run(current)
+    run = distill_id(teacher, config)
+    for version in lineage(current):
+        found = load_version(version)[1]  # the DPO job's updates copy the student's config: check who trained it
+        if found.get("trained_by") == "distill" and found.get("distill_id") == run:
+            return version
+    return distill_generator(catalog, teacher, registry, cache, runs, config, progress)[0]
