@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from onevision.catalog.format import load_catalog, write_table
 from onevision.cli.main import app
 from onevision.encoders import get_encoder
-from onevision.eval.ann import evaluate_ann, write_report
+from onevision.eval.ann import evaluate_ann
 
 
 def test_queries_that_are_catalog_images_are_found_first(tiny_world, tmp_path):
