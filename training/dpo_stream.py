@@ -18,7 +18,9 @@ with its metrics, never served, and the policy goes back to the reference. Malfo
 logs go to the dead-letter topic.
 
 Offsets live in the manifests. On start (or after a crash, `kill -9` included) the job seeks
-every partition to where its newest published version stopped. It continues from CURRENT's
+every partition to where its newest published version stopped, once it has checked that the
+log there is still the one that version read (`check_resume`: the manifests outlive a broker
+that restarts empty). It continues from CURRENT's
 weights, so a micro-batch lost in a crash is trained once, in the version that publishes it.
 No session is trained twice across versions and none is skipped; a session log delivered
 twice (the sessions topic is at least once) is recognised by its id, which every manifest
@@ -29,6 +31,7 @@ re-shows earlier examples, and it starts empty after a restart.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -172,9 +175,48 @@ def job_versions(registry: Path, model: str, group: str) -> list[dict]:
     return [r for r in history(registry, model) if (r["stream"] or {}).get("group") == group]
 
 
-def resume_offsets(mine: list[dict]) -> dict[int, int]:
-    """Partition -> next offset after the newest of this job's versions (`job_versions`; empty: none yet)."""
-    return {int(p): int(o) for p, o in mine[-1]["stream"]["through"].items()} if mine else {}
+def resume_offsets(mine: list[dict], topic: str) -> tuple[dict[int, int], dict[int, str]]:
+    """Where the newest of this job's versions (`job_versions`) on `topic` stopped: partition ->
+    next offset, and partition -> digest of the last session log it read (empty: none yet)."""
+    rows = [r for r in mine if r["stream"].get("topic") == topic]
+    if not rows:
+        return {}, {}
+    stream = rows[-1]["stream"]
+    return ({int(p): int(o) for p, o in stream["through"].items()},
+            {int(p): d for p, d in stream.get("marks", {}).items()})
+
+
+def digest(value: bytes) -> str:
+    return hashlib.sha1(value).hexdigest()[:16]
+
+
+def check_resume(settings: Settings, topic: str, offsets: dict[int, int], marks: dict[int, str],
+                 timeout_s: float = 5.0) -> tuple[dict[int, int], list[int]]:
+    """The published offsets that still hold in the topic as it is now, and the partitions that
+    start over from 0. The manifests outlive the broker: an embedded broker restarts with empty
+    topics, and a topic can be recreated, so a partition whose log at offset - 1 is not the one the
+    job read last (by its digest; missing counts as different) is a new log. Its sessions already
+    trained are still recognised by id (`TrainedSessions`). Offsets without a digest (versions
+    published before digests were kept) are trusted."""
+    checked = {p: TopicPartition(topic, p) for p, o in offsets.items() if o > 0 and p in marks}
+    if not checked:
+        return dict(offsets), []
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+    valid, reset = dict(offsets), []
+    try:
+        for p, tp in checked.items():
+            consumer.assign([tp])
+            consumer.seek(tp, offsets[p] - 1)  # past the end, the consumer falls back to the earliest log
+            deadline, msg = time.monotonic() + timeout_s, None
+            while msg is None and time.monotonic() < deadline:
+                msg = next(iter(consumer.poll(timeout_ms=500, max_records=1).get(tp, [])), None)
+            if msg is None or msg.offset != offsets[p] - 1 or digest(msg.value) != marks[p]:
+                valid[p] = 0
+                reset.append(p)
+    finally:
+        consumer.close(autocommit=False)
+    return valid, reset
 
 
 class TrainedSessions:
@@ -214,7 +256,13 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.producer = kafka_producer(settings)
         self._open(progress)
         mine = job_versions(self.registry, model, config.group)
-        self.published = resume_offsets(mine)  # partition -> next offset, as published
+        offsets, self.marks = resume_offsets(mine, self.topic)
+        self.published, reset = check_resume(settings, self.topic, offsets, self.marks)  # partition -> next offset
+        if reset:
+            log.warning("sessions topic %s partitions %s are not the log the last version read (the broker restarted "
+                        "empty or the topic was recreated): reading them from the start", self.topic, reset)
+            self.marks = {p: d for p, d in self.marks.items() if p not in reset}
+        self.published_marks = dict(self.marks)  # partition -> digest of the log at published offset - 1
         self.trained = TrainedSessions.from_versions(mine)
         self.cycle_from: dict[int, int] = dict(self.published)  # where the current micro-batch's sessions start
         self.through: dict[int, int] = dict(self.published)  # next offset after the last session read
@@ -284,6 +332,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         # from the published offsets wherever the partitions go next
         self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
         self.cycle_from, self.through = dict(self.published), dict(self.published)
+        self.marks = dict(self.published_marks)
 
     def _read(self, records) -> None:
         sessions: list[SessionLog] = []
@@ -291,6 +340,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
             for m in msgs:
                 self.cycle_from.setdefault(tp.partition, m.offset)
                 self.through[tp.partition] = m.offset + 1
+                self.marks[tp.partition] = digest(m.value)
                 try:
                     sessions.append(SessionLog.model_validate_json(m.value))
                 except (ValidationError, ValueError) as exc:
@@ -338,7 +388,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         scores = self.gate.score(self.learner.policy)
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
         stream = {"topic": self.topic, "group": self.config.group, "from": dict(self.cycle_from),
-                  "through": dict(self.through), **self.counts, **stats,
+                  "through": dict(self.through), "marks": dict(self.marks), **self.counts, **stats,
                   "session_ids": [e.request_id for e in self.pending],
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
                   "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
@@ -356,7 +406,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         log.info("%s %s: %d examples, loss %s, gate %s %s", version.name, "accepted" if verdict.accepted else "REJECTED",
                  self.counts["examples"], stats["loss"], verdict.candidate, "; ".join(verdict.reasons))
         self.trained.add(e.request_id for e in self.pending)
-        self.published = dict(self.through)
+        self.published, self.published_marks = dict(self.through), dict(self.marks)
         self.cycle_from = dict(self.through)
         self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
         return {"version": version.name, "accepted": verdict.accepted, **stats}

@@ -190,7 +190,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from serving.ab_report import ab_report, markdown
     from serving.launch import start_service
     from serving.simulator import ShopperWorld, run_traffic
-    from streaming.producer import EventProducer
+    from streaming.producer import EventProducer, now_ms
     from training.dpo_stream import GROUP, job_versions
     from training.launch import start_dpo_job
     from training.mca import train_mca
@@ -204,6 +204,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     row = start_service(settings, catalog.root, registry, port)
     typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
     model = f"generator-vrq-{catalog.name}"
+    started_ms = now_ms()
     job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max-wait": 10})
     typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
                f"log {job['log']}")
@@ -219,8 +220,8 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     except ValueError as exc:  # too little traffic for every variant yet
         typer.echo(f"  no A/B report yet: {exc}")
     time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
-    rows = job_versions(registry, model, GROUP)
-    typer.echo(f"  DPO job so far: {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
+    rows = [r for r in job_versions(registry, model, GROUP) if r["stream"].get("published_ms", 0) >= started_ms]
+    typer.echo(f"  DPO job so far (this run): {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
                f"{sum(r['status'] == 'rejected' for r in rows)} rejected, from {sum(r['stream']['examples'] for r in rows)} "
                f"purchases; CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
     typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")

@@ -223,3 +223,47 @@ def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tm
     assert sum(r["stream"]["duplicates"] for r in rows) + len(tail) == 40
     trained = [i for r in rows for i in r["stream"]["session_ids"]]
     assert len(trained) == len(set(trained)) == 56
+
+
+def test_a_recreated_sessions_topic_is_read_from_its_start(services, world):
+    """The manifests outlive the broker (an embedded one restarts with empty topics): offsets of
+    another log are not trusted, checked by the digest of the last log each version read."""
+    from kafka import KafkaAdminClient
+
+    from infra import services as svc
+    from training.dpo_stream import check_resume, digest, resume_offsets
+
+    settings = isolated(services, "dpo-recreated")
+    registry, model = fresh_registry(world, "dpo-recreated")
+    config = StreamConfig(group="recreated", **FAST, gate=GateConfig(orders=40, canary=40, tolerance=100,
+                                                                     canary_tolerance=100))
+    send_sessions(settings, world, range(8))
+    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4, install_signals=False)
+    first = job_versions(registry, model, "recreated")
+    offsets, marks = resume_offsets(first, settings.kafka.sessions_topic)
+    assert set(marks) == {p for p, o in offsets.items() if o > 0} and offsets
+    assert check_resume(settings, settings.kafka.sessions_topic, offsets, marks) == (offsets, [])  # the same log
+    wrong = {**marks, min(marks): digest(b"another log")}
+    valid, reset = check_resume(settings, settings.kafka.sessions_topic, offsets, wrong)
+    assert reset == [min(marks)] and valid == {**offsets, min(marks): 0}
+    assert resume_offsets(first, "another.topic") == ({}, {})  # offsets belong to their topic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.delete_topics([settings.kafka.sessions_topic])
+    admin.close()
+    deadline = time.time() + 20
+    while time.time() < deadline:  # recreated empty (as `infra up` does), as after a broker restart
+        try:
+            svc.ensure_topics(settings)
+            if not any(end_offsets(settings).values()):
+                break
+        except Exception:  # the deletion is still going through
+            pass
+        time.sleep(0.5)
+    assert not any(end_offsets(settings).values())
+    assert sorted(check_resume(settings, settings.kafka.sessions_topic, offsets, marks)[1]) == sorted(marks)
+    send_sessions(settings, world, range(8, 14))
+    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4, install_signals=False)
+    later = job_versions(registry, model, "recreated")[len(first):]
+    assert sum(r["stream"]["examples"] for r in later) == 6  # none of the new log's sessions skipped
+    assert all(int(o) == 0 for o in later[0]["stream"]["from"].values())
