@@ -41,8 +41,9 @@ def private_registry(registry: Path, catalog_name: str, root: Path) -> Path:
     """A registry holding one model: the catalog's current generator as v0001 (its tokenizer is
     referenced where it is, so nothing else is copied)."""
     from onevision.registry import load_version, publish, resolve
+    from serving.models import default_model
 
-    src = resolve(f"generator-vrq-{catalog_name}", registry)
+    src = resolve(default_model(catalog_name), registry)
     manifest, config = load_version(src)
     config["tokenizer"] = str(Path(config["tokenizer"]).resolve()) if Path(config["tokenizer"]).exists() else config["tokenizer"]
     shutil.rmtree(root, ignore_errors=True)

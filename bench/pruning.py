@@ -41,6 +41,7 @@ from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, resolve, resolve_ref, trained_run
+from serving.models import default_model
 from training.distill import distill, preset_config
 from training.generator_data import data_for_version
 from common import data_options, save_figure
@@ -51,9 +52,7 @@ def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
     from streaming.backfill import user_context
     from streaming.item_table import load_item_table
 
-    ctx = user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(), q["ts"].to_numpy())
-    return [{"long_sid": [int(c) for c in ctx.long_sid[r]] if ctx.long_sid[r, 0] >= 0 else [],
-             "short_sids": ["-".join(map(str, s)) for s in ctx.short_sids[r] if s[0] >= 0]} for r in range(len(q))]
+    return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(), q["ts"].to_numpy()).features()
 
 
 def tokenizer_of(version: Path) -> Path:
@@ -147,7 +146,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     catalog = load_catalog(args.catalog)
-    args.teacher = trained_run(resolve(args.registry / f"generator-vrq-{catalog.name}"))
+    args.teacher = trained_run(resolve(args.registry / default_model(args.catalog)))
     data = data_for_version(catalog, args.teacher, args.cache)
     teacher = OneVisionGenerator.load(args.teacher)
     v_max = teacher.tokens.n_visual

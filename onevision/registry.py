@@ -99,6 +99,15 @@ def load_version(version_dir: str | Path) -> tuple[dict, dict]:
     return manifest, json.loads((d / "config.json").read_text())
 
 
+def read_version(version_dir: str | Path) -> tuple[dict, dict]:
+    """(manifest, config) as written, without hashing the files: for walking a lineage or reading
+    a config; whatever loads the weights goes through `load_version`."""
+    d = Path(version_dir)
+    if not (d / MANIFEST).is_file():
+        raise RegistryError(f"{d}: no {MANIFEST}")
+    return json.loads((d / MANIFEST).read_text()), json.loads((d / "config.json").read_text())
+
+
 def resolve_ref(ref: str | Path, from_version: str | Path) -> Path:
     """A version another version's config names (e.g. a generator's tokenizer): the path as
     written if it exists, else the same `<model>/<version>` under `from_version`'s registry
@@ -169,12 +178,12 @@ def history(root: str | Path, model: str) -> list[dict]:
 
 
 def lineage(version_dir: str | Path) -> list[Path]:
-    """The version and its ancestors through `parent`, newest first (each checked against its manifest)."""
+    """The version and its ancestors through `parent`, newest first."""
     out = [Path(version_dir)]
-    parent = load_version(out[0])[0].get("parent")
+    parent = read_version(out[0])[0].get("parent")
     while parent:
         out.append(out[-1].parent / parent)
-        parent = load_version(out[-1])[0].get("parent")
+        parent = read_version(out[-1])[0].get("parent")
     return out
 
 
@@ -182,6 +191,6 @@ def trained_run(version_dir: str | Path) -> Path:
     """The trained run a version derives from: walks back past versions whose config says
     `trained_by` (the distilled model, the streaming DPO job's updates) to the first that does not."""
     for version in lineage(version_dir):
-        if not load_version(version)[1].get("trained_by"):
+        if not read_version(version)[1].get("trained_by"):
             return version
     raise RegistryError(f"{version_dir} descends from no trained run (every ancestor is derived)")

@@ -27,6 +27,13 @@ class UserContext:
     long_sid: np.ndarray  # (N, L) SID codes, -1 row = cold start
     long_items: list[np.ndarray]  # the item indices the long-term SID aggregates, oldest first
 
+    def features(self) -> list[dict]:
+        """Each request's features as the feature store serves them (`features.client.user_features`):
+        'short_sids' as "c1-c2-..." strings, newest first, and 'long_sid' as codes (empty: none)."""
+        return [{"long_sid": [int(c) for c in self.long_sid[r]] if self.long_sid[r, 0] >= 0 else [],
+                 "short_sids": ["-".join(map(str, s)) for s in self.short_sids[r] if s[0] >= 0]}
+                for r in range(len(self.long_sid))]
+
     def blank(self) -> "UserContext":
         """The same requests as a user with no history (cold start / personalization off)."""
         return UserContext(np.full_like(self.short_items, -1), np.full_like(self.short_sids, -1),

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ import torch.nn.functional as F
 from onevision.catalog.format import Catalog
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.token_pruning import curriculum
-from onevision.registry import lineage, load_version, publish, resolve, trained_run
+from onevision.registry import lineage, read_version, resolve, trained_run
 from training.generator_data import GeneratorData, data_for_version, fingerprint
 from training.loop import StageConfig, run_stage
 from training.sft import ntp_loss
@@ -84,7 +82,6 @@ def distill(teacher: OneVisionGenerator, data: GeneratorData, config: DistillCon
     keep_at = schedule(v_max, config)  # validates 1 <= keep <= V_max
     teacher = teacher.eval().requires_grad_(False)
     student = copy.deepcopy(teacher).requires_grad_(True)
-    student.visual_keep = keep_at[0]
     ex = data.personalized(config.seed)
     if config.max_examples and len(ex) > config.max_examples:
         ex = ex.take(np.sort(np.random.default_rng(config.seed).choice(len(ex), config.max_examples, replace=False)))
@@ -103,43 +100,38 @@ def distill(teacher: OneVisionGenerator, data: GeneratorData, config: DistillCon
 
 
 def distill_id(teacher_version: Path, config: DistillConfig) -> str:
-    return fingerprint(load_version(teacher_version)[0]["files"], sorted(asdict(config).items()))
+    return fingerprint(read_version(teacher_version)[0]["files"], sorted(asdict(config).items()))
 
 
 def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, cache: Path, runs: Path,
                       config: DistillConfig, progress: bool = True, make_current: bool = True) -> tuple[Path, dict]:
     """Distill the pruned student of `teacher_version` and publish it as the model's next version."""
     from onevision.eval.generative import evaluate_generator, searcher_for
-    from training.generator import ITEM_EMBEDDING
+    from training.generator import publish_derived
 
     t0 = time.perf_counter()
     teacher_version = Path(teacher_version)
-    teacher_config = load_version(teacher_version)[1]
+    teacher = OneVisionGenerator.load(teacher_version)  # its files checked
     data = data_for_version(catalog, teacher_version, cache, progress)
     run = distill_id(teacher_version, config)
     workdir = Path(runs) / teacher_version.parent.name / f"distill-{run}"
-    student, log = distill(OneVisionGenerator.load(teacher_version, teacher_config), data, config, workdir, progress)
+    student, log = distill(teacher, data, config, workdir, progress)
     val, q = data.evaluation("val")
     searcher = searcher_for(student, data)
     scores = {}
-    for name, model in (("teacher", OneVisionGenerator.load(teacher_version, teacher_config)), ("student", student)):
+    for name, model in (("teacher", teacher), ("student", student)):
         # the teacher is scored now, by the same searcher, so that the two compare
         scores[name] = evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"]
     metrics = {"val": scores["student"], "teacher_val": scores["teacher"], "confidence_threshold": searcher.threshold,
                "train_seconds": round(time.perf_counter() - t0, 1),
                "stages": {"distill": {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                                       "seconds": round(log["seconds"], 1), "keep_schedule": log["keep_schedule"]}}}
-    config_out = {**teacher_config, **student.config(), "trained_by": "distill", "distill": asdict(config),
-                  "distill_id": run}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = student.save(Path(tmp))
-        files[ITEM_EMBEDDING] = teacher_version / ITEM_EMBEDDING
-        if (workdir / "loss.png").is_file():
-            files["loss_distill.png"] = shutil.copy(workdir / "loss.png", Path(tmp) / "loss_distill.png")
-        (Path(tmp) / "training_log.json").write_text(json.dumps(log))
-        files["training_log.json"] = Path(tmp) / "training_log.json"
-        version = publish(registry, teacher_version.parent.name, files, config_out, metrics,
-                          parent=teacher_version.name, make_current=make_current)
+    (workdir / "training_log.json").write_text(json.dumps(log))
+    files = {"training_log.json": workdir / "training_log.json"}
+    if (workdir / "loss.png").is_file():
+        files["loss_distill.png"] = workdir / "loss.png"
+    version = publish_derived(registry, teacher_version, read_version(teacher_version)[1], student, "distill", metrics,
+                              {"distill": asdict(config), "distill_id": run}, files, make_current)
     return version, metrics
 
 
@@ -152,7 +144,7 @@ def ensure_distilled(catalog: Catalog, model: str, registry: Path, cache: Path, 
     teacher = trained_run(current)
     run = distill_id(teacher, config)
     for version in lineage(current):
-        found = load_version(version)[1]  # the DPO job's updates copy the student's config: check who trained it
+        found = read_version(version)[1]  # the DPO job's updates copy the student's config: check who trained it
         if found.get("trained_by") == "distill" and found.get("distill_id") == run:
             return version
     return distill_generator(catalog, teacher, registry, cache, runs, config, progress)[0]

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -53,13 +52,13 @@ from infra.settings import Settings
 from onevision.catalog.format import Catalog
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
-from onevision.registry import current_version, history, load_version, publish
+from onevision.registry import current_version, history, load_version
 from streaming.producer import kafka_producer, now_ms, send_dead_letter
 from streaming.request_log import RequestContext, RequestLog
 from streaming.schema import DeadLetter, SessionLog
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate, GateConfig
-from training.generator import ITEM_EMBEDDING
+from training.generator import publish_derived
 from training.generator_data import data_for_version
 
 log = logging.getLogger(__name__)
@@ -412,16 +411,11 @@ class DPOStreamJob(ConsumerRebalanceListener):
         return {"version": version.name, "accepted": verdict.accepted, **stats}
 
     def _publish(self, verdict, stream: dict) -> Path:
-        ref_dir = self.registry / self.model / self.ref_version
-        config = {**self.ref_config, "trained_by": "dpo-stream"}
         metrics = {"gate": verdict.candidate, "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
-        with tempfile.TemporaryDirectory() as tmp:
-            files = self.learner.policy.save(Path(tmp))
-            files[ITEM_EMBEDDING] = ref_dir / ITEM_EMBEDDING
-            return publish(self.registry, self.model, files, config, metrics, parent=self.ref_version,
-                           make_current=verdict.accepted,
-                           extra={"status": "accepted" if verdict.accepted else "rejected", "gate": verdict.to_dict(),
-                                  "stream": stream})
+        return publish_derived(self.registry, self.registry / self.model / self.ref_version, self.ref_config,
+                               self.learner.policy, "dpo-stream", metrics, make_current=verdict.accepted,
+                               extra={"status": "accepted" if verdict.accepted else "rejected", "gate": verdict.to_dict(),
+                                      "stream": stream})
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> dict:

@@ -104,3 +104,17 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
         version = publish(registry, name, files, config, metrics)
     return version, metrics
 
+
+def publish_derived(registry: Path, parent: Path, parent_config: dict, model: OneVisionGenerator, trained_by: str,
+                    metrics: dict, config_extra: dict | None = None, files: dict[str, Path] | None = None,
+                    make_current: bool = True, extra: dict | None = None) -> Path:
+    """Publish `model`, trained from the version `parent`, as the next version of the same registry
+    model: its weights, the parent's item embeddings (same catalog, same V) and the parent's config
+    with the model's own, `trained_by` (what `registry.trained_run` walks back past) and
+    `config_extra`; `files` adds others (name -> path)."""
+    parent = Path(parent)
+    config = {**parent_config, **model.config(), "trained_by": trained_by, **(config_extra or {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {**model.save(Path(tmp)), ITEM_EMBEDDING: parent / ITEM_EMBEDDING, **(files or {})}
+        return publish(registry, parent.parent.name, out, config, metrics, parent=parent.name,
+                       make_current=make_current, extra=extra)

@@ -100,7 +100,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     3.3, the model serving runs), then a few searches with CURRENT. Returns (trained run, student)."""
     from onevision.eval.offline import ensure_generator
     from onevision.generator.image_search import ImageSearch
-    from onevision.registry import load_version, resolve
+    from onevision.registry import read_version, resolve
     from streaming.backfill import user_context
     from streaming.item_table import load_item_table
     from training.distill import ensure_distilled, preset_config
@@ -112,9 +112,10 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     config = preset_config(preset)
     student = ensure_distilled(catalog, name, registry, cache, runs, config)
     served = resolve(name, registry)
-    trained, pruned = load_version(version)[0]["metrics"]["val"], load_version(student)[0]["metrics"]["val"]
+    (student_manifest, student_config), trained = read_version(student), read_version(version)[0]["metrics"]["val"]
+    pruned = student_manifest["metrics"]["val"]
     typer.echo(f"  {version.name}: trained run; {student.name}: pruned to {config.keep} of "
-               f"{load_version(student)[1]['tokens']['n_visual']} visual tokens and distilled, served"
+               f"{student_config['tokens']['n_visual']} visual tokens and distilled, served"
                + (f" as updated since by the streaming DPO job ({served.name})" if served != student else ""))
     for set_name in ("click", "order"):
         for label, m in ((version.name, trained[set_name]), (student.name, pruned[set_name])):
@@ -123,9 +124,8 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
                            f"MRR@10 {100 * m['MRR@10']:.2f}")
     search = ImageSearch.from_registry(served, catalog)
     test = catalog.queries[catalog.queries["split"] == "test"].head(3)
-    ctx = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(), test["ts"].to_numpy())
-    users = [{"long_sid": [int(c) for c in ctx.long_sid[r]] if ctx.long_sid[r, 0] >= 0 else [],
-              "short_sids": ["-".join(map(str, s)) for s in ctx.short_sids[r] if s[0] >= 0]} for r in range(len(test))]
+    users = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(),
+                         test["ts"].to_numpy()).features()
     answers = search.search([catalog.path(p) for p in test["image"]], users, k=4)
     for (_, q), answer, user in zip(test.iterrows(), answers, users):
         shown = ", ".join(("*" if h.item_id == q["target_item_id"] else "") + h.item_id for h in answer.hits)
@@ -189,6 +189,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from onevision.registry import current_version
     from serving.ab_report import ab_report, markdown
     from serving.launch import start_service
+    from serving.models import default_model
     from serving.simulator import ShopperWorld, run_traffic
     from streaming.producer import EventProducer, now_ms
     from training.dpo_stream import GROUP, job_versions
@@ -203,7 +204,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     settings = load_settings()
     row = start_service(settings, catalog.root, registry, port)
     typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
-    model = f"generator-vrq-{catalog.name}"
+    model = default_model(catalog.root)
     started_ms = now_ms()
     job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max-wait": 10})
     typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "

@@ -103,6 +103,7 @@ def train_dpo_stream(
 
     from infra.settings import load_settings
     from onevision.catalog.format import load_catalog
+    from serving.models import default_model
     from training.dpo_gate import GateConfig
     from training.dpo_stream import DPOStreamJob, StreamConfig
 
@@ -113,7 +114,7 @@ def train_dpo_stream(
     config = StreamConfig(group=group, micro_batch=micro_batch, max_wait_s=max_wait, steps=steps, lr=lr, beta=beta,
                           nll_weight=nll_weight, replay=replay, seed=seed,
                           gate=GateConfig(orders=gate_orders, tolerance=tolerance, canary_tolerance=canary_tolerance))
-    job = DPOStreamJob(load_settings(), c, registry, model or f"generator-vrq-{c.name}", cache, config)
+    job = DPOStreamJob(load_settings(), c, registry, model or default_model(c.root), cache, config)
     totals = job.run(max_idle_s=max_idle)
     typer.echo(f"dpo-stream: {totals['versions']} versions ({totals['accepted']} accepted, {totals['rejected']} rejected) "
                f"from {totals['sessions']} sessions, {totals['examples']} examples")
@@ -139,12 +140,13 @@ def train_distill(
     the student is published as the model's next version and becomes CURRENT (served)."""
     from onevision.catalog.format import load_catalog
     from onevision.registry import resolve, trained_run
+    from serving.models import default_model
     from training.distill import distill_generator, preset_config
 
     c = load_catalog(catalog)
     overrides = {k: v for k, v in (("keep", keep), ("epochs", epochs)) if v is not None}
     config = preset_config(preset, curriculum=curriculum, loss=loss, seed=seed, **overrides)
-    teacher = trained_run(resolve(model or f"generator-vrq-{c.name}", registry))
+    teacher = trained_run(resolve(model or default_model(c.root), registry))
     version, metrics = distill_generator(c, teacher, registry, cache, runs, config)
     stage = metrics["stages"]["distill"]
     typer.echo(f"  distill: visual tokens per epoch {stage['keep_schedule']}, final loss {stage['final_loss']:.4f}, "
