@@ -112,8 +112,10 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     config = preset_config(preset)
     student = ensure_distilled(catalog, name, registry, cache, runs, config)
     served = resolve(name, registry)
-    (student_manifest, student_config), trained = read_version(student), read_version(version)[0]["metrics"]["val"]
-    pruned = student_manifest["metrics"]["val"]
+    student_manifest, student_config = read_version(student)
+    # both scored by the distill recipe with the same searcher (the trained run's own val figures
+    # may predate changes to the searcher)
+    trained, pruned = student_manifest["metrics"]["teacher_val"], student_manifest["metrics"]["val"]
     typer.echo(f"  {version.name}: trained run; {student.name}: pruned to {config.keep} of "
                f"{student_config['tokens']['n_visual']} visual tokens and distilled, served"
                + (f" as updated since by the streaming DPO job ({served.name})" if served != student else ""))
