@@ -2,9 +2,11 @@
 
 Several items can share a SID (near duplicates); inside a SID they are ordered by S_conv
 (OneVision eq. 13: w1 clicks_30d + w2 GMV_30d + w3 orders_30d), and SIDs keep the beam's order.
-The beam's log-probabilities can be re-scored with the photo's similarity to each SID's items
+The beam's log-probabilities can be re-scored with the photo's similarity to the items
 (`GenerativeSearcher(similarity_weight=...)`): the generator's runners-up are poorly calibrated
-(its 4th beam averages log-prob -11.6), and the items' own V similarity separates them.
+(its 4th beam averages log-prob -11.6), and the items' own V similarity separates them. The
+re-score is per item (its SID's log-prob + weight x its own cosine), so S_conv then only orders
+items the photo cannot tell apart.
 The flag says the results may not be the product in the photo: when none of the top-K items'
 image embeddings is at least `threshold` cosine-similar to the query's (OneVision 3.4's
 top-K similarity check).
@@ -52,27 +54,50 @@ class SIDItems:
         ok = (mine[pos] == keys) & (sids <= self.sids.max(0)).all(1)
         return np.where(ok, pos, -1)
 
+    def expand(self, beam_sids: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """(B, beam, L) SIDs -> the items they hold, flat: (row, beam position, item row), in beam
+        order and S_conv order inside each SID; SIDs no item has, or not `live` (B, beam), hold none."""
+        b, beam = beam_sids.shape[:2]
+        groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, beam)
+        rows, pos = np.nonzero((groups >= 0) if live is None else (groups >= 0) & live)
+        g = groups[rows, pos]
+        n = self.starts[g + 1] - self.starts[g]
+        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        return np.repeat(rows, n), np.repeat(pos, n), self.members[np.repeat(self.starts[g], n) + offset]
+
     def best_similarity(self, beam_sids: np.ndarray, query_embedding: np.ndarray,
                         item_embedding: np.ndarray) -> np.ndarray:
         """(B, beam, L) SIDs -> (B, beam) the best cosine between each query and its SIDs' items
         (-1 for a SID no item has)."""
-        b, beam = beam_sids.shape[:2]
-        groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, beam)
-        out = np.full((b, beam), -1.0, np.float32)
-        for r, j in zip(*np.nonzero(groups >= 0)):
-            g = groups[r, j]
-            out[r, j] = (item_embedding[self.members[self.starts[g]:self.starts[g + 1]]] @ query_embedding[r]).max()
+        rows, pos, items = self.expand(beam_sids)
+        out = np.full(beam_sids.shape[:2], -1.0, np.float32)
+        np.maximum.at(out, (rows, pos), np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows]))
         return out
 
-    def rank(self, beam_sids: np.ndarray, k: int = 10) -> np.ndarray:
-        """(B, beam, L) SIDs best first -> (B, k) item rows, -1 padded."""
+    def rank(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
+             query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
+             similarity_weight: float = 0.0) -> np.ndarray:
+        """(B, beam, L) SIDs best first -> (B, k) item rows, -1 padded.
+
+        Plain: the SIDs' items in beam order, S_conv order inside each SID. With the beam's
+        log-probabilities `scores` (B, beam) and a `similarity_weight`: every item is scored by its
+        SID's log-probability + the weight x its own cosine to the photo, so of near duplicates
+        sharing a SID the one that looks like the photo comes first, and a SID's weaker items fall
+        behind other SIDs' better ones; ties keep the plain order. SIDs scored -inf hold no items."""
         b = beam_sids.shape[0]
+        live = None if scores is None else np.isfinite(scores)
+        rows, pos, items = self.expand(beam_sids, live)
+        key = np.zeros(len(items))
+        if scores is not None:
+            key = -scores[rows, pos].astype(np.float64)
+            if similarity_weight:
+                key -= similarity_weight * np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows])
+        order = np.lexsort((np.arange(len(items)), key, rows))
+        rows, items = rows[order], items[order]
+        place = np.arange(len(items)) - np.searchsorted(rows, rows)
+        keep = place < k
         out = np.full((b, k), -1, np.int64)
-        groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, -1)
-        for r in range(b):
-            items = [self.members[self.starts[g]:self.starts[g + 1]] for g in groups[r] if g >= 0]
-            flat = np.concatenate(items)[:k] if items else np.zeros(0, np.int64)
-            out[r, : len(flat)] = flat
+        out[rows[keep], place[keep]] = items[keep]
         return out
 
 

@@ -1,4 +1,5 @@
-"""SIDs to items: groups ordered by S_conv (eq. 13), beams' order kept; the low-confidence flag."""
+"""SIDs to items: groups ordered by S_conv (eq. 13), beams' order kept, or every item re-scored by its
+own similarity to the photo; the low-confidence flag."""
 
 import numpy as np
 import pandas as pd
@@ -40,3 +41,19 @@ def test_best_similarity_is_the_closest_item_of_each_sid():
     beams = np.array([[[0, 1], [1, 1], [3, 3]], [[1, 1], [0, 1], [0, 1]]])
     best = index.best_similarity(beams, query, emb)
     assert np.allclose(best, [[0.8, 1.0, -1.0], [0.0, 1.0, 1.0]])
+
+
+def test_rescored_items_follow_their_own_similarity_and_s_conv_breaks_ties():
+    # SID (0, 1) holds items 0, 1 and 3 (S_conv 9, 5, 1); SID (1, 1) holds item 2
+    sids = np.array([[0, 1], [0, 1], [1, 1], [0, 1]])
+    index = SIDItems.build(sids, np.array([9.0, 5.0, 0.0, 1.0]))
+    emb = np.array([[1, 0], [0, 1], [0.6, 0.8], [0, 1]], np.float32)
+    beams = np.array([[[0, 1], [1, 1], [2, 2]]])
+    scores = np.array([[0.0, -1.0, -np.inf]])
+    query = np.array([[0, 1]], np.float32)
+    assert index.rank(beams, k=5).tolist() == [[0, 1, 3, 2, -1]]  # beam order, S_conv inside
+    # 0 + 10 x 1 for items 1 and 3 (tied: S_conv 5 before 1), -1 + 10 x 0.8 for item 2, 0 + 0 for item 0
+    assert index.rank(beams, 5, scores, query, emb, similarity_weight=10.0).tolist() == [[1, 3, 2, 0, -1]]
+    # weight 0: log-prob order, S_conv inside a SID; a -inf beam holds no items
+    assert index.rank(beams, 5, scores, query, emb).tolist() == [[0, 1, 3, 2, -1]]
+    assert index.rank(beams, 2, scores, query, emb, similarity_weight=10.0).tolist() == [[1, 3]]
