@@ -3,8 +3,8 @@
 Constrained beam search over the catalog's SID trie; the SIDs' items ranked by their SID's log-prob +
 similarity_weight x their own cosine to the photo (S_conv breaks ties, and orders everything when the
 weight is 0: SIDs in beam order, items by S_conv inside each); the low-confidence check against V's
-embeddings. Batches of any size; a prompt with empty user
-slots (cold start) is searched like any other.
+embeddings. Batches of any size; a prompt with empty user slots (cold start) is searched like any
+other.
 """
 
 from __future__ import annotations
