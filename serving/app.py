@@ -4,8 +4,8 @@ Two deployments, so that HTTP work and the model run in separate processes (one 
 each; in one process on two cores, request parsing starved the model's batches down to 1.3
 requests on average):
 - `SearchModel` hosts the generator versions the experiment variants name
-  (`serving.models.ServedModels`), searched with `@serve.batch` dynamic batching on a thread of
-  its own, and follows the registry for hot swaps (a background thread);
+  (`serving.models.ServedModels`), searched with `@serve.batch` dynamic batching on its event
+  loop, and follows the registry for hot swaps (a background thread);
 - `Ingress` (FastAPI) validates the request (`serving.inputs`), routes the user to a variant
   (`serving.experiments`), reads the user's features from Feast online, calls the model,
   answers, and then logs the request's context (the photo's visual tokens and the features the
@@ -67,8 +67,6 @@ class SearchModel:
                                    beam=beam)
         self.search.set_max_batch_size(max_batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
-        # the batch runs on a thread of its own, so the event loop keeps queueing the next requests
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.stopped = threading.Event()
         if watch_s > 0 and self.models.follow:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="registry-watch").start()
@@ -84,7 +82,7 @@ class SearchModel:
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def search(self, queries: list[dict]) -> list[dict]:
-        return await asyncio.get_running_loop().run_in_executor(self.thread, self.models.search, queries)
+        return self.models.search(queries)
 
     def health(self) -> dict:
         return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads}
