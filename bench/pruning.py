@@ -40,7 +40,7 @@ from onevision.catalog.format import load_catalog
 from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
-from onevision.registry import load_version, resolve, resolve_ref, trained_run
+from onevision.registry import read_version, resolve, resolve_ref, trained_run
 from serving.models import default_model
 from training.distill import distill, preset_config
 from training.generator_data import data_for_version
@@ -56,7 +56,7 @@ def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
 
 
 def tokenizer_of(version: Path) -> Path:
-    return resolve_ref(load_version(version)[1]["tokenizer"], version)
+    return resolve_ref(read_version(version)[1]["tokenizer"], version)
 
 
 def status_kb(field: str) -> int:
@@ -168,8 +168,9 @@ def main() -> None:
     test, q = data.evaluation("test")
     kinds = q["kind"].to_numpy()
     rows = []
+    searcher = searcher_for(teacher, data)  # trie and item tables built once; each variant searches with it
     for name, kind, keep, model, extra in variants:
-        sets = evaluate_generator(model, data, test, kinds, beam=10, searcher=searcher_for(model, data))["sets"]
+        sets = evaluate_generator(model, data, test, kinds, beam=10, searcher=searcher)["sets"]
         rows.append({"name": name, "kind": kind, "keep": keep, **extra,
                      "test": {k: round(100 * sets["all"][k], 2) for k in ("HR@4", "MRR@4")},
                      "test_by_set": {s: {k: round(100 * sets[s][k], 2) for k in ("HR@4", "MRR@4")} for s in ("click", "order")}})

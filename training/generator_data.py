@@ -267,9 +267,9 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
 
 def data_for_version(catalog: Catalog, version: Path, cache_root: Path, progress: bool = True) -> GeneratorData:
     """The data a published generator version reads: its tokenizer and its prompt options."""
-    from onevision.registry import load_version, resolve_ref
+    from onevision.registry import read_version, resolve_ref
 
-    config = load_version(version)[1]
+    config = read_version(version)[1]  # only the config: whoever loads the weights checks the files
     tokens = PromptTokens.from_config(config["tokens"])
     return load_generator_data(catalog, resolve_ref(config["tokenizer"], version), cache_root, n_visual=tokens.n_visual,
                                progress=progress, image_sid=config.get("image_sid", "tokenizer"), hints=tokens.n_hints,

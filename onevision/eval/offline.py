@@ -27,7 +27,7 @@ from onevision.catalog.format import Catalog
 from onevision.eval.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
-from onevision.registry import current_version, load_version, resolve, trained_run
+from onevision.registry import current_version, read_version, resolve, trained_run
 
 
 def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
@@ -53,7 +53,7 @@ def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple
         # streaming DPO job's updates, which learn from live sessions whose photos include the
         # test split. Evaluate the trained run they descend from, never them.
         version = trained_run(resolve(name, registry))
-        config = load_version(version)[1]
+        config = read_version(version)[1]
         if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
             return version
     return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
@@ -104,7 +104,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
                        image_sid: tuple[str, int] | None = None, beam_order: bool = False) -> None:
         version = ensure_generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
-        d = data_for(tokenizer, load_version(version)[1])
+        d = data_for(tokenizer, read_version(version)[1])
         ex, _ = d.evaluation("test")
         for personalized in ((True, False) if both else (False,)):
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=personalized)

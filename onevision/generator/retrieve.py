@@ -70,9 +70,7 @@ class SIDItems:
         """(B, beam, L) SIDs -> (B, beam) the best cosine between each query and its SIDs' items
         (-1 for a SID no item has)."""
         rows, pos, items = self.expand(beam_sids)
-        out = np.full(beam_sids.shape[:2], -1.0, np.float32)
-        np.maximum.at(out, (rows, pos), np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows]))
-        return out
+        return _best_per_sid(beam_sids.shape[:2], rows, pos, _cosines(items, rows, query_embedding, item_embedding))
 
     def rank(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
              query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
@@ -84,21 +82,44 @@ class SIDItems:
         SID's log-probability + the weight x its own cosine to the photo, so of near duplicates
         sharing a SID the one that looks like the photo comes first, and a SID's weaker items fall
         behind other SIDs' better ones; ties keep the plain order. SIDs scored -inf hold no items."""
-        b = beam_sids.shape[0]
+        return self.rescore(beam_sids, k, scores, query_embedding, item_embedding, similarity_weight)[0]
+
+    def rescore(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
+                query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
+                similarity_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+        """`rank`'s items and, when there is a similarity weight, each SID's best cosine to the
+        photo (B, beam; -1 where it holds no item): both from one expansion of the beam."""
         live = None if scores is None else np.isfinite(scores)
         rows, pos, items = self.expand(beam_sids, live)
-        key = np.zeros(len(items))
+        key, best = np.zeros(len(items)), None
         if scores is not None:
             key = -scores[rows, pos].astype(np.float64)
             if similarity_weight:
-                key -= similarity_weight * np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows])
-        order = np.lexsort((np.arange(len(items)), key, rows))
-        rows, items = rows[order], items[order]
-        place = np.arange(len(items)) - np.searchsorted(rows, rows)
-        keep = place < k
-        out = np.full((b, k), -1, np.int64)
-        out[rows[keep], place[keep]] = items[keep]
-        return out
+                cos = _cosines(items, rows, query_embedding, item_embedding)
+                key -= similarity_weight * cos
+                best = _best_per_sid(scores.shape, rows, pos, cos)
+        return _top_k(rows, items, key, beam_sids.shape[0], k), best
+
+
+def _cosines(items: np.ndarray, rows: np.ndarray, query_embedding: np.ndarray, item_embedding: np.ndarray) -> np.ndarray:
+    return np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows])
+
+
+def _best_per_sid(shape: tuple[int, int], rows: np.ndarray, pos: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    out = np.full(shape, -1.0, np.float32)
+    np.maximum.at(out, (rows, pos), cos)
+    return out
+
+
+def _top_k(rows: np.ndarray, items: np.ndarray, key: np.ndarray, b: int, k: int) -> np.ndarray:
+    """(B, k) items per row by ascending key; ties keep their flat order; -1 padded."""
+    order = np.lexsort((np.arange(len(items)), key, rows))
+    rows, items = rows[order], items[order]
+    place = np.arange(len(items)) - np.searchsorted(rows, rows)
+    keep = place < k
+    out = np.full((b, k), -1, np.int64)
+    out[rows[keep], place[keep]] = items[keep]
+    return out
 
 
 def low_confidence(query_embedding: np.ndarray, item_embedding: np.ndarray, ranked: np.ndarray,

@@ -54,12 +54,13 @@ class GenerativeSearcher:
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         query = prompts.embedding.numpy()
+        # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
+        items, sid_best = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight)
         rescored = scores
-        if self.similarity_weight:
-            rescored = scores + self.similarity_weight * self.items.best_similarity(sids, query, self.item_embedding)
+        if sid_best is not None:
+            rescored = scores + self.similarity_weight * sid_best
             order = np.argsort(-rescored, axis=1, kind="stable")  # -inf (padding) stays last
             sids, scores, rescored = (np.take_along_axis(a, order[..., None] if a.ndim == 3 else order, 1)
                                       for a in (sids, scores, rescored))
-        items = self.items.rank(sids, k, scores, query, self.item_embedding, self.similarity_weight)
         flag, best = low_confidence(query, self.item_embedding, items, self.threshold)
         return SearchResult(items, sids, scores, rescored, flag, best)

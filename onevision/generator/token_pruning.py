@@ -96,7 +96,6 @@ def select_tokens(x: torch.Tensor, k: int, iters: int = 4, seed: int = 0) -> tor
     return keep.sort(1).values
 
 
-
 def prune_span(hidden: torch.Tensor, mask: torch.Tensor, start: int, n: int, keep: int,
                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep `keep` of the `n` tokens at positions start..start+n of every row of encoder states
