@@ -36,8 +36,9 @@ def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerato
     from streaming.item_table import load_item_table
 
     if generator is None:
-        found = sorted(p.name for p in registry.glob("generator-vrq-*") if current_version(registry, p.name)) \
-            if registry.is_dir() else []
+        # the served model (generator-vrq-<catalog>) before the ablations (generator-vrq-no-...-<catalog>)
+        found = sorted((p.name for p in registry.glob("generator-vrq-*") if current_version(registry, p.name)),
+                       key=lambda name: (name.count("-"), name)) if registry.is_dir() else []
         generator = str(registry / found[0]) if found else None
     if generator is not None:
         version = resolve(generator, registry)
@@ -76,7 +77,7 @@ def timed(fns: dict, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--generator", default=None, help="registry version or model dir (default: a generator-vrq-* if any)")
+    ap.add_argument("--generator", default=None, help="registry version or model dir (default: the served generator-vrq-<catalog> if any)")
     ap.add_argument("--registry", type=Path, default=Path("data/registry"))
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")

@@ -45,6 +45,7 @@ PAGE = Path(__file__).parent / "web" / "index.html"
 SAMPLE_PHOTOS = 16
 FEEDBACK_FIELDS = ("type", "user_id", "item_id", "request_id", "position", "variant", "experiment", "scene", "price")
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
+ITEM_STATS_S = 30.0  # how often it reads the items' live S_conv from the online store (5,000 items: ~0.3 s)
 log = logging.getLogger("ray.serve")
 # Under load the next batch is whatever queued while the last one ran, so the wait only matters
 # when idle. Serve's default of 5 requests in flight per replica would cap every batch at 5 and
@@ -56,7 +57,8 @@ MAX_BATCH_SIZE, BATCH_WAIT_S = 16, 0.002
 class SearchModel:
     def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
                  max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S,
-                 torch_threads: int | None = None, watch_s: float = WATCH_S):
+                 torch_threads: int | None = None, watch_s: float = WATCH_S, settings: dict | None = None,
+                 item_stats_s: float = ITEM_STATS_S):
         import torch
 
         from onevision.catalog.format import load_catalog
@@ -70,12 +72,36 @@ class SearchModel:
         self.stopped = threading.Event()
         if watch_s > 0 and self.models.follow:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="registry-watch").start()
+        self.item_stats = {"reads": 0, "errors": 0, "items": 0}
+        if settings is not None and item_stats_s > 0:
+            threading.Thread(target=self._follow_item_stats, args=(settings, item_stats_s), daemon=True,
+                             name="item-stats").start()
 
     def _watch(self, every_s: float) -> None:
         """Hot swap: new registry versions load here, off the request path (`ServedModels.refresh`)."""
         while not self.stopped.wait(every_s):
             for variant in self.models.refresh():
                 log.info("variant %s now serves %s", variant, self.models.versions[variant])
+
+    def _follow_item_stats(self, settings: dict, every_s: float) -> None:
+        """Live S_conv: the items' values from the online store now and every `every_s`, off the
+        request path; an unreadable store is counted and the last values keep serving."""
+        from features.client import feature_store, live_s_conv
+        from infra.settings import Settings
+
+        item_ids = list(self.models.catalog.items["item_id"])
+        store = None
+        while True:
+            try:
+                store = store or feature_store(Settings.model_validate(settings))
+                live = live_s_conv(store, item_ids)
+                self.models.use_s_conv(live)
+                self.item_stats.update(reads=self.item_stats["reads"] + 1, items=len(live))
+            except Exception as exc:  # noqa: BLE001 - Redis down or restarting: keep the last values
+                self.item_stats["errors"] += 1
+                log.warning("live S_conv not read (%s); the last values keep serving", exc)
+            if self.stopped.wait(every_s):
+                return
 
     def __del__(self) -> None:
         self.stopped.set()
@@ -85,7 +111,8 @@ class SearchModel:
         return self.models.search(queries)
 
     def health(self) -> dict:
-        return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads}
+        return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads,
+                "live_s_conv": self.item_stats}
 
 
 api = FastAPI(title="OneVision image search")
@@ -246,7 +273,7 @@ class Ingress:
 def build(args: dict) -> serve.Application:
     """The application from `serve run`'s args: catalog, registry, experiments (YAML path),
     settings (a dict of `infra.settings.Settings`; the environment's when absent), beam,
-    max_batch_size, torch_threads, watch_s (0 = no hot swap)."""
+    max_batch_size, torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only)."""
     from infra.settings import load_settings
 
     settings = args.get("settings") or load_settings().model_dump(mode="json")
@@ -254,5 +281,6 @@ def build(args: dict) -> serve.Application:
     threads = args.get("torch_threads")
     model = SearchModel.bind(catalog, str(args.get("registry", "data/registry")), experiments,
                              beam=int(args.get("beam", 256)), max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
-                             torch_threads=int(threads) if threads else None, watch_s=float(args.get("watch_s", WATCH_S)))
+                             torch_threads=int(threads) if threads else None, watch_s=float(args.get("watch_s", WATCH_S)),
+                             settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)))
     return Ingress.bind(model, catalog, settings, experiments)

@@ -3,6 +3,10 @@
 mca-no-ranking) per experiment variant, searched a batch at a time. Plain Python (no Ray), so
 it can be timed and tested on its own; `serving.app` batches requests into it.
 
+Live S_conv: items that share a SID are ordered by S_conv (eq. 13); `use_s_conv` gives every
+model the online store's values, which the item-stats worker keeps current from the event stream
+(the service reads them every `ITEM_STATS_S`), instead of the catalog's as of its build.
+
 Hot swap: a variant that names no version follows its model's registry CURRENT. `refresh()`
 (the service calls it every few seconds from a background thread) loads a new CURRENT off the
 request path and then swaps it in with one reference assignment; a batch already running keeps
@@ -39,6 +43,7 @@ class ServedModels:
         self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
         self.searches: dict = {}  # (method, "model/vNNNN") -> ImageSearch or CascadeSearch
         self.swaps, self.failed_loads = 0, 0
+        self.live_s_conv: dict[str, float] = {}  # item id -> the online store's S_conv (`use_s_conv`)
         for v in config.variants:
             if v.method not in METHODS:
                 raise ValueError(f"variant {v.name!r}: unknown method {v.method!r}; one of {', '.join(METHODS)}")
@@ -67,6 +72,8 @@ class ServedModels:
             path = self.registry / model / version
             loaded = (ImageSearch.from_registry(path, self.catalog) if method == "onevision"
                       else CascadeSearch.from_registry(path, self.catalog, ranking=method == "mca"))
+            if self.live_s_conv:
+                loaded.use_s_conv(self.live_s_conv)
             self.searches = {**self.searches, (method, name): loaded}  # one assignment: readers see old or new
         self.versions = {**self.versions, variant: name}
 
@@ -88,6 +95,13 @@ class ServedModels:
             live = {(self.method[v], name) for v, name in self.versions.items()}
             self.searches = {k: v for k, v in self.searches.items() if k in live}
         return changed
+
+    def use_s_conv(self, live: dict[str, float]) -> None:
+        """Every hosted model, and each one loaded later, orders items inside SIDs by these live
+        S_conv values (item id -> value; the service reads them from the online store)."""
+        self.live_s_conv = dict(live)
+        for search in list(self.searches.values()):
+            search.use_s_conv(self.live_s_conv)
 
     def search(self, queries: list[dict]) -> list[dict]:
         """Each query: variant, image (PIL), user (Feast features), scene, top_k; searched in one

@@ -9,7 +9,7 @@ the generator's results use, `generator.retrieve.SIDItems`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_search import Hit, SearchAnswer, parse_sid
 from onevision.generator.prompt import SHORT_LEN
-from onevision.generator.retrieve import SIDItems, low_confidence
+from onevision.generator.retrieve import SIDItems, live_s_conv, low_confidence
 from onevision.images import load_rgb
 
 
@@ -29,8 +29,13 @@ class CascadeSearch:
                  s_conv: np.ndarray, threshold: float = 0.0, ranking: bool = True):
         self.encoder, self.mca, self.item_ids = encoder.eval(), mca, list(item_ids)
         self.item_sids = np.asarray(item_sids, np.int64)
+        self.catalog_s_conv = np.asarray(s_conv, np.float64)
         self.groups = SIDItems.build(self.item_sids, s_conv)
         self.threshold, self.ranking = threshold, ranking
+
+    def use_s_conv(self, live: Mapping[str, float]) -> None:
+        """As `ImageSearch.use_s_conv`: which item stands for a user's short-term SID follows live S_conv."""
+        self.groups = SIDItems.build(self.item_sids, live_s_conv(self.item_ids, self.catalog_s_conv, live))
 
     def users(self, users: Sequence[dict]) -> UserArrays:
         short = np.full((len(users), SHORT_LEN), -1, np.int64)

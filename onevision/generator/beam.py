@@ -42,11 +42,17 @@ class _Decoder:
         self.heads = model.config.decoder_attention_heads
         b, s, h = enc.shape
         self.head_dim = h // self.heads
-        self.cross = []  # per layer: (K, V) of shape (B, heads, S, d)
+        self.scale = self.head_dim ** -0.5
+        self.cross = []  # per layer: (K^T, V) of shape (B, heads, d, S) and (B, heads, S, d)
+        self.qkv = []  # per layer: the self-attention's q, k and v projections as one (3H, H) linear
         for layer in self.layers:
             att = layer.encoder_attn
-            self.cross.append((self._split(att.k_proj(enc)), self._split(att.v_proj(enc))))
-        self.enc_mask = enc_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+            self.cross.append((self._split(att.k_proj(enc)).transpose(2, 3), self._split(att.v_proj(enc))))
+            sa = layer.self_attn
+            self.qkv.append((torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),
+                             torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])))
+        # padding as an additive -inf, so the cross-attention is two matmuls and a softmax
+        self.enc_bias = torch.zeros(enc_mask.shape, dtype=enc.dtype).masked_fill(~enc_mask.bool(), float("-inf"))[:, None, None, :]
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, W, heads, t, d)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, H) -> (B, heads, N, d)
@@ -61,19 +67,20 @@ class _Decoder:
         new_kv = []
         for i, layer in enumerate(self.layers):
             att = layer.self_attn
-            q = att.q_proj(x).view(b, w, self.heads, 1, self.head_dim)
-            k = att.k_proj(x).view(b, w, self.heads, 1, self.head_dim)
-            v = att.v_proj(x).view(b, w, self.heads, 1, self.head_dim)
+            q, k, v = F.linear(x, *self.qkv[i]).view(b, w, 3, self.heads, self.head_dim).unbind(2)  # (B, W, heads, d)
+            k, v = k.unsqueeze(3), v.unsqueeze(3)  # (B, W, heads, 1, d)
             if self.self_kv:
                 k = torch.cat([self.self_kv[i][0], k], dim=3)
                 v = torch.cat([self.self_kv[i][1], v], dim=3)
             new_kv.append((k, v))
-            a = F.scaled_dot_product_attention(q, k, v).reshape(b, w, -1)
+            # a beam attends to its own t <= L cached steps: elementwise, not one tiny SDPA call per beam
+            weights = ((q.unsqueeze(3) * k).sum(-1) * self.scale).softmax(-1)  # (B, W, heads, t)
+            a = (weights.unsqueeze(-1) * v).sum(3).reshape(b, w, -1)
             x = layer.self_attn_layer_norm(x + att.out_proj(a))
             ca = layer.encoder_attn
-            q = ca.q_proj(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, W, d)
-            ck, cv = self.cross[i]
-            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=self.enc_mask).transpose(1, 2).reshape(b, w, -1)
+            q = ca.q_proj(x).view(b, w, self.heads, self.head_dim).transpose(1, 2) * self.scale  # (B, heads, W, d)
+            ck_t, cv = self.cross[i]
+            a = ((q @ ck_t + self.enc_bias).softmax(-1) @ cv).transpose(1, 2).reshape(b, w, -1)
             x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
             x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
         self.self_kv = new_kv
@@ -81,8 +88,10 @@ class _Decoder:
 
     def reorder(self, parent: torch.Tensor) -> None:
         """Keep the self-attention caches of the chosen parents (B, W')."""
-        rows = torch.arange(parent.shape[0])[:, None]
-        self.self_kv = [(k[rows, parent], v[rows, parent]) for k, v in self.self_kv]
+        b, w = parent.shape
+        flat = (torch.arange(b)[:, None] * self.self_kv[0][0].shape[1] + parent).reshape(-1)
+        self.self_kv = [tuple(c.flatten(0, 1).index_select(0, flat).view(b, w, *c.shape[2:]) for c in kv)
+                        for kv in self.self_kv]
 
 
 @torch.no_grad()

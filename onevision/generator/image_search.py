@@ -10,7 +10,7 @@ long- and short-term SIDs (missing = cold start) -> constrained beam search -> i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from onevision.encoders.visual_tokens import VisualTokens, encode_images
 from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, Prompts, build_prompts
 from onevision.generator.sid_content import SIDContent
+from onevision.generator.retrieve import SIDItems, live_s_conv
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.images import load_rgb
 
@@ -56,6 +57,12 @@ class ImageSearch:
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
+        self.catalog_s_conv = searcher.s_conv
+
+    def use_s_conv(self, live: Mapping[str, float]) -> None:
+        """Order items inside SIDs by the online store's S_conv (`live`: item id -> value; items it
+        lacks keep the catalog's). One assignment: a batch already running keeps the old order."""
+        self.searcher.items = SIDItems.build(self.searcher.item_sids, live_s_conv(self.item_ids, self.catalog_s_conv, live))
 
     def encode(self, images: Sequence[bytes | str | Path | Image.Image]) -> VisualTokens:
         """V's visual tokens of the photos (decoded safely; PIL images as they are)."""

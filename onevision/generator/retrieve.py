@@ -14,6 +14,7 @@ top-K similarity check).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,12 @@ def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEI
     cols = [items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
             for c in ("clicks_30d", "gmv_30d", "orders_30d")]
     return sum(w * c for w, c in zip(weights, cols))
+
+
+def live_s_conv(item_ids: Sequence[str], catalog: np.ndarray, live: Mapping[str, float]) -> np.ndarray:
+    """S_conv per item: the online store's (eq. 13 over the live 30-day stats) where it has the
+    item, the catalog's otherwise."""
+    return np.array([live.get(i, c) for i, c in zip(item_ids, np.asarray(catalog, np.float64))], np.float64)
 
 
 @dataclass

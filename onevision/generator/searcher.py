@@ -41,6 +41,7 @@ class GenerativeSearcher:
         self.model = model.eval()
         self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
+        self.s_conv = np.asarray(s_conv, np.float64)  # (N,) the catalog's; `items` may follow live values (ImageSearch.use_s_conv)
         self.items = SIDItems.build(item_sids, s_conv)
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight

@@ -35,6 +35,20 @@ def test_identical_to_transformers_generate(setup, beam):
     assert (np.diff(ours.scores, axis=1) <= 0).all()
 
 
+def test_padded_prompt_positions_are_ignored_as_transformers_ignores_them(setup):
+    model, vocab, trie, x = setup
+    mask = torch.ones(x.shape[:2], dtype=torch.long)
+    mask[0, 3:5] = 0  # e.g. a cold-start user's empty slots
+    mask[2, 5:] = 0
+    ours = beam_search(model, x, mask, trie, beam=10)
+    assert (ours.sids == generate_reference(model, x, mask, dict_trie(model, trie.sids), 10)).all()
+    noisy = x.clone()
+    noisy[0, 3:5] = torch.randn(2, x.shape[-1]) * 10  # what a masked position holds must not matter
+    again = beam_search(model, noisy, mask, trie, beam=10)
+    assert (again.sids[0] == ours.sids[0]).all()
+    np.testing.assert_allclose(again.scores[0], ours.scores[0], rtol=1e-5)
+
+
 def test_every_sid_is_a_catalog_sid_batched_or_not(setup):
     model, _, trie, x = setup
     batched = beam_search(model, x, None, trie, beam=16)
