@@ -90,7 +90,7 @@ def item_features(store: FeatureStore, item_ids: list[str]) -> list[dict]:
     return [{k: rows[k][i] for k in ("item_id", *ITEM_FEATURES)} for i in range(len(item_ids))]
 
 
-def live_s_conv(store: FeatureStore, item_ids: list[str], chunk: int = 2000) -> dict[str, float]:
+def read_s_conv(store: FeatureStore, item_ids: list[str], chunk: int = 2000) -> dict[str, float]:
     """item id -> S_conv for the items the online store has (the item-stats worker's live 30-day
     figures); items it has not seen are left out."""
     out: dict[str, float] = {}

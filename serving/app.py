@@ -86,7 +86,7 @@ class SearchModel:
     def _follow_item_stats(self, settings: dict, every_s: float) -> None:
         """Live S_conv: the items' values from the online store now and every `every_s`, off the
         request path; an unreadable store is counted and the last values keep serving."""
-        from features.client import feature_store, live_s_conv
+        from features.client import feature_store, read_s_conv
         from infra.settings import Settings
 
         item_ids = list(self.models.catalog.items["item_id"])
@@ -94,7 +94,7 @@ class SearchModel:
         while True:
             try:
                 store = store or feature_store(Settings.model_validate(settings))
-                live = live_s_conv(store, item_ids)
+                live = read_s_conv(store, item_ids)
                 self.models.use_s_conv(live)
                 self.item_stats.update(reads=self.item_stats["reads"] + 1, items=len(live))
             except Exception as exc:  # noqa: BLE001 - Redis down or restarting: keep the last values

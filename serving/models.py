@@ -98,7 +98,10 @@ class ServedModels:
 
     def use_s_conv(self, live: dict[str, float]) -> None:
         """Every hosted model, and each one loaded later, orders items inside SIDs by these live
-        S_conv values (item id -> value; the service reads them from the online store)."""
+        S_conv values (item id -> value; the service reads them from the online store). Values
+        equal to the last ones change nothing and rebuild nothing."""
+        if live == self.live_s_conv:
+            return
         self.live_s_conv = dict(live)
         for search in list(self.searches.values()):
             search.use_s_conv(self.live_s_conv)

@@ -57,12 +57,11 @@ class ImageSearch:
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
-        self.catalog_s_conv = searcher.s_conv
 
     def use_s_conv(self, live: Mapping[str, float]) -> None:
         """Order items inside SIDs by the online store's S_conv (`live`: item id -> value; items it
         lacks keep the catalog's). One assignment: a batch already running keeps the old order."""
-        self.searcher.items = SIDItems.build(self.searcher.item_sids, live_s_conv(self.item_ids, self.catalog_s_conv, live))
+        self.searcher.items = SIDItems.build(self.searcher.item_sids, live_s_conv(self.item_ids, self.searcher.s_conv, live))
 
     def encode(self, images: Sequence[bytes | str | Path | Image.Image]) -> VisualTokens:
         """V's visual tokens of the photos (decoded safely; PIL images as they are)."""

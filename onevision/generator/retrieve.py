@@ -72,13 +72,6 @@ class SIDItems:
         offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
         return np.repeat(rows, n), np.repeat(pos, n), self.members[np.repeat(self.starts[g], n) + offset]
 
-    def best_similarity(self, beam_sids: np.ndarray, query_embedding: np.ndarray,
-                        item_embedding: np.ndarray) -> np.ndarray:
-        """(B, beam, L) SIDs -> (B, beam) the best cosine between each query and its SIDs' items
-        (-1 for a SID no item has)."""
-        rows, pos, items = self.expand(beam_sids)
-        return _best_per_sid(beam_sids.shape[:2], rows, pos, _cosines(items, rows, query_embedding, item_embedding))
-
     def rank(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
              query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
              similarity_weight: float = 0.0) -> np.ndarray:

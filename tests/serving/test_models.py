@@ -12,7 +12,7 @@ import pytest
 import redis
 import yaml
 
-from features.client import feature_store, live_s_conv
+from features.client import feature_store, read_s_conv
 from features.redis_writer import item_row, queue_rows
 from onevision.catalog.format import load_catalog
 from onevision.registry import current_version, load_version, publish
@@ -54,13 +54,16 @@ def test_items_inside_a_sid_follow_the_live_s_conv(served):
         queue_rows(pipe, "item_id", [(last, item_row(search.searcher.item_sids[before[-1]], 500, 90, 9000.0, 1e6,
                                                      int(time.time() * 1000)))])
         pipe.execute()
-    live = live_s_conv(feature_store(settings), list(models.catalog.items["item_id"]))
+    live = read_s_conv(feature_store(settings), list(models.catalog.items["item_id"]))
     assert live == {last: 1e6}  # items the worker has not seen are left out
     models.use_s_conv(live)
     after = shared_group(search)
     assert search.item_ids[after[0]] == last  # ... now converts best and leads its SID
     assert sorted(after) == sorted(before)
     assert list(after[1:]) == [i for i in before if i != before[-1]]  # the others keep the catalog's order
+    items = search.searcher.items
+    models.use_s_conv(dict(live))  # the next read, unchanged: nothing is rebuilt
+    assert search.searcher.items is items
 
     version = model_dir / current_version(model_dir.parent, model_dir.name)  # a hot swap loads the new one with them too
     manifest, config = load_version(version)

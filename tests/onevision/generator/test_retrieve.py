@@ -33,13 +33,13 @@ def test_low_confidence_flags_queries_far_from_their_results():
     assert np.isclose(t, 1.0)
 
 
-def test_best_similarity_is_the_closest_item_of_each_sid():
+def test_each_sids_best_similarity_is_its_closest_item():
     sids = np.array([[0, 1], [0, 1], [1, 1]])
     emb = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
     index = SIDItems.build(sids, np.zeros(3))
     query = np.array([[0, 1], [1, 0]], np.float32)
     beams = np.array([[[0, 1], [1, 1], [3, 3]], [[1, 1], [0, 1], [0, 1]]])
-    best = index.best_similarity(beams, query, emb)
+    best = index.rescore(beams, 3, np.zeros((2, 3)), query, emb, similarity_weight=1.0)[1]
     assert np.allclose(best, [[0.8, 1.0, -1.0], [0.0, 1.0, 1.0]])
 
 
