@@ -121,7 +121,12 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
     assert context.model_version == body["model_version"] and context.user["short_sids"] == []
     assert context.grid.shape == (16, 320) and context.embedding.shape == (256,)
     assert abs(float(np.linalg.norm(context.embedding)) - 1) < 1e-3
-    live = requests.get(f"{url}/healthz", timeout=30).json()["live_s_conv"]  # read from Feast at start
+    # the replica reads the items' S_conv from Feast on a thread it starts with; the first read
+    # (Feast's own start included) may still be under way when the searches above are answered
+    deadline = time.monotonic() + 60
+    while (live := requests.get(f"{url}/healthz", timeout=30).json()["live_s_conv"])["reads"] < 1 \
+            and not live["errors"] and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert live["reads"] >= 1 and live["errors"] == 0
 
 
