@@ -8,6 +8,9 @@ bare model call, side by side in one run on the same photos and users.
 3. Overhead: one request at a time through HTTP (parse, Feast features, routing, model, exposure
    logging) vs `ImageSearch.search` called in this process on the same photo, same user features
    and beam: median of each, alternating the two.
+Each load phase also counts the CPU every process on the machine spent on it, per request, by
+role (the model replica, the ingress, Serve's HTTP proxy, this client, the rest): only the model's
+share can shrink with batching, and CPU per request over the cores bounds the queries/s.
 Needs the broker and Redis (`onevision infra up`; started here, tied to this process, when they
 do not answer) and a trained generator. Writes reports/bench_serve.json.
 
@@ -26,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 from common import data_options
 
@@ -55,6 +59,35 @@ def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) ->
     return {"requests": n, "concurrency": concurrency, "errors": int(errors), "seconds": round(wall, 2),
             "qps": round(n / wall, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+ROLES = (("SearchModel", "model"), ("Ingress", "ingress"), ("ProxyActor", "http_proxy"))
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """(role, CPU seconds so far) of every process on the machine, by pid."""
+    out = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd, t = " ".join(p.info["cmdline"] or []), p.cpu_times()
+        except psutil.Error:
+            continue
+        role = "client" if p.pid == os.getpid() else next((r for key, r in ROLES if key in cmd), "other")
+        out[p.pid] = (role, t.user + t.system)
+    return out
+
+
+def measured_load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
+    """`load`, plus the ms of CPU per request each role spent and the cores kept busy."""
+    before = cpu_seconds()
+    result = load(url, photos, n, concurrency)
+    by_role: dict[str, float] = {}
+    for pid, (role, seconds) in cpu_seconds().items():
+        by_role[role] = by_role.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    result["cpu_ms_per_request"] = {r: round(1000 * s / n, 2) for r, s in sorted(by_role.items())}
+    result["cpu_ms_per_request"]["total"] = round(1000 * sum(by_role.values()) / n, 2)
+    result["cores_busy"] = round(sum(by_role.values()) / result["seconds"], 2)
+    return result
 
 
 def stage_means(url: str) -> dict:
@@ -114,10 +147,10 @@ def main() -> None:
     try:
         serve.run(build(app_args), name="onevision", route_prefix="/")
         load(url, photos, 32, 8)  # warm-up
-        report["load"] = load(url, photos, args.requests, args.concurrency)
+        report["load"] = measured_load(url, photos, args.requests, args.concurrency)
         print("load", report["load"], flush=True)
         before = stage_means(url)
-        batched = load(url, photos, args.compare_requests, 16)
+        batched = measured_load(url, photos, args.compare_requests, 16)
         batched["stages_after"], batched["stages_before"] = stage_means(url), before
 
         # overhead: HTTP one at a time vs the bare model call in this process, alternating
@@ -145,10 +178,14 @@ def main() -> None:
 
         serve.run(build({**app_args, "max_batch_size": 1}), name="onevision", route_prefix="/")
         load(url, photos, 16, 8)
-        unbatched = load(url, photos, args.compare_requests, 16)
+        unbatched = measured_load(url, photos, args.compare_requests, 16)
         unbatched["stages"] = stage_means(url)
+        # the most batching could give here: every core busy at the batched CPU per request
+        ceiling = os.cpu_count() * 1000 / batched["cpu_ms_per_request"]["total"]
         report["batching"] = {"batched": batched, "unbatched": unbatched,
-                              "speedup": round(batched["qps"] / unbatched["qps"], 2)}
+                              "speedup": round(batched["qps"] / unbatched["qps"], 2),
+                              "qps_all_cores_busy": round(ceiling, 1),
+                              "speedup_all_cores_busy": round(ceiling / unbatched["qps"], 2)}
         print("batching", report["batching"], flush=True)
     finally:
         serve.shutdown()
