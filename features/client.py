@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -84,19 +85,16 @@ def user_features(store: FeatureStore, user_ids: list[str]) -> list[dict]:
     return out
 
 
-def item_features(store: FeatureStore, item_ids: list[str]) -> list[dict]:
-    rows = store.get_online_features(features=[f"{ITEM_VIEW}:{f}" for f in ITEM_FEATURES],
+def item_features(store: FeatureStore, item_ids: list[str], features: Sequence[str] = ITEM_FEATURES) -> list[dict]:
+    """Each item's `features` from the online store (None where the workers have not seen it)."""
+    rows = store.get_online_features(features=[f"{ITEM_VIEW}:{f}" for f in features],
                                      entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
-    return [{k: rows[k][i] for k in ("item_id", *ITEM_FEATURES)} for i in range(len(item_ids))]
+    return [{k: rows[k][i] for k in ("item_id", *features)} for i in range(len(item_ids))]
 
 
 def read_s_conv(store: FeatureStore, item_ids: list[str], chunk: int = 2000) -> dict[str, float]:
     """item id -> S_conv for the items the online store has (the item-stats worker's live 30-day
     figures); items it has not seen are left out."""
-    out: dict[str, float] = {}
-    for start in range(0, len(item_ids), chunk):
-        ids = item_ids[start:start + chunk]
-        values = store.get_online_features(features=[f"{ITEM_VIEW}:s_conv"],
-                                           entity_rows=[{"item_id": i} for i in ids]).to_dict()["s_conv"]
-        out.update({i: float(v) for i, v in zip(ids, values) if v is not None})
-    return out
+    rows = (r for start in range(0, len(item_ids), chunk)
+            for r in item_features(store, item_ids[start:start + chunk], ("s_conv",)))
+    return {r["item_id"]: float(r["s_conv"]) for r in rows if r["s_conv"] is not None}

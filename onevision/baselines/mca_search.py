@@ -20,7 +20,7 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_search import Hit, SearchAnswer, parse_sid
 from onevision.generator.prompt import SHORT_LEN
-from onevision.generator.retrieve import SIDItems, live_s_conv, low_confidence
+from onevision.generator.retrieve import SIDItems, low_confidence
 from onevision.images import load_rgb
 
 
@@ -35,7 +35,7 @@ class CascadeSearch:
 
     def use_s_conv(self, live: Mapping[str, float]) -> None:
         """As `ImageSearch.use_s_conv`: which item stands for a user's short-term SID follows live S_conv."""
-        self.groups = SIDItems.build(self.item_sids, live_s_conv(self.item_ids, self.catalog_s_conv, live))
+        self.groups = SIDItems.build_live(self.item_sids, self.item_ids, self.catalog_s_conv, live)
 
     def users(self, users: Sequence[dict]) -> UserArrays:
         short = np.full((len(users), SHORT_LEN), -1, np.int64)

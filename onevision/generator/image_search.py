@@ -22,7 +22,7 @@ from onevision.encoders.visual_tokens import VisualTokens, encode_images
 from onevision.generator.image_sid import ImageSIDs
 from onevision.generator.prompt import SHORT_LEN, Prompts, build_prompts
 from onevision.generator.sid_content import SIDContent
-from onevision.generator.retrieve import SIDItems, live_s_conv
+from onevision.generator.retrieve import SIDItems
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.images import load_rgb
 
@@ -61,7 +61,7 @@ class ImageSearch:
     def use_s_conv(self, live: Mapping[str, float]) -> None:
         """Order items inside SIDs by the online store's S_conv (`live`: item id -> value; items it
         lacks keep the catalog's). One assignment: a batch already running keeps the old order."""
-        self.searcher.items = SIDItems.build(self.searcher.item_sids, live_s_conv(self.item_ids, self.searcher.s_conv, live))
+        self.searcher.items = SIDItems.build_live(self.searcher.item_sids, self.item_ids, self.searcher.s_conv, live)
 
     def encode(self, images: Sequence[bytes | str | Path | Image.Image]) -> VisualTokens:
         """V's visual tokens of the photos (decoded safely; PIL images as they are)."""

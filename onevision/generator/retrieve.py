@@ -30,12 +30,6 @@ def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEI
     return sum(w * c for w, c in zip(weights, cols))
 
 
-def live_s_conv(item_ids: Sequence[str], catalog: np.ndarray, live: Mapping[str, float]) -> np.ndarray:
-    """S_conv per item: the online store's (eq. 13 over the live 30-day stats) where it has the
-    item, the catalog's otherwise."""
-    return np.array([live.get(i, c) for i, c in zip(item_ids, np.asarray(catalog, np.float64))], np.float64)
-
-
 @dataclass
 class SIDItems:
     """Items grouped by SID, each group ordered by S_conv (best first)."""
@@ -51,6 +45,14 @@ class SIDItems:
         order = np.lexsort((np.arange(len(group)), -np.asarray(score, np.float64), group))
         starts = np.searchsorted(group[order], np.arange(len(sids) + 1))
         return cls(sids, starts, order)
+
+    @classmethod
+    def build_live(cls, item_sids: np.ndarray, item_ids: Sequence[str], catalog_s_conv: np.ndarray,
+                   live: Mapping[str, float]) -> "SIDItems":
+        """`build` on S_conv from the online store (eq. 13 over the live 30-day stats; item id ->
+        value) where it has the item, the catalog's otherwise."""
+        score = [live.get(i, c) for i, c in zip(item_ids, np.asarray(catalog_s_conv, np.float64))]
+        return cls.build(item_sids, np.asarray(score, np.float64))
 
     def groups(self, sids: np.ndarray) -> np.ndarray:
         """Group index of each SID (N, L), -1 where no item has it."""
