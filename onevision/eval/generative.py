@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onevision.generator.price_affinity import relative_price
 from onevision.generator.retrieve import calibrate_threshold, s_conv
 from onevision.generator.searcher import GenerativeSearcher
 from onevision.metrics.retrieval import retrieval_metrics
@@ -20,7 +21,8 @@ def searcher_for(model, data, **options) -> GenerativeSearcher:
     train = data.queries("train")
     threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
-    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold, **options)
+    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold,
+                              item_relative_price=relative_price(data.catalog.items), **options)
 
 
 def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:
@@ -31,15 +33,19 @@ def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> d
     return out
 
 
+def without_user(examples):
+    """A copy of `examples` with the user slots blanked: the w/o P. rows, and a cold-start user."""
+    ex = examples.take(slice(None))
+    ex.long_sid = np.full_like(ex.long_sid, -1)
+    ex.short_sids = np.full_like(ex.short_sids, -1)
+    return ex
+
+
 def evaluate_generator(model, data, examples, kinds, beam: int = 10, personalized: bool = True,
                        searcher: GenerativeSearcher | None = None) -> dict:
     """Scores of `model` on `examples` (with their user features, or blanked when not
     `personalized`); a given `searcher` (its trie and item tables built once) searches with `model`."""
-    ex = examples
-    if not personalized:
-        ex = ex.take(slice(None))
-        ex.long_sid = np.full_like(ex.long_sid, -1)
-        ex.short_sids = np.full_like(ex.short_sids, -1)
+    ex = examples if personalized else without_user(examples)
     if searcher is None:
         searcher = searcher_for(model, data)
     searcher.model = model

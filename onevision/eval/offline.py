@@ -113,7 +113,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
                    low_confidence_share=res["low_confidence_share"])
         if beam_order:  # what the similarity re-score adds: the same model in pure beam order
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=both,
-                                     searcher=searcher_for(model, d, similarity_weight=0.0))
+                                     searcher=searcher_for(model, d, similarity_weight=0.0, price_weight=0.0))
             record(label + (" w/ P." if both else "") + ", beam order", res["ranked"], version=str(version),
                    all_sids_valid=res["all_sids_valid"])
 

@@ -107,6 +107,7 @@ class ImageSearch:
     def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
         """The generator of a registry version with its tokenizer's items and encoder V."""
         from onevision.generator.model import OneVisionGenerator
+        from onevision.generator.price_affinity import relative_price
         from onevision.generator.retrieve import s_conv
         from safetensors.numpy import load_file
 
@@ -122,7 +123,8 @@ class ImageSearch:
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
-        searcher = GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold)
+        searcher = GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold,
+                                      item_relative_price=relative_price(items))
         image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding, mode=config.get("image_sid", "tokenizer"),
                                             hints=model.tokens.n_hints)
         return cls(encoder, searcher, image_sids, table.item_ids)

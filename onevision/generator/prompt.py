@@ -144,13 +144,19 @@ class Prompts:
     embedding: torch.Tensor  # (B, d_emb) float
     hint_similarity: torch.Tensor  # (B, H) float: cosine of the photo to each hint item (0 if none)
     sid_content: torch.Tensor  # (B, 1 + 5 + H, d_emb) float: each SID slot's items' V embedding (0 if none)
+    slots: torch.Tensor  # (B, 1 + 5 + H, L) long: the SID slots' codes (long-term, short-term x 5, hints; -1 if none)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, rows) -> "Prompts":
         return Prompts(self.ids[rows], self.mask[rows], self.grid[rows], self.embedding[rows], self.hint_similarity[rows],
-                       self.sid_content[rows])
+                       self.sid_content[rows], self.slots[rows])
+
+    @property
+    def short_sids(self) -> np.ndarray:
+        """(B, 5, L) the short-term SIDs' codes, -1 rows missing."""
+        return self.slots[:, 1:1 + SHORT_LEN].numpy()
 
 
 def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray, scene: np.ndarray,
@@ -201,7 +207,7 @@ def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray,
         else np.zeros((*slots.shape[:2], embedding.shape[-1]), np.float32)
     return Prompts(torch.from_numpy(ids), torch.from_numpy((ids != PAD).astype(np.int64)),
                    torch.from_numpy(np.asarray(grid, dtype=np.float32)), torch.from_numpy(embedding),
-                   torch.from_numpy(sims), torch.from_numpy(slot_emb))
+                   torch.from_numpy(sims), torch.from_numpy(slot_emb), torch.from_numpy(slots))
 
 
 def _sid_tokens(vocab: SIDVocab, sids: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ top-K similarity check).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,9 +88,13 @@ class SIDItems:
 
     def rescore(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
                 query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
-                similarity_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+                similarity_weight: float = 0.0,
+                item_bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray | None]:
         """`rank`'s items and, when there is a similarity weight, each SID's best cosine to the
-        photo (B, beam; -1 where it holds no item): both from one expansion of the beam."""
+        photo (B, beam; -1 where it holds no item): both from one expansion of the beam. With the
+        similarity re-score, `item_bonus(rows, items)` adds to each item's score (e.g. the
+        shopper's price affinity, `generator.price_affinity`)."""
         live = None if scores is None else np.isfinite(scores)
         rows, pos, items = self.expand(beam_sids, live)
         key, best = np.zeros(len(items)), None
@@ -100,6 +104,8 @@ class SIDItems:
                 cos = _cosines(items, rows, query_embedding, item_embedding)
                 key -= similarity_weight * cos
                 best = _best_per_sid(scores.shape, rows, pos, cos)
+                if item_bonus is not None:
+                    key -= item_bonus(rows, items)
         return _top_k(rows, items, key, beam_sids.shape[0], k), best
 
 

@@ -1,8 +1,10 @@
 """Image search with a trained generator: prompts in, ranked items and a confidence flag out.
 
 Constrained beam search over the catalog's SID trie; the SIDs' items ranked by their SID's log-prob +
-similarity_weight x their own cosine to the photo (S_conv breaks ties, and orders everything when the
-weight is 0: SIDs in beam order, items by S_conv inside each); the low-confidence check against V's
+similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
+of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) (S_conv breaks ties,
+and orders everything when the similarity weight is 0: SIDs in beam order, items by S_conv inside
+each); the low-confidence check against V's
 embeddings. Batches of any size; a prompt with empty user slots (cold start) is searched like any
 other.
 """
@@ -10,10 +12,12 @@ other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from onevision.generator.model import OneVisionGenerator
+from onevision.generator.price_affinity import PRICE_WEIGHT, PriceAffinity
 from onevision.generator.prompt import Prompts
 from onevision.generator.retrieve import SIDItems, low_confidence
 from onevision.generator.trie import SIDTrie
@@ -37,7 +41,8 @@ SIMILARITY_WEIGHT = 80.0
 class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
                  item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
-                 similarity_weight: float = SIMILARITY_WEIGHT):
+                 similarity_weight: float = SIMILARITY_WEIGHT, item_relative_price: np.ndarray | None = None,
+                 price_weight: float = PRICE_WEIGHT):
         self.model = model.eval()
         self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
@@ -45,6 +50,9 @@ class GenerativeSearcher:
         self.items = SIDItems.build(item_sids, s_conv)
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
+        # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
+        self.price = PriceAffinity(self.item_sids, item_relative_price, price_weight) \
+            if item_relative_price is not None and price_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
@@ -56,7 +64,11 @@ class GenerativeSearcher:
         scores = np.concatenate([p.scores for p in parts])
         query = prompts.embedding.numpy()
         # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
-        items, sid_best = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight)
+        bonus = None
+        if self.price is not None:
+            level = self.price.level(prompts.short_sids)
+            bonus = partial(self.price.bonus, level)
+        items, sid_best = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:
             rescored = scores + self.similarity_weight * sid_best

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
 from onevision.cli.main import app
-from onevision.eval.generative import evaluate_generator, searcher_for
+from onevision.eval.generative import evaluate_generator, searcher_for, without_user
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
 from onevision.images import ImageError
@@ -50,6 +50,21 @@ def test_every_generated_sid_is_a_catalog_sid_batched_or_not(tiny_generator):
     assert {tuple(s) for s in plain.sids[0].tolist()} == {tuple(s) for s in batched.sids[0].tolist()}
     res = evaluate_generator(model, data, test, q["kind"].to_numpy(), searcher=searcher)
     assert res["all_sids_valid"] and (res["ranked"] >= 0).all()
+
+
+def test_without_user_blanks_a_copy_and_searches_like_a_cold_start(tiny_generator):
+    version, data = tiny_generator
+    test, _ = data.evaluation("test")
+    known = (test.long_sid >= 0).any(1)
+    assert known.any()
+    before = test.long_sid.copy(), test.short_sids.copy()
+    blank = without_user(test)
+    assert (blank.long_sid == -1).all() and (blank.short_sids == -1).all()
+    assert (test.long_sid == before[0]).all() and (test.short_sids == before[1]).all()  # the cached split is intact
+    assert (blank.image == test.image).all() and (blank.target == test.target).all()
+    searcher = searcher_for(OneVisionGenerator.load(version), data)
+    res = searcher.search(blank.prompts(data.tokens, data.bank), beam=8)
+    assert searcher.trie.contains(res.sids[np.isfinite(res.scores)]).all()
 
 
 def test_cold_start_user_and_bad_photos(tiny_generator, tiny_world):

@@ -33,6 +33,8 @@ def test_layout_positions_and_cold_start():
     assert (ids[0, t.visual_start - 1 - L:t.visual_start - 1] == vocab.tokens(np.array([2, 1, 0]))).all()
     assert (ids[1, t.visual_start - 1 - L:t.visual_start - 1] == PAD).all()
     assert ids[0, t.visual_start - 1] == SEP and ids[0, t.visual_start - 2 - L] == SEP
+    assert (p.short_sids == short).all() and (p[1:].short_sids == -1).all()  # the codes, for the searcher's price term
+    assert (p.slots[:, 0].numpy() == long_sid).all() and (p.slots[0, -1].numpy() == [2, 1, 0]).all()
     title = ids[0, t.visual_start - 2 - L - t.title_len:t.visual_start - 2 - L]
     assert [t.words[i - t.word_offset] for i in title if i != PAD] == ["red", "bag"]
 
