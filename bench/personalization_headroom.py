@@ -51,18 +51,9 @@ SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def candidates(searcher, ex, data, beam: int, k: int, personalized: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(items, scores), both (B, k): the searcher's top-k and each item's search score."""
-    prompts = (ex if personalized else without_user(ex)).prompts(data.tokens, data.bank)
-    res = searcher.search(prompts, beam=beam, k=k)
-    rows, pos, items = searcher.items.expand(res.sids, np.isfinite(res.scores))
-    query = prompts.embedding.numpy()
-    score = res.scores[rows, pos] + searcher.similarity_weight * np.einsum(
-        "nd,nd->n", searcher.item_embedding[items], query[rows])
-    if searcher.price is not None:  # the served price-affinity term, as the searcher adds it
-        score = score + searcher.price.bonus(searcher.price.level(prompts.short_sids), rows, items)
-    table = {(int(r), int(i)): float(s) for r, i, s in zip(rows, items, score)}
-    scores = np.array([[table.get((b, int(i)), -np.inf) for i in row] for b, row in enumerate(res.items)])
-    return res.items, scores
+    """(items, scores), both (B, k): the searcher's top-k and the score that ranked each."""
+    res = searcher.search((ex if personalized else without_user(ex)).prompts(data.tokens, data.bank), beam=beam, k=k)
+    return res.items, res.item_scores
 
 
 class HistoryTaste:

@@ -33,23 +33,24 @@ def relative_price(items: pd.DataFrame) -> np.ndarray:
 
 
 class PriceAffinity:
-    def __init__(self, item_sids: np.ndarray, item_relative_price: np.ndarray, weight: float = PRICE_WEIGHT):
+    def __init__(self, items: SIDItems, item_relative_price: np.ndarray, weight: float = PRICE_WEIGHT):
         rel = np.asarray(item_relative_price, np.float64)
-        if len(rel) != len(item_sids):
-            raise ValueError(f"{len(item_sids)} SIDs but {len(rel)} prices")
-        self.items = SIDItems.build(item_sids, np.zeros(len(item_sids)))
-        group = np.repeat(np.arange(len(self.items.sids)), np.diff(self.items.starts))
-        mean = np.bincount(group, rel[self.items.members], len(self.items.sids)) / np.diff(self.items.starts)
-        self.sid_level = np.append(mean, np.nan)  # row -1: unknown SID
+        if len(rel) != len(items.members):
+            raise ValueError(f"{len(items.members)} SIDs but {len(rel)} prices")
+        self.items = items
+        sums, counts = items.group_sums(rel)
+        self.sid_level = np.append(sums / counts, np.nan)  # row -1: unknown SID
         self.item_relative_price, self.weight = rel, weight
+
+    @classmethod
+    def from_item_sids(cls, item_sids: np.ndarray, item_relative_price: np.ndarray,
+                       weight: float = PRICE_WEIGHT) -> "PriceAffinity":
+        return cls(SIDItems.build(item_sids, np.zeros(len(item_sids))), item_relative_price, weight)
 
     def level(self, sids: np.ndarray) -> np.ndarray:
         """(B, S, L) user SIDs (-1 rows missing) -> (B,) mean relative price of their items; NaN
         for a user with none known."""
-        sids = np.asarray(sids, np.int64)
-        flat = sids.reshape(-1, sids.shape[-1])
-        group = np.where((flat < 0).any(1), -1, self.items.groups(np.maximum(flat, 0)))
-        levels = self.sid_level[group].reshape(sids.shape[:2])
+        levels = self.sid_level[self.items.slot_groups(sids)]
         known = np.isfinite(levels)
         total = np.where(known, levels, 0.0).sum(1)
         return np.where(known.any(1), total / np.maximum(known.sum(1), 1), np.nan)

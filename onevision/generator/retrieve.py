@@ -63,6 +63,22 @@ class SIDItems:
         ok = (mine[pos] == keys) & (sids <= self.sids.max(0)).all(1)
         return np.where(ok, pos, -1)
 
+    def slot_groups(self, sids: np.ndarray) -> np.ndarray:
+        """(..., L) SIDs that may be missing (a -1 code) -> (...) group index, -1 where missing or
+        no item has it: how a prompt's user and hint slots look up their items."""
+        sids = np.asarray(sids, np.int64)
+        flat = sids.reshape(-1, sids.shape[-1])
+        return np.where((flat < 0).any(1), -1, self.groups(np.maximum(flat, 0))).reshape(sids.shape[:-1])
+
+    def group_sums(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, ...) per-item values -> their sums over each SID's items (G, ...) and the item counts
+        (G,): what a SID's items have in common (their embedding, their price level)."""
+        values = np.asarray(values, np.float64)
+        counts = np.diff(self.starts)
+        sums = np.zeros((len(self.sids), *values.shape[1:]), np.float64)
+        np.add.at(sums, np.repeat(np.arange(len(self.sids)), counts), values[self.members])
+        return sums, counts
+
     def expand(self, beam_sids: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(B, beam, L) SIDs -> the items they hold, flat: (row, beam position, item row), in beam
         order and S_conv order inside each SID; SIDs no item has, or not `live` (B, beam), hold none."""
@@ -90,11 +106,12 @@ class SIDItems:
                 query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,
                 similarity_weight: float = 0.0,
                 item_bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-        """`rank`'s items and, when there is a similarity weight, each SID's best cosine to the
-        photo (B, beam; -1 where it holds no item): both from one expansion of the beam. With the
-        similarity re-score, `item_bonus(rows, items)` adds to each item's score (e.g. the
-        shopper's price affinity, `generator.price_affinity`)."""
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """`rank`'s items, when there is a similarity weight each SID's best cosine to the photo
+        (B, beam; -1 where it holds no item), and the score each ranked item was ranked by (B, k;
+        -inf padded; 0 in plain order): all from one expansion of the beam. With the similarity
+        re-score, `item_bonus(rows, items)` adds to each item's score (e.g. the shopper's price
+        affinity, `generator.price_affinity`)."""
         live = None if scores is None else np.isfinite(scores)
         rows, pos, items = self.expand(beam_sids, live)
         key, best = np.zeros(len(items)), None
@@ -106,7 +123,8 @@ class SIDItems:
                 best = _best_per_sid(scores.shape, rows, pos, cos)
                 if item_bonus is not None:
                     key -= item_bonus(rows, items)
-        return _top_k(rows, items, key, beam_sids.shape[0], k), best
+        ranked, ranked_key = _top_k(rows, items, key, beam_sids.shape[0], k)
+        return ranked, best, -ranked_key
 
 
 def _cosines(items: np.ndarray, rows: np.ndarray, query_embedding: np.ndarray, item_embedding: np.ndarray) -> np.ndarray:
@@ -119,15 +137,17 @@ def _best_per_sid(shape: tuple[int, int], rows: np.ndarray, pos: np.ndarray, cos
     return out
 
 
-def _top_k(rows: np.ndarray, items: np.ndarray, key: np.ndarray, b: int, k: int) -> np.ndarray:
-    """(B, k) items per row by ascending key; ties keep their flat order; -1 padded."""
+def _top_k(rows: np.ndarray, items: np.ndarray, key: np.ndarray, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, k) items per row by ascending key (ties keep their flat order; -1 padded) and their
+    keys (+inf padded)."""
     order = np.lexsort((np.arange(len(items)), key, rows))
-    rows, items = rows[order], items[order]
+    rows, items, key = rows[order], items[order], key[order]
     place = np.arange(len(items)) - np.searchsorted(rows, rows)
     keep = place < k
-    out = np.full((b, k), -1, np.int64)
+    out, out_key = np.full((b, k), -1, np.int64), np.full((b, k), np.inf)
     out[rows[keep], place[keep]] = items[keep]
-    return out
+    out_key[rows[keep], place[keep]] = key[keep]
+    return out, out_key
 
 
 def low_confidence(query_embedding: np.ndarray, item_embedding: np.ndarray, ranked: np.ndarray,

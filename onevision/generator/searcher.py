@@ -31,6 +31,7 @@ class SearchResult:
     rescored: np.ndarray  # (B, beam) the scores that ordered the SIDs (log-prob + weight x their best item's similarity)
     low_confidence: np.ndarray  # (B,) bool
     similarity: np.ndarray  # (B,) best query-item cosine among the top K
+    item_scores: np.ndarray  # (B, k) the score that ranked each item (-inf padded)
 
 
 # Chosen on the small world's val split: per SID at beam 10, HR@4 click/order 78.2/82.1 -> 80.5/83.2;
@@ -51,7 +52,7 @@ class GenerativeSearcher:
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
-        self.price = PriceAffinity(self.item_sids, item_relative_price, price_weight) \
+        self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
@@ -68,7 +69,7 @@ class GenerativeSearcher:
         if self.price is not None:
             level = self.price.level(prompts.short_sids)
             bonus = partial(self.price.bonus, level)
-        items, sid_best = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
+        items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:
             rescored = scores + self.similarity_weight * sid_best
@@ -76,4 +77,4 @@ class GenerativeSearcher:
             sids, scores, rescored = (np.take_along_axis(a, order[..., None] if a.ndim == 3 else order, 1)
                                       for a in (sids, scores, rescored))
         flag, best = low_confidence(query, self.item_embedding, items, self.threshold)
-        return SearchResult(items, sids, scores, rescored, flag, best)
+        return SearchResult(items, sids, scores, rescored, flag, best, item_scores)

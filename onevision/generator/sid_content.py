@@ -20,9 +20,7 @@ class SIDContent:
     def __init__(self, items: SIDItems, item_embedding: np.ndarray):
         emb = np.asarray(item_embedding, np.float32)
         self.items = items
-        group = np.repeat(np.arange(len(items.sids)), np.diff(items.starts))  # group of each of items.members
-        sums = np.zeros((len(items.sids), emb.shape[1]), np.float64)
-        np.add.at(sums, group, emb[items.members])
+        sums, _ = items.group_sums(emb)
         mean = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         self.table = np.vstack([mean.astype(np.float32), np.zeros((1, emb.shape[1]), np.float32)])  # row -1: none
 
@@ -34,7 +32,4 @@ class SIDContent:
 
     def lookup(self, sids: np.ndarray) -> np.ndarray:
         """(..., L) SIDs -> (..., D) embeddings; rows with a -1 code or not in the catalog get zeros."""
-        sids = np.asarray(sids, np.int64)
-        flat = sids.reshape(-1, sids.shape[-1])
-        group = np.where((flat < 0).any(1), -1, self.items.groups(np.maximum(flat, 0)))
-        return self.table[group].reshape(*sids.shape[:-1], self.table.shape[1])
+        return self.table[self.items.slot_groups(sids)]

@@ -17,7 +17,7 @@ def test_relative_price_is_against_the_category_median():
 
 def test_level_averages_the_known_short_term_sids_items():
     sids = np.array([[0, 1], [0, 1], [1, 0], [2, 2]])
-    prices = PriceAffinity(sids, np.array([-1.0, 0.0, 1.0, 3.0]))
+    prices = PriceAffinity.from_item_sids(sids, np.array([-1.0, 0.0, 1.0, 3.0]))
     short = np.full((3, 5, 2), -1)
     short[0, :2] = [[0, 1], [1, 0]]  # SID (0, 1) holds two items: level -0.5; (1, 0): 1.0
     short[1, 0] = [5, 5]  # not a catalog SID: unknown
@@ -26,7 +26,7 @@ def test_level_averages_the_known_short_term_sids_items():
     bonus = prices.bonus(level, np.array([0, 0, 1]), np.array([2, 3, 3]))
     assert bonus.tolist() == pytest.approx([-4 * 0.75, -4 * 2.75, 0.0])  # unknown level: no term
     with pytest.raises(ValueError, match="prices"):
-        PriceAffinity(sids, np.zeros(3))
+        PriceAffinity.from_item_sids(sids, np.zeros(3))
 
 
 def test_of_variants_sharing_a_sid_the_one_at_the_shoppers_price_level_comes_first():
@@ -34,7 +34,7 @@ def test_of_variants_sharing_a_sid_the_one_at_the_shoppers_price_level_comes_fir
     sids = np.array([[0, 1], [0, 1], [1, 1], [2, 0]])
     rel = np.array([-0.7, 0.7, 0.0, 0.7])
     index = SIDItems.build(sids, np.array([5.0, 1.0, 0.0, 0.0]))
-    prices = PriceAffinity(sids, rel)
+    prices = PriceAffinity(index, rel)
     emb = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], np.float32)
     beams, scores, query = np.array([[[0, 1], [1, 1]]] * 3), np.array([[0.0, -1.0]] * 3), np.array([[0, 1]] * 3, np.float32)
     short = np.full((3, 5, 2), -1)

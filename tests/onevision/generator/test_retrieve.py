@@ -3,6 +3,7 @@ own similarity to the photo; the low-confidence flag."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from onevision.generator.retrieve import SIDItems, calibrate_threshold, low_confidence, s_conv
 
@@ -57,3 +58,5 @@ def test_rescored_items_follow_their_own_similarity_and_s_conv_breaks_ties():
     # weight 0: log-prob order, S_conv inside a SID; a -inf beam holds no items
     assert index.rank(beams, 5, scores, query, emb).tolist() == [[0, 1, 3, 2, -1]]
     assert index.rank(beams, 2, scores, query, emb, similarity_weight=10.0).tolist() == [[1, 3]]
+    ranked_scores = index.rescore(beams, 5, scores, query, emb, similarity_weight=10.0)[2]
+    assert ranked_scores[0].tolist() == pytest.approx([10.0, 10.0, 7.0, 0.0, -np.inf])  # what ranked them
