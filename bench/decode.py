@@ -3,8 +3,9 @@ Python dict trie (`prefix_allowed_tokens_fn`), same weights, same valid SIDs, sa
 
 For beams 10, 64 and 256, a single query and a batch of 16: median latency per call over
 interleaved runs, queries/s, and whether the top-10 SIDs are identical; plus ours with vs
-without the constraint (the cost of the trie), timed in a run of their own, alternating the two
-and nothing else: next to a call of transformers' beam search (hundreds of MB allocated and
+without the constraint (the cost of the trie), and ours with vs without the searcher's
+similarity look-ahead (`generator.guidance`, its bonuses computed per call), each pair timed in a
+run of its own, alternating the two and nothing else: next to a call of transformers' beam search (hundreds of MB allocated and
 freed, caches flushed) whichever variant runs right after it pays for it, which at a few
 milliseconds per call swamps the trie's cost. Writes reports/bench_decode.json.
 
@@ -23,15 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from safetensors.numpy import load_file
+
 from onevision.generator.beam import beam_search
+from onevision.generator.guidance import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt import PromptTokens, build_prompts
 from onevision.generator.reference import dict_trie, generate_reference
+from onevision.generator.searcher import SIMILARITY_WEIGHT
 from onevision.generator.trie import SIDTrie
+from training.generator import ITEM_EMBEDDING
 
 
-def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerator, np.ndarray, str]:
-    """The generator and its catalog's SIDs, or a random small model over random SIDs."""
+def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerator, np.ndarray, np.ndarray, str]:
+    """The generator, its catalog's SIDs and V's item embeddings, or a random small model over
+    random SIDs and embeddings."""
     from onevision.registry import current_version, load_version, resolve, resolve_ref
     from streaming.item_table import load_item_table
 
@@ -43,12 +50,20 @@ def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerato
     if generator is not None:
         version = resolve(generator, registry)
         config = load_version(version)[1]
-        return OneVisionGenerator.load(version), load_item_table(resolve_ref(config["tokenizer"], version)).sids, str(version)
+        emb = load_file(str(Path(version) / ITEM_EMBEDDING))["embedding"]
+        sids = load_item_table(resolve_ref(config["tokenizer"], version)).sids
+        return OneVisionGenerator.load(version), sids, emb, str(version)
     torch.manual_seed(0)
     sizes = (71, 35, 17, 16, 16)
     tokens = PromptTokens(sizes, tuple(f"c{i}" for i in range(20)), tuple(f"w{i}" for i in range(500)))
-    sids = np.random.default_rng(0).integers(0, sizes, (5000, len(sizes)))
-    return OneVisionGenerator(tokens, "small").eval(), sids, "random small generator, 5000 random SIDs"
+    rng = np.random.default_rng(0)
+    sids = rng.integers(0, sizes, (5000, len(sizes)))
+    return OneVisionGenerator(tokens, "small").eval(), sids, unit(rng.standard_normal((5000, 256))), \
+        "random small generator, 5000 random SIDs"
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
@@ -82,18 +97,20 @@ def main() -> None:
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--constraint-repeats", type=int, default=31, help="repeats of the constrained/unconstrained pair")
+    ap.add_argument("--constraint-repeats", type=int, default=31, help="repeats of each pair: constrained/unconstrained, plain/look-ahead")
     ap.add_argument("--out", type=Path, default=Path("reports/bench_decode.json"))
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    model, sids, source = load_setup(args.generator, args.registry)
+    model, sids, item_emb, source = load_setup(args.generator, args.registry)
     trie = SIDTrie(sids, model.vocab.sizes)
+    guide = SimilarityGuide(trie, sids, item_emb, SIMILARITY_WEIGHT)
     t0 = time.perf_counter()
     prefixes = dict_trie(model.bart, trie.sids)
     dict_s = time.perf_counter() - t0
     rows = []
     for batch in map(int, args.batches.split(",")):
         x, mask = prompts(model, batch)
+        photos = unit(np.random.default_rng(batch).standard_normal((batch, item_emb.shape[1])))
         for beam in map(int, args.beams.split(",")):
             ours_fn = lambda: beam_search(model.bart, x, mask, trie, beam=beam)  # noqa: E731
             res = timed({"ours": ours_fn, "reference": lambda: generate_reference(model.bart, x, mask, prefixes, beam)},
@@ -102,17 +119,24 @@ def main() -> None:
             pair = timed({"ours": ours_fn, "free": lambda: beam_search(model.bart, x, mask, trie, beam=beam,
                                                                          constrained=False)}, args.constraint_repeats)
             (pair_s, _), (free_s, _) = pair["ours"], pair["free"]
+            ahead = timed({"ours": ours_fn, "guided": lambda: beam_search(model.bart, x, mask, trie, beam=beam,
+                                                                            guide=guide.bonuses(photos))},
+                          args.constraint_repeats)
+            (plain_s, _), (guided_s, guided) = ahead["ours"], ahead["guided"]
             top = min(10, beam)
             row = {"batch": batch, "beam": beam, "ours_ms": 1000 * ours_s, "reference_ms": 1000 * ref_s,
                    "ours_qps": batch / ours_s, "reference_qps": batch / ref_s, "speedup": ref_s / ours_s,
                    "ours_paired_ms": 1000 * pair_s, "ours_unconstrained_ms": 1000 * free_s,
                    "constraint_overhead": pair_s / free_s - 1,
+                   "ours_lookahead_ms": 1000 * guided_s, "lookahead_overhead": guided_s / plain_s - 1,
+                   "lookahead_all_valid": bool(trie.contains(guided.sids.reshape(-1, trie.levels)).all()),
                    "top10_identical": bool((ours.sids[:, :top] == ref[:, :top]).all()),
                    "all_valid": bool(trie.contains(ours.sids.reshape(-1, trie.levels)).all())}
             rows.append(row)
             print(f"batch {batch:>2} beam {beam:>3}: ours {row['ours_ms']:8.1f} ms ({row['ours_qps']:7.1f} q/s)  "
                   f"transformers {row['reference_ms']:8.1f} ms ({row['reference_qps']:6.1f} q/s)  x{row['speedup']:.1f}  "
-                  f"constraint +{100 * row['constraint_overhead']:.1f}%  top-10 identical {row['top10_identical']}")
+                  f"constraint +{100 * row['constraint_overhead']:.1f}%  look-ahead +{100 * row['lookahead_overhead']:.1f}%  "
+                  f"top-10 identical {row['top10_identical']}")
     report = {"model": source, "preset": model.preset, "sid_sizes": list(model.vocab.sizes), "n_sids": int(len(trie.sids)),
               "prompt_length": model.tokens.length, "dict_trie_build_s": dict_s, "rows": rows,
               "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}}

@@ -4,10 +4,11 @@ Tables 1 and 2, on the test split's CLICK and ORDER sets.
 Methods (each trained here if the registry lacks it):
 - ANN: the aligned encoder V + exact faiss search (the DINOv3 row);
 - MCA: ANN recall, pre-rank, learned ranker with user features and item stats; MCA w/o ranking;
-- RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT from the image alone (IRGen-like);
+- RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT from the image alone, ranked by
+  its log-probabilities as IRGen ranks (the paper's baseline), and with OneVision's similarity search;
 - OneVision: VRQ SIDs, pretrain -> SFT -> personalized SFT -> DPO, with and without the user's
-  features at inference (w/ P. / w/o P.), and in pure beam order (without the similarity
-  re-score of `generator.searcher`);
+  features at inference (w/ P. / w/o P.), in pure beam order (without the similarity search of
+  `generator.searcher`), and without the beam's similarity look-ahead (`generator.guidance`);
 - ablations (Table 2): trained without user SIDs (pretrain -> SFT), on VRQ without business
   features, on VRQ without category features.
 Writes `reports/offline_<catalog>.json` and `.md`.
@@ -28,6 +29,13 @@ from onevision.eval.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
 from onevision.registry import current_version, read_version, resolve, trained_run
+
+
+ANN = "ANN (aligned V + faiss)"
+IRGEN = "RQ-KMeans GR (IRGen-like: single-stage, beam order)"
+RQK_SEARCHED = "RQ-KMeans GR (single-stage) + our similarity search"
+OURS = "OneVision (VRQ) w/ P."
+BEAM_ORDER = {"similarity_weight": 0.0, "price_weight": 0.0}  # SIDs in beam order, items by S_conv inside each
 
 
 def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
@@ -91,7 +99,7 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
         m = rows[name]["sets"]
         log(f"  {name:<34} CLICK HR@4 {100 * m['click']['HR@4']:.2f}  ORDER HR@4 {100 * m['order']['HR@4']:.2f}")
 
-    record("ANN (aligned V + faiss)", search(item_emb, query_emb, 10))
+    record(ANN, search(item_emb, query_emb, 10))
 
     mca, fit = fit_mca(catalog, data)
     ctx = data.context(q)
@@ -101,7 +109,9 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
 
     def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool,
-                       image_sid: tuple[str, int] | None = None, beam_order: bool = False) -> None:
+                       image_sid: tuple[str, int] | None = None, extra: dict[str, dict] | None = None) -> None:
+        """The model's rows: `label` (w/ and w/o P. when `both`) with the served search, and each
+        `extra` row's name with those searcher options (with the user's features when `both`)."""
         version = ensure_generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
         d = data_for(tokenizer, read_version(version)[1])
@@ -111,17 +121,19 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
             suffix = (" w/ P." if personalized else " w/o P.") if both else ""
             record(label + suffix, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"],
                    low_confidence_share=res["low_confidence_share"])
-        if beam_order:  # what the similarity re-score adds: the same model in pure beam order
+        for row, options in (extra or {}).items():
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=both,
-                                     searcher=searcher_for(model, d, similarity_weight=0.0, price_weight=0.0))
-            record(label + (" w/ P." if both else "") + ", beam order", res["ranked"], version=str(version),
-                   all_sids_valid=res["all_sids_valid"])
+                                     searcher=searcher_for(model, d, **options))
+            record(row, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"])
 
     rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
-    generator_rows("RQ-KMeans GR (single-stage)", rqk, generator_name(rqk) + "-single", ("sft",), both=False,
-                   image_sid=("none", 0), beam_order=True)  # IRGen-like: the image alone
-    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True, beam_order=True)
-    table2 = ["OneVision (VRQ) w/ P."]
+    # IRGen-like: the image alone, single-stage SFT, ranked by the decoder's log-probabilities
+    generator_rows(RQK_SEARCHED, rqk, generator_name(rqk) + "-single", ("sft",), both=False, image_sid=("none", 0),
+                   extra={IRGEN: BEAM_ORDER})
+    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True,
+                   extra={"OneVision (VRQ) w/ P., beam order": BEAM_ORDER,
+                          "OneVision (VRQ) w/ P., no look-ahead": {"lookahead": False}})
+    table2 = [OURS]
     if ablations:
         generator_rows("OneVision w/o user SIDs", vrq, generator_name(vrq) + "-no-user", ("pretrain", "sft"), both=False)
         for without in ("business", "category"):
@@ -132,12 +144,34 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
     table1 = [r for r in rows if r not in table2[1:4]]
     report = {"catalog": catalog.name, "catalog_path": str(catalog.root.resolve()), "split": "test", "beam": beam,
               "n_queries": {k: int((kinds == k).sum()) for k in ("click", "order")}, "methods": rows,
-              "table1": table1, "table2": [r for r in table2 if r in rows], "seconds": round(time.perf_counter() - t0, 1)}
+              "table1": table1, "table2": [r for r in table2 if r in rows], "comparisons": comparisons(rows),
+              "seconds": round(time.perf_counter() - t0, 1)}
     reports.mkdir(parents=True, exist_ok=True)
     path = reports / f"offline_{catalog.name}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     path.with_suffix(".md").write_text(markdown(report))
     return path, report
+
+
+# (other method, query set, metric, points OneVision w/ P. must lead by): the generator issue's acceptance
+# lines; the RQ-KMeans generator given our similarity search is shown beside its IRGen-like ranking
+COMPARISONS = [*((ANN, s, m, 0.0) for s in ("click", "order") for m in ("HR@4", "MRR@10")),
+               *((IRGEN, s, "HR@4", 5.0) for s in ("click", "order")),
+               *((RQK_SEARCHED, s, "HR@4", 5.0) for s in ("click", "order")),
+               ("OneVision (VRQ) w/o P.", "order", "HR@1", 2.0)]
+
+
+def comparisons(rows: dict) -> list[dict]:
+    """OneVision w/ P. against each row of `COMPARISONS` present: both values in points, the lead
+    and whether it reaches the required lead."""
+    out = []
+    for other, query_set, metric, lead in COMPARISONS:
+        if OURS in rows and other in rows:
+            ours, theirs = (100 * rows[r]["sets"][query_set][metric] for r in (OURS, other))
+            out.append({"versus": other, "set": query_set, "metric": metric, "ours": round(ours, 2),
+                        "theirs": round(theirs, 2), "lead": round(ours - theirs, 2), "required": lead,
+                        "holds": bool(ours - theirs >= lead - 1e-9)})
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -155,4 +189,9 @@ def markdown(report: dict) -> str:
     n = report["n_queries"]
     return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: CLICK {n['click']}, ORDER {n['order']} "
                       f"shopper photos; beam {report['beam']})", "", "## Table 1: methods", "", *table(report["table1"]),
-                      "", "## Table 2: ablations", "", *table(report["table2"]), ""])
+                      "", "## Table 2: ablations", "", *table(report["table2"]), "",
+                      f"## {OURS} against", "", "| versus | set | metric | ours | theirs | lead | required | holds |",
+                      "|---|---|---|---:|---:|---:|---:|---|",
+                      *(f"| {c['versus']} | {c['set'].upper()} | {c['metric']} | {c['ours']:.2f} | {c['theirs']:.2f} | "
+                        f"{c['lead']:+.2f} | {c['required']:+.1f} | {'yes' if c['holds'] else 'no'} |"
+                        for c in report.get("comparisons", [])), ""])

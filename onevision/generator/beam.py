@@ -8,6 +8,9 @@
 - Each step computes logits only for the current level's codes (`SIDBart.level_logits`).
 - Validity comes from the compiled trie (`SIDTrie.allowed` / `advance`), for whole batches.
 - Many queries decode together.
+- Optionally a look-ahead (`guidance.SimilarityGuide`) ranks hypotheses by log-probability + the
+  best photo-item similarity under their prefix, so a narrow beam keeps the prefix that holds
+  the photo's product; the returned scores stay log-probabilities.
 
 The decoder step reads SIDBart's own weights (post-LN BART decoder layers), so scores are the
 sums of level-restricted log-probabilities that `SIDBart.forward` gives transformers' beam
@@ -96,19 +99,23 @@ class _Decoder:
 
 @torch.no_grad()
 def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, trie: SIDTrie,
-                beam: int = 10, constrained: bool = True) -> BeamResult:
+                beam: int = 10, constrained: bool = True, guide: list[np.ndarray] | None = None) -> BeamResult:
     """Encode the prompts' embeddings once, then `decode`."""
     model.eval()
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
     enc = model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-    return decode(model, enc, attention_mask, trie, beam=beam, constrained=constrained)
+    return decode(model, enc, attention_mask, trie, beam=beam, constrained=constrained, guide=guide)
 
 
 @torch.no_grad()
 def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDTrie, beam: int = 10,
-           constrained: bool = True) -> BeamResult:
-    """Beam search from encoder states (B, S, H) and their mask (B, S)."""
+           constrained: bool = True, guide: list[np.ndarray] | None = None) -> BeamResult:
+    """Beam search from encoder states (B, S, H) and their mask (B, S). With `guide`
+    (`SimilarityGuide.bonuses` of the B photos: per level, a bonus per trie node) hypotheses are
+    ranked by log-probability + their node's bonus; SIDs come out in that order."""
+    if guide is not None and not constrained:
+        raise ValueError("the similarity look-ahead follows the trie; it needs constrained decoding")
     model.eval()
     b = enc.shape[0]
     decoder = _Decoder(model, enc, enc_mask)
@@ -126,7 +133,13 @@ def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDT
         k = logp.shape[-1]
         total = (scores.reshape(b * width, 1) + logp).reshape(b, width * k)
         top = min(beam, width * k)
-        scores, flat = total.topk(top, dim=-1)
+        if guide is None:
+            scores, flat = total.topk(top, dim=-1)
+        else:  # a missing child (-1) reads the bonus table's last column, -inf
+            child = trie.children(level, np.maximum(nodes, 0))
+            bonus = guide[level][np.repeat(np.arange(b), width)[:, None], child]
+            _, flat = (total + torch.from_numpy(bonus).reshape(b, width * k)).topk(top, dim=-1)
+            scores = total.gather(1, flat)
         parent, code = flat // k, flat % k
         decoder.reorder(parent)
         rows = (torch.arange(b)[:, None] * width + parent).reshape(-1).numpy()

@@ -172,12 +172,13 @@ class OneVisionGenerator(torch.nn.Module):
         return hidden @ self.bart.lm_head.weight[start:end].T + self.bart.final_logits_bias[0, start:end]
 
     @torch.no_grad()
-    def search(self, prompts, trie, beam: int = 10, constrained: bool = True):
+    def search(self, prompts, trie, beam: int = 10, constrained: bool = True, guide=None):
+        """Constrained beam search (`beam.decode`; `guide`: its similarity look-ahead)."""
         from onevision.generator.beam import decode
 
         self.eval()
         enc, mask = self.encode(prompts)
-        return decode(self.bart, enc, mask, trie, beam=beam, constrained=constrained)
+        return decode(self.bart, enc, mask, trie, beam=beam, constrained=constrained, guide=guide)
 
     def config(self) -> dict:
         out = {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}

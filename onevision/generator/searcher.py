@@ -1,6 +1,8 @@
 """Image search with a trained generator: prompts in, ranked items and a confidence flag out.
 
-Constrained beam search over the catalog's SID trie; the SIDs' items ranked by their SID's log-prob +
+Constrained beam search over the catalog's SID trie, its hypotheses ranked with a look-ahead of
+the same similarity term (`guidance.SimilarityGuide`, `lookahead`), so a narrow beam keeps the
+SIDs that hold items like the photo; the SIDs' items ranked by their SID's log-prob +
 similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
 of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) (S_conv breaks ties,
 and orders everything when the similarity weight is 0: SIDs in beam order, items by S_conv inside
@@ -16,6 +18,7 @@ from functools import partial
 
 import numpy as np
 
+from onevision.generator.guidance import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.price_affinity import PRICE_WEIGHT, PriceAffinity
 from onevision.generator.prompt import Prompts
@@ -43,7 +46,7 @@ class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
                  item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
                  similarity_weight: float = SIMILARITY_WEIGHT, item_relative_price: np.ndarray | None = None,
-                 price_weight: float = PRICE_WEIGHT):
+                 price_weight: float = PRICE_WEIGHT, lookahead: bool = True):
         self.model = model.eval()
         self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
@@ -51,19 +54,22 @@ class GenerativeSearcher:
         self.items = SIDItems.build(item_sids, s_conv)
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
+        # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
+        self.guide = SimilarityGuide(self.trie, self.item_sids, self.item_embedding, similarity_weight) \
+            if lookahead and similarity_weight else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
         self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
+        query = prompts.embedding.numpy()
         for start in range(0, len(prompts), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            chunk = prompts[sl]
-            parts.append(self.model.search(chunk, self.trie, beam=beam, constrained=constrained))
+            guide = self.guide.bonuses(query[sl]) if self.guide is not None and constrained else None
+            parts.append(self.model.search(prompts[sl], self.trie, beam=beam, constrained=constrained, guide=guide))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
-        query = prompts.embedding.numpy()
         # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
         bonus = None
         if self.price is not None:

@@ -26,7 +26,7 @@ class SIDTrie:
         for level in range(1, len(sizes) + 1):
             node.append(np.unique(sids[:, :level], axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64))
         self.n_nodes = [int(n.max()) + 1 for n in node]
-        self.keys, self.child, self.dense = [], [], []
+        self.keys, self.child, self.dense, self.dense_child = [], [], [], []
         self.ptr, self.codes = [], []
         for level, k in enumerate(self.sizes):
             keys, first = np.unique(node[level] * k + sids[:, level], return_index=True)
@@ -36,8 +36,12 @@ class SIDTrie:
                 mask = np.zeros((self.n_nodes[level], k), dtype=bool)
                 mask[keys // k, keys % k] = True
                 self.dense.append(torch.from_numpy(mask))
+                table = np.full((self.n_nodes[level], k), -1, dtype=np.int64)
+                table[keys // k, keys % k] = self.child[-1]
+                self.dense_child.append(table)
             else:
                 self.dense.append(None)
+                self.dense_child.append(None)
             self.ptr.append(np.searchsorted(keys, np.arange(self.n_nodes[level] + 1, dtype=np.int64) * k))
             self.codes.append(keys % k)
 
@@ -49,14 +53,28 @@ class SIDTrie:
         """(len(nodes), K_level) booleans: the codes that extend each node to a valid prefix."""
         if self.dense[level] is not None:
             return self.dense[level][torch.from_numpy(np.asarray(nodes, dtype=np.int64))]
-        k = self.sizes[level]
-        mask = torch.zeros((len(nodes), k), dtype=torch.bool)
-        starts, ends = self.ptr[level][nodes], self.ptr[level][np.asarray(nodes) + 1]
+        mask = torch.zeros((len(nodes), self.sizes[level]), dtype=torch.bool)
+        rows, idx = self._edges(level, nodes)
+        mask[torch.from_numpy(rows), torch.from_numpy(self.codes[level][idx])] = True
+        return mask
+
+    def children(self, level: int, nodes: np.ndarray) -> np.ndarray:
+        """(len(nodes), K_level) the child node (level + 1) each code leads to, -1 where none."""
+        if self.dense_child[level] is not None:
+            return self.dense_child[level][np.asarray(nodes, dtype=np.int64)]
+        out = np.full((len(nodes), self.sizes[level]), -1, dtype=np.int64)
+        rows, idx = self._edges(level, nodes)
+        out[rows, self.codes[level][idx]] = self.child[level][idx]
+        return out
+
+    def _edges(self, level: int, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The edges leaving `nodes` (CSR): (index into nodes, index into the level's keys)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        starts, ends = self.ptr[level][nodes], self.ptr[level][nodes + 1]
         counts = ends - starts
         rows = np.repeat(np.arange(len(nodes)), counts)
         idx = np.repeat(starts - np.cumsum(np.concatenate([[0], counts[:-1]])), counts) + np.arange(counts.sum())
-        mask[torch.from_numpy(rows), torch.from_numpy(self.codes[level][idx])] = True
-        return mask
+        return rows, idx
 
     def advance(self, level: int, nodes: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Child node ids (-1 where the code does not extend the node)."""

@@ -18,10 +18,11 @@ def test_offline_report_has_every_method_and_both_tables(tiny_world, tiny_tokeni
                                       "--reports", str(tmp_path / "reports")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "reports" / "offline_tiny.json").read_text())
-    want = {"ANN (aligned V + faiss)", "MCA", "MCA w/o P.", "MCA w/o ranking", "RQ-KMeans GR (single-stage)",
+    want = {"ANN (aligned V + faiss)", "MCA", "MCA w/o P.", "MCA w/o ranking",
+            "RQ-KMeans GR (single-stage) + our similarity search", "RQ-KMeans GR (IRGen-like: single-stage, beam order)",
             "OneVision (VRQ) w/ P.", "OneVision (VRQ) w/o P.", "OneVision w/o user SIDs",
             "OneVision w/o business features", "OneVision w/o category features",
-            "RQ-KMeans GR (single-stage), beam order", "OneVision (VRQ) w/ P., beam order"}
+            "OneVision (VRQ) w/ P., beam order", "OneVision (VRQ) w/ P., no look-ahead"}
     assert set(report["methods"]) == want
     assert set(report["table1"]) | set(report["table2"]) == want
     n = report["n_queries"]
@@ -35,3 +36,10 @@ def test_offline_report_has_every_method_and_both_tables(tiny_world, tiny_tokeni
     assert report["methods"]["OneVision (VRQ) w/ P."]["version"].endswith("generator-vrq-tiny/v0001")
     md = (tmp_path / "reports" / "offline_tiny.md").read_text()
     assert "## Table 1" in md and "## Table 2" in md and "| MCA w/o ranking |" in md
+    # each acceptance comparison, recomputed from the rows it names
+    assert len(report["comparisons"]) == 9
+    for c in report["comparisons"]:
+        ours = 100 * report["methods"]["OneVision (VRQ) w/ P."]["sets"][c["set"]][c["metric"]]
+        theirs = 100 * report["methods"][c["versus"]]["sets"][c["set"]][c["metric"]]
+        assert abs(c["lead"] - (ours - theirs)) < 0.01 and c["holds"] == (ours - theirs >= c["required"] - 1e-6)
+        assert f"| {c['versus']} | {c['set'].upper()} | {c['metric']} |" in md

@@ -1,0 +1,102 @@
+"""The similarity look-ahead: each prefix's bonus is the best photo-item cosine under it; the
+guided beam ranks by log-probability + that bonus (exactly the searcher's SID score at the last
+level), returns log-probabilities, stays batch-invariant, and keeps the photo's item at a
+narrow beam."""
+
+import numpy as np
+import pytest
+import torch
+
+from onevision.generator.beam import beam_search
+from onevision.generator.guidance import SimilarityGuide
+from onevision.generator.model import SIDBart, bart_config
+from onevision.generator.trie import SIDTrie
+from onevision.generator.vocab import SIDVocab
+
+SIZES = (8, 4, 4, 3)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    item_sids = rng.integers(0, SIZES, (300, len(SIZES)))  # some items share a SID
+    emb = rng.normal(size=(len(item_sids), 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    trie = SIDTrie(item_sids, SIZES)
+    model = SIDBart(bart_config(SIDVocab(SIZES), "tiny")).eval()
+    return model, trie, item_sids, emb, torch.randn(3, 6, model.config.d_model)
+
+
+def test_bonus_is_the_best_cosine_under_each_prefix(setup):
+    _, trie, item_sids, emb, _ = setup
+    query = emb[[5, 77]] * 0.9 + 0.1 * emb[[1, 2]]
+    bonuses = SimilarityGuide(trie, item_sids, emb, weight=3.0).bonuses(query)
+    cos = query @ emb.T
+    for level, table in enumerate(bonuses, start=1):
+        assert table.shape == (2, trie.n_nodes[level] + 1) and np.isneginf(table[:, -1]).all()
+        prefixes = np.unique(trie.sids[:, :level], axis=0)  # node ids are lexicographic
+        for node in range(0, len(prefixes), 7):
+            under = (item_sids[:, :level] == prefixes[node]).all(1)
+            assert np.allclose(table[:, node], 3.0 * cos[:, under].max(1))
+
+
+def test_the_guide_refuses_items_of_another_trie(setup):
+    _, trie, item_sids, emb, _ = setup
+    with pytest.raises(ValueError, match="trie's SIDs"):
+        SimilarityGuide(trie, item_sids[:100], emb[:100], 1.0)
+
+
+def test_a_zero_weight_guide_changes_nothing(setup):
+    model, trie, item_sids, emb, x = setup
+    plain = beam_search(model, x, None, trie, beam=6)
+    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, item_sids, emb, 0.0).bonuses(emb[:3]))
+    assert (plain.sids == zero.sids).all()
+    np.testing.assert_allclose(plain.scores, zero.scores, rtol=1e-6)
+
+
+def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cosine(setup):
+    model, trie, item_sids, emb, x = setup
+    query = emb[[10, 20, 30]]
+    weight = 2.0
+    everything = beam_search(model, x, None, trie, beam=len(trie.sids))  # every SID with its log-prob
+    guided = beam_search(model, x, None, trie, beam=len(trie.sids),
+                         guide=SimilarityGuide(trie, item_sids, emb, weight).bonuses(query))
+    for r in range(len(x)):
+        logp = {tuple(s): v for s, v in zip(everything.sids[r].tolist(), everything.scores[r])}
+        best = {}
+        for sid, c in zip(map(tuple, item_sids.tolist()), query[r] @ emb.T):
+            best[sid] = max(best.get(sid, -2.0), float(c))
+        got = [tuple(s) for s in guided.sids[r].tolist()]
+        assert set(got) == set(logp)
+        np.testing.assert_allclose(guided.scores[r], [logp[s] for s in got], rtol=1e-5)  # log-probs, not keys
+        key = np.array([logp[s] + weight * best[s] for s in got])
+        assert (np.diff(key) <= 1e-4).all()
+
+
+def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
+    model, trie, item_sids, emb, x = setup
+    targets = [3, 150, 299]
+    guide = SimilarityGuide(trie, item_sids, emb, weight=100.0).bonuses(emb[targets])
+    guided = beam_search(model, x, None, trie, beam=1, guide=guide)
+    assert (guided.sids[:, 0] == item_sids[targets]).all()
+    plain = beam_search(model, x, None, trie, beam=1)
+    assert not (plain.sids[:, 0] == item_sids[targets]).all(1).all()  # what the plain beam misses
+
+
+def test_guided_search_is_batch_invariant(setup):
+    model, trie, item_sids, emb, x = setup
+    guide = SimilarityGuide(trie, item_sids, emb, weight=5.0)
+    batched = beam_search(model, x, None, trie, beam=4, guide=guide.bonuses(emb[:3]))
+    for i in range(len(x)):
+        single = beam_search(model, x[i:i + 1], None, trie, beam=4, guide=guide.bonuses(emb[i:i + 1]))
+        assert (single.sids[0] == batched.sids[i]).all()
+        np.testing.assert_allclose(single.scores[0], batched.scores[i], rtol=1e-5)
+    assert trie.contains(batched.sids.reshape(-1, len(SIZES))).all()
+
+
+def test_the_guide_needs_the_constraint(setup):
+    model, trie, item_sids, emb, x = setup
+    with pytest.raises(ValueError, match="constrained"):
+        beam_search(model, x, None, trie, beam=2, constrained=False,
+                    guide=SimilarityGuide(trie, item_sids, emb, 1.0).bonuses(emb[:3]))
