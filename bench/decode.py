@@ -103,7 +103,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model, sids, item_emb, source = load_setup(args.generator, args.registry)
     trie = SIDTrie(sids, model.vocab.sizes)
-    guide = SimilarityGuide(trie, sids, item_emb, SIMILARITY_WEIGHT)
+    guide = SimilarityGuide(trie, sids, item_emb)
     t0 = time.perf_counter()
     prefixes = dict_trie(model.bart, trie.sids)
     dict_s = time.perf_counter() - t0
@@ -120,7 +120,7 @@ def main() -> None:
                                                                          constrained=False)}, args.constraint_repeats)
             (pair_s, _), (free_s, _) = pair["ours"], pair["free"]
             ahead = timed({"ours": ours_fn, "guided": lambda: beam_search(model.bart, x, mask, trie, beam=beam,
-                                                                            guide=guide.bonuses(photos))},
+                                                                            guide=guide.bonuses(photos, SIMILARITY_WEIGHT))},
                           args.constraint_repeats)
             (plain_s, _), (guided_s, guided) = ahead["ours"], ahead["guided"]
             top = min(10, beam)

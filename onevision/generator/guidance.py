@@ -25,7 +25,7 @@ class SimilarityGuide:
     """Per level l (1..L), the best item cosine under every trie node of that level (a prefix of
     l codes), for a batch of photos."""
 
-    def __init__(self, trie: SIDTrie, item_sids: np.ndarray, item_embedding: np.ndarray, weight: float):
+    def __init__(self, trie: SIDTrie, item_sids: np.ndarray, item_embedding: np.ndarray):
         item_sids = np.asarray(item_sids, np.int64)
         if len(item_sids) != len(item_embedding):
             raise ValueError(f"{len(item_sids)} SIDs but {len(item_embedding)} embeddings")
@@ -41,9 +41,8 @@ class SimilarityGuide:
         for l, starts in enumerate(self.node_starts, start=1):
             assert len(starts) == trie.n_nodes[l]
         self.item_embedding = torch.from_numpy(np.ascontiguousarray(item_embedding, np.float32))
-        self.weight = float(weight)
 
-    def bonuses(self, query_embedding: np.ndarray) -> list[np.ndarray]:
+    def bonuses(self, query_embedding: np.ndarray, weight: float) -> list[np.ndarray]:
         """(B, D) photos -> per level l = 1..L, (B, nodes at l + 1): weight x the best cosine under
         each node; the last column, for a missing node (-1), is -inf."""
         # torch's matmul, not numpy's: OpenBLAS's threads spin after a call and slowed the decoder's
@@ -52,4 +51,4 @@ class SimilarityGuide:
         cos = (query @ self.item_embedding.T).numpy()  # (B, N)
         best = np.maximum.reduceat(cos[:, self.order], self.sid_starts, axis=1)  # (B, SIDs)
         pad = np.full((len(cos), 1), -np.inf, np.float32)
-        return [np.hstack([self.weight * np.maximum.reduceat(best, starts, axis=1), pad]) for starts in self.node_starts]
+        return [np.hstack([weight * np.maximum.reduceat(best, starts, axis=1), pad]) for starts in self.node_starts]

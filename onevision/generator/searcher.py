@@ -55,8 +55,7 @@ class GenerativeSearcher:
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
         # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
-        self.guide = SimilarityGuide(self.trie, self.item_sids, self.item_embedding, similarity_weight) \
-            if lookahead and similarity_weight else None
+        self.guide = SimilarityGuide(self.trie, self.item_sids, self.item_embedding) if lookahead else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
         self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None
@@ -66,7 +65,8 @@ class GenerativeSearcher:
         query = prompts.embedding.numpy()
         for start in range(0, len(prompts), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            guide = self.guide.bonuses(query[sl]) if self.guide is not None and constrained else None
+            guide = self.guide.bonuses(query[sl], self.similarity_weight) \
+                if self.guide is not None and self.similarity_weight and constrained else None
             parts.append(self.model.search(prompts[sl], self.trie, beam=beam, constrained=constrained, guide=guide))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])

@@ -31,7 +31,7 @@ def setup():
 def test_bonus_is_the_best_cosine_under_each_prefix(setup):
     _, trie, item_sids, emb, _ = setup
     query = emb[[5, 77]] * 0.9 + 0.1 * emb[[1, 2]]
-    bonuses = SimilarityGuide(trie, item_sids, emb, weight=3.0).bonuses(query)
+    bonuses = SimilarityGuide(trie, item_sids, emb).bonuses(query, 3.0)
     cos = query @ emb.T
     for level, table in enumerate(bonuses, start=1):
         assert table.shape == (2, trie.n_nodes[level] + 1) and np.isneginf(table[:, -1]).all()
@@ -44,13 +44,13 @@ def test_bonus_is_the_best_cosine_under_each_prefix(setup):
 def test_the_guide_refuses_items_of_another_trie(setup):
     _, trie, item_sids, emb, _ = setup
     with pytest.raises(ValueError, match="trie's SIDs"):
-        SimilarityGuide(trie, item_sids[:100], emb[:100], 1.0)
+        SimilarityGuide(trie, item_sids[:100], emb[:100])
 
 
 def test_a_zero_weight_guide_changes_nothing(setup):
     model, trie, item_sids, emb, x = setup
     plain = beam_search(model, x, None, trie, beam=6)
-    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, item_sids, emb, 0.0).bonuses(emb[:3]))
+    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, item_sids, emb).bonuses(emb[:3], 0.0))
     assert (plain.sids == zero.sids).all()
     np.testing.assert_allclose(plain.scores, zero.scores, rtol=1e-6)
 
@@ -61,7 +61,7 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
     weight = 2.0
     everything = beam_search(model, x, None, trie, beam=len(trie.sids))  # every SID with its log-prob
     guided = beam_search(model, x, None, trie, beam=len(trie.sids),
-                         guide=SimilarityGuide(trie, item_sids, emb, weight).bonuses(query))
+                         guide=SimilarityGuide(trie, item_sids, emb).bonuses(query, weight))
     for r in range(len(x)):
         logp = {tuple(s): v for s, v in zip(everything.sids[r].tolist(), everything.scores[r])}
         best = {}
@@ -77,7 +77,7 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
 def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
     model, trie, item_sids, emb, x = setup
     targets = [3, 150, 299]
-    guide = SimilarityGuide(trie, item_sids, emb, weight=100.0).bonuses(emb[targets])
+    guide = SimilarityGuide(trie, item_sids, emb).bonuses(emb[targets], 100.0)
     guided = beam_search(model, x, None, trie, beam=1, guide=guide)
     assert (guided.sids[:, 0] == item_sids[targets]).all()
     plain = beam_search(model, x, None, trie, beam=1)
@@ -86,10 +86,10 @@ def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
 
 def test_guided_search_is_batch_invariant(setup):
     model, trie, item_sids, emb, x = setup
-    guide = SimilarityGuide(trie, item_sids, emb, weight=5.0)
-    batched = beam_search(model, x, None, trie, beam=4, guide=guide.bonuses(emb[:3]))
+    guide = SimilarityGuide(trie, item_sids, emb)
+    batched = beam_search(model, x, None, trie, beam=4, guide=guide.bonuses(emb[:3], 5.0))
     for i in range(len(x)):
-        single = beam_search(model, x[i:i + 1], None, trie, beam=4, guide=guide.bonuses(emb[i:i + 1]))
+        single = beam_search(model, x[i:i + 1], None, trie, beam=4, guide=guide.bonuses(emb[i:i + 1], 5.0))
         assert (single.sids[0] == batched.sids[i]).all()
         np.testing.assert_allclose(single.scores[0], batched.scores[i], rtol=1e-5)
     assert trie.contains(batched.sids.reshape(-1, len(SIZES))).all()
@@ -99,4 +99,4 @@ def test_the_guide_needs_the_constraint(setup):
     model, trie, item_sids, emb, x = setup
     with pytest.raises(ValueError, match="constrained"):
         beam_search(model, x, None, trie, beam=2, constrained=False,
-                    guide=SimilarityGuide(trie, item_sids, emb, 1.0).bonuses(emb[:3]))
+                    guide=SimilarityGuide(trie, item_sids, emb).bonuses(emb[:3], 1.0))
