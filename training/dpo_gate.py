@@ -17,6 +17,11 @@ from onevision.generator.model import OneVisionGenerator
 from training.generator_data import GeneratorData
 
 
+# how the gate searches; change it with the search, so that scores a manifest stored from
+# another search are scored again instead of compared with (`Gate.stored`)
+GATE_SEARCH = "constrained beam, similarity re-score, no look-ahead"
+
+
 @dataclass(frozen=True)
 class GateConfig:
     orders: int = 300  # held-out ORDER queries scored (all of them when fewer)
@@ -64,6 +69,24 @@ class Gate:
             keys = ("HR@1", "HR@4", "MRR@10") if name == "order" else ("HR@1",)
             out.update({f"{name}_{k}": round(100 * float(m[k]), 2) for k in keys})
         return out
+
+    @property
+    def scored_by(self) -> dict:
+        """What the scores depend on: the search and the sets (not the tolerances)."""
+        c = self.config
+        return {"search": GATE_SEARCH, "beam": c.beam, "orders": c.orders, "canary": c.canary, "seed": c.seed}
+
+    def record(self, verdict: Verdict) -> dict:
+        """The verdict as a version's manifest stores it, with how it was scored."""
+        return {**verdict.to_dict(), "scored_by": self.scored_by}
+
+    def stored(self, record: dict) -> tuple[dict[str, float], dict[str, float]] | None:
+        """(reference, anchor) scores from a manifest's gate `record` when this gate scored them
+        the same way; None when the version was never gated or was gated another way (an older
+        search, other sets), so that it is scored again rather than compared with."""
+        if record.get("scored_by") != self.scored_by or not record.get("candidate"):
+            return None
+        return record["candidate"], record.get("anchor") or record["candidate"]
 
     def judge(self, candidate: dict[str, float], reference: dict[str, float],
               anchor: dict[str, float] | None = None) -> Verdict:

@@ -313,9 +313,11 @@ class DPOStreamJob(ConsumerRebalanceListener):
         manifest, cfg = load_version(path)
         reference = model if model is not None else OneVisionGenerator.load(path, cfg)
         self.ref_version, self.ref_manifest, self.ref_config = path.name, manifest, cfg
-        gated = manifest.get("gate", {})
-        self.ref_scores = gated.get("candidate") or self.gate.score(reference)
-        self.anchor_scores = gated.get("anchor") or self.ref_scores  # where this lineage started
+        stored = self.gate.stored(manifest.get("gate", {}))
+        if stored is None:  # never gated, or by another search: scored now, and the lineage's anchor restarts here
+            self.ref_scores = self.anchor_scores = self.gate.score(reference)
+        else:
+            self.ref_scores, self.anchor_scores = stored  # the anchor: where this lineage started
         self.learner = StreamLearner(self.search, reference, self.config)
         log.info("reference %s/%s: %s", self.model, self.ref_version, self.ref_scores)
 
@@ -414,7 +416,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
         metrics = {"gate": verdict.candidate, "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
         return publish_derived(self.registry, self.registry / self.model / self.ref_version, self.ref_config,
                                self.learner.policy, "dpo-stream", metrics, make_current=verdict.accepted,
-                               extra={"status": "accepted" if verdict.accepted else "rejected", "gate": verdict.to_dict(),
+                               extra={"status": "accepted" if verdict.accepted else "rejected", "gate": self.gate.record(verdict),
                                       "stream": stream})
 
     # ---- the loop -----------------------------------------------------------------------------

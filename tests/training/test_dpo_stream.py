@@ -117,3 +117,15 @@ def test_small_losses_cannot_add_up_past_the_anchor(gate):
     verdict = gate.judge(candidate, reference, anchor)
     assert not verdict.accepted and verdict.reasons == ["order_HR@4 77.00 < anchor 80.00 - 2.0"]
     assert not gate.judge({**candidate, "canary_HR@1": float("nan")}, reference).accepted
+
+
+def test_stored_scores_count_only_when_this_gate_scored_them(gate):
+    anchor = {"order_HR@4": 80.0, "canary_HR@1": 90.0}
+    reference = {"order_HR@4": 79.0, "canary_HR@1": 91.0}
+    record = gate.record(gate.judge(reference, anchor, anchor))
+    assert gate.stored(record) == (reference, anchor)
+    assert gate.stored({}) is None  # never gated: score it
+    # scored by an older search (before the look-ahead existed, say) or on other sets: score again
+    assert gate.stored({k: v for k, v in record.items() if k != "scored_by"}) is None
+    assert gate.stored({**record, "scored_by": {**record["scored_by"], "search": "with look-ahead"}}) is None
+    assert gate.stored({**record, "scored_by": {**record["scored_by"], "orders": 41}}) is None
