@@ -31,6 +31,7 @@ from onevision.generator.guidance import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt import PromptTokens, build_prompts
 from onevision.generator.reference import dict_trie, generate_reference
+from onevision.generator.retrieve import SIDItems
 from onevision.generator.searcher import SIMILARITY_WEIGHT
 from onevision.generator.trie import SIDTrie
 from training.generator import ITEM_EMBEDDING
@@ -103,7 +104,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model, sids, item_emb, source = load_setup(args.generator, args.registry)
     trie = SIDTrie(sids, model.vocab.sizes)
-    guide = SimilarityGuide(trie, sids, item_emb)
+    guide = SimilarityGuide(trie, SIDItems.build(sids, np.zeros(len(sids))), item_emb)
     t0 = time.perf_counter()
     prefixes = dict_trie(model.bart, trie.sids)
     dict_s = time.perf_counter() - t0

@@ -18,28 +18,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from onevision.generator.retrieve import SIDItems
 from onevision.generator.trie import SIDTrie
 
 
 class SimilarityGuide:
     """Per level l (1..L), the best item cosine under every trie node of that level (a prefix of
-    l codes), for a batch of photos."""
+    l codes), for a batch of photos. The items come grouped by SID (`retrieve.SIDItems`, in the
+    trie's SID order); their order inside a SID does not matter here."""
 
-    def __init__(self, trie: SIDTrie, item_sids: np.ndarray, item_embedding: np.ndarray):
-        item_sids = np.asarray(item_sids, np.int64)
-        if len(item_sids) != len(item_embedding):
-            raise ValueError(f"{len(item_sids)} SIDs but {len(item_embedding)} embeddings")
-        sids, row = np.unique(item_sids, axis=0, return_inverse=True)  # the trie's SIDs, same (lexicographic) order
-        if sids.shape != trie.sids.shape or (sids != trie.sids).any():
+    def __init__(self, trie: SIDTrie, items: SIDItems, item_embedding: np.ndarray):
+        if len(items.members) != len(item_embedding):
+            raise ValueError(f"{len(items.members)} SIDs but {len(item_embedding)} embeddings")
+        if items.sids.shape != trie.sids.shape or (items.sids != trie.sids).any():
             raise ValueError("the guide's items must carry exactly the trie's SIDs")
-        row = row.reshape(-1)
-        self.order = np.argsort(row, kind="stable")  # items grouped by SID
-        self.sid_starts = np.searchsorted(row[self.order], np.arange(len(sids)))
-        # nodes of level l are runs of equal l-code prefixes in the sorted SIDs
-        self.node_starts = [np.flatnonzero(np.r_[True, (sids[1:, :l] != sids[:-1, :l]).any(1)])
-                            for l in range(1, trie.levels + 1)]
-        for l, starts in enumerate(self.node_starts, start=1):
-            assert len(starts) == trie.n_nodes[l]
+        self.items, self.trie = items, trie
         self.item_embedding = torch.from_numpy(np.ascontiguousarray(item_embedding, np.float32))
 
     def bonuses(self, query_embedding: np.ndarray, weight: float) -> list[np.ndarray]:
@@ -49,6 +42,7 @@ class SimilarityGuide:
         # own matmuls that follow by half (bench/decode.py)
         query = torch.from_numpy(np.ascontiguousarray(query_embedding, np.float32))
         cos = (query @ self.item_embedding.T).numpy()  # (B, N)
-        best = np.maximum.reduceat(cos[:, self.order], self.sid_starts, axis=1)  # (B, SIDs)
+        best = np.maximum.reduceat(cos[:, self.items.members], self.items.starts[:-1], axis=1)  # (B, SIDs)
         pad = np.full((len(cos), 1), -np.inf, np.float32)
-        return [np.hstack([weight * np.maximum.reduceat(best, starts, axis=1), pad]) for starts in self.node_starts]
+        return [np.hstack([weight * np.maximum.reduceat(best, starts, axis=1), pad])
+                for starts in self.trie.node_starts[1:]]

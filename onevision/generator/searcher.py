@@ -55,7 +55,7 @@ class GenerativeSearcher:
         self.item_embedding = np.asarray(item_embedding, np.float32)
         self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
         # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
-        self.guide = SimilarityGuide(self.trie, self.item_sids, self.item_embedding) if lookahead else None
+        self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if lookahead else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
         self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None

@@ -26,6 +26,8 @@ class SIDTrie:
         for level in range(1, len(sizes) + 1):
             node.append(np.unique(sids[:, :level], axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64))
         self.n_nodes = [int(n.max()) + 1 for n in node]
+        # the SIDs are sorted, so each node of level l is a run of them: the row its run starts at
+        self.node_starts = [np.searchsorted(n, np.arange(c)) for n, c in zip(node, self.n_nodes)]
         self.keys, self.child, self.dense, self.dense_child = [], [], [], []
         self.ptr, self.codes = [], []
         for level, k in enumerate(self.sizes):

@@ -10,10 +10,15 @@ import torch
 from onevision.generator.beam import beam_search
 from onevision.generator.guidance import SimilarityGuide
 from onevision.generator.model import SIDBart, bart_config
+from onevision.generator.retrieve import SIDItems
 from onevision.generator.trie import SIDTrie
 from onevision.generator.vocab import SIDVocab
 
 SIZES = (8, 4, 4, 3)
+
+
+def grouped(item_sids):
+    return SIDItems.build(item_sids, np.zeros(len(item_sids)))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def setup():
 def test_bonus_is_the_best_cosine_under_each_prefix(setup):
     _, trie, item_sids, emb, _ = setup
     query = emb[[5, 77]] * 0.9 + 0.1 * emb[[1, 2]]
-    bonuses = SimilarityGuide(trie, item_sids, emb).bonuses(query, 3.0)
+    bonuses = SimilarityGuide(trie, grouped(item_sids), emb).bonuses(query, 3.0)
     cos = query @ emb.T
     for level, table in enumerate(bonuses, start=1):
         assert table.shape == (2, trie.n_nodes[level] + 1) and np.isneginf(table[:, -1]).all()
@@ -44,13 +49,13 @@ def test_bonus_is_the_best_cosine_under_each_prefix(setup):
 def test_the_guide_refuses_items_of_another_trie(setup):
     _, trie, item_sids, emb, _ = setup
     with pytest.raises(ValueError, match="trie's SIDs"):
-        SimilarityGuide(trie, item_sids[:100], emb[:100])
+        SimilarityGuide(trie, grouped(item_sids[:100]), emb[:100])
 
 
 def test_a_zero_weight_guide_changes_nothing(setup):
     model, trie, item_sids, emb, x = setup
     plain = beam_search(model, x, None, trie, beam=6)
-    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, item_sids, emb).bonuses(emb[:3], 0.0))
+    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 0.0))
     assert (plain.sids == zero.sids).all()
     np.testing.assert_allclose(plain.scores, zero.scores, rtol=1e-6)
 
@@ -61,7 +66,7 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
     weight = 2.0
     everything = beam_search(model, x, None, trie, beam=len(trie.sids))  # every SID with its log-prob
     guided = beam_search(model, x, None, trie, beam=len(trie.sids),
-                         guide=SimilarityGuide(trie, item_sids, emb).bonuses(query, weight))
+                         guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(query, weight))
     for r in range(len(x)):
         logp = {tuple(s): v for s, v in zip(everything.sids[r].tolist(), everything.scores[r])}
         best = {}
@@ -77,7 +82,7 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
 def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
     model, trie, item_sids, emb, x = setup
     targets = [3, 150, 299]
-    guide = SimilarityGuide(trie, item_sids, emb).bonuses(emb[targets], 100.0)
+    guide = SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[targets], 100.0)
     guided = beam_search(model, x, None, trie, beam=1, guide=guide)
     assert (guided.sids[:, 0] == item_sids[targets]).all()
     plain = beam_search(model, x, None, trie, beam=1)
@@ -86,7 +91,7 @@ def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
 
 def test_guided_search_is_batch_invariant(setup):
     model, trie, item_sids, emb, x = setup
-    guide = SimilarityGuide(trie, item_sids, emb)
+    guide = SimilarityGuide(trie, grouped(item_sids), emb)
     batched = beam_search(model, x, None, trie, beam=4, guide=guide.bonuses(emb[:3], 5.0))
     for i in range(len(x)):
         single = beam_search(model, x[i:i + 1], None, trie, beam=4, guide=guide.bonuses(emb[i:i + 1], 5.0))
@@ -99,4 +104,4 @@ def test_the_guide_needs_the_constraint(setup):
     model, trie, item_sids, emb, x = setup
     with pytest.raises(ValueError, match="constrained"):
         beam_search(model, x, None, trie, beam=2, constrained=False,
-                    guide=SimilarityGuide(trie, item_sids, emb).bonuses(emb[:3], 1.0))
+                    guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 1.0))
