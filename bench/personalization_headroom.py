@@ -7,14 +7,19 @@ bought variant first if it knows those tastes. This bench measures, on the ORDER
 val and test splits, with the generator behind the served model (its trained run, as `eval
 offline` scores it) at `--beam`:
 
-- `w/o P.`: the generator with the user slots blanked (no user SIDs: no price level either);
+- `w/o P.`: the generator with the user features blanked (no user SIDs, no recent items: no
+  price level or category affinity either);
 - `w/ P., generator only`: with the request-time user SIDs in the prompt, without the searcher's
-  price-affinity term (`generator.price_affinity`);
-- `w/ P. (served)`: the same SIDs with the price-affinity term, as `eval offline` and serving rank;
+  price-affinity (`generator.price_affinity`) and category-affinity (`generator.category_affinity`)
+  terms;
+- `w/ P., + price term`: the same with the price-affinity term only;
+- `w/ P. (served)`: with both terms, as `eval offline` and serving rank;
 - `+ history taste`: the generator-only top-k re-scored by tastes estimated from everything the user did
   before the query: smoothed click lifts of each colour, colour group and brand they were shown,
   and how far an item's price is from the price level of what they clicked and ordered;
-- `+ true utility` (oracle): re-scored by the world's own utility of each item for that user.
+- `+ true utility` (oracle tastes): re-scored by the world's own utility of each item for that
+  user. Not a ceiling: one weight on the whole utility, fitted on the other split, and only
+  inside the generator-only top-k (the served terms beat it on the small world).
 
 Each re-score adds weight x taste to an item's search score (its SID's log-prob + similarity
 weight x its cosine to the photo). The weights are chosen on one split and scored on the
@@ -142,7 +147,9 @@ def main() -> None:
     version = trained_run(resolve(args.registry / default_model(args.catalog)))
     data = data_for_version(catalog, version, args.cache)
     model = OneVisionGenerator.load(version)
-    searcher, generator_only = searcher_for(model, data), searcher_for(model, data, price_weight=0.0)
+    searcher = searcher_for(model, data)
+    price_only = searcher_for(model, data, category_weight=0.0)
+    generator_only = searcher_for(model, data, price_weight=0.0, category_weight=0.0)
     taste = HistoryTaste(catalog)
     per: dict[str, dict] = {}
     for split in SPLITS:
@@ -151,6 +158,7 @@ def main() -> None:
         ex, q = ex.take(keep), q.iloc[keep].reset_index(drop=True)
         got = {p: candidates(searcher, ex, data, args.beam, args.k, p) for p in (False, True)}
         got["generator"] = candidates(generator_only, ex, data, args.beam, args.k, True)
+        got["price"] = candidates(price_only, ex, data, args.beam, args.k, True)
         items = got["generator"][0]
         per[split] = {
             "targets": ex.target_item, "got": got,
@@ -164,7 +172,7 @@ def main() -> None:
     history_grid = sorted(set(history_grid), key=lambda w: float(np.abs(w).sum()))
     oracle_grid = [(s,) for s in SCALES]
     rng = np.random.default_rng(0)
-    names = ("w/o P.", "w/ P., generator only", "w/ P. (served)", "+ history taste", "+ true utility")
+    names = ("w/o P.", "w/ P., generator only", "w/ P., + price term", "w/ P. (served)", "+ history taste", "+ true utility")
     hits: dict[str, list[np.ndarray]] = {name: [] for name in names}
     chosen: dict[str, dict] = {}
     for fit_on, score_on in (("val", "test"), ("test", "val")):
@@ -173,6 +181,7 @@ def main() -> None:
         zero = np.zeros(items.shape)
         hits["w/o P."].append(hits_at_1(*s["got"][False], zero, s["targets"]))
         hits["w/ P., generator only"].append(hits_at_1(items, scores, zero, s["targets"]))
+        hits["w/ P., + price term"].append(hits_at_1(*s["got"]["price"], zero, s["targets"]))
         hits["w/ P. (served)"].append(hits_at_1(*s["got"][True], zero, s["targets"]))
         for name, key, grid in (("+ history taste", "history", history_grid), ("+ true utility", "oracle", oracle_grid)):
             w = fit_weights(*f["got"]["generator"], f[key], f["targets"], grid)

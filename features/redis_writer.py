@@ -46,13 +46,16 @@ def sid_value(sid: Sequence[int]) -> bytes:
     return Value(int64_list_val=Int64List(val=[int(c) for c in sid])).SerializeToString()
 
 
-def user_row(short_sids: Sequence[Sequence[int]], long_sid: Sequence[int] | None, ts_ms: int) -> dict[bytes, bytes]:
-    """The hash fields of one user's `user_behaviour` row."""
+def user_row(short_sids: Sequence[Sequence[int]], long_sid: Sequence[int] | None, ts_ms: int,
+             long_items: Sequence[str] = ()) -> dict[bytes, bytes]:
+    """The hash fields of one user's `user_behaviour` row (the long-term fields only with a
+    `long_sid`: a row that lacks them keeps the ones stored)."""
     row = {f"_ts:{USER_VIEW}".encode(): _timestamp(ts_ms),
            field_key(USER_VIEW, "short_sids"): Value(
                string_list_val=StringList(val=[sid_string(s) for s in short_sids])).SerializeToString()}
     if long_sid is not None:
         row[field_key(USER_VIEW, "long_sid")] = sid_value(long_sid)
+        row[field_key(USER_VIEW, "long_items")] = Value(string_list_val=StringList(val=list(long_items))).SerializeToString()
     return row
 
 

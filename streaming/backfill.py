@@ -9,6 +9,7 @@ modules and rules as the worker, so training sees the features serving will read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +28,23 @@ class UserContext:
     long_sid: np.ndarray  # (N, L) SID codes, -1 row = cold start
     long_items: list[np.ndarray]  # the item indices the long-term SID aggregates, oldest first
 
-    def features(self) -> list[dict]:
+    def features(self, item_ids: Sequence[str]) -> list[dict]:
         """Each request's features as the feature store serves them (`features.client.user_features`):
-        'short_sids' as "c1-c2-..." strings, newest first, and 'long_sid' as codes (empty: none)."""
+        'short_sids' as "c1-c2-..." strings, newest first, 'long_sid' as codes (empty: none) and
+        'long_items' as the ids (`item_ids`: the table's) of the items it aggregates, oldest first."""
         return [{"long_sid": [int(c) for c in self.long_sid[r]] if self.long_sid[r, 0] >= 0 else [],
-                 "short_sids": ["-".join(map(str, s)) for s in self.short_sids[r] if s[0] >= 0]}
+                 "short_sids": ["-".join(map(str, s)) for s in self.short_sids[r] if s[0] >= 0],
+                 "long_items": [item_ids[i] for i in self.long_items[r]]}
                 for r in range(len(self.long_sid))]
+
+    def recent_items(self, width: int = LONG_LEN) -> np.ndarray:
+        """(N, width) the long-term items (table rows), oldest first, -1 padded: the searcher's
+        category affinity reads them."""
+        out = np.full((len(self.long_items), width), -1, np.int64)
+        for r, rows in enumerate(self.long_items):
+            rows = rows[-width:] if width else rows[:0]
+            out[r, :len(rows)] = rows
+        return out
 
     def blank(self) -> "UserContext":
         """The same requests as a user with no history (cold start / personalization off)."""

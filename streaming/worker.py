@@ -272,7 +272,8 @@ class FeatureWorker(ConsumerRebalanceListener):
         rows = []
         for u in feature_users:
             s = self.users[u]
-            rows.append((u, user_row([t.sid(i) for _, i in s.short], long_of.get(u), s.last_ts)))
+            rows.append((u, user_row([t.sid(i) for _, i in s.short], long_of.get(u), s.last_ts,
+                                     [i for _, i, _ in s.long])))
         logs = self._session_logs(closed)
         for letter in self.dead if self.features else ():  # one role reports bad events
             send_dead_letter(self.producer, self.settings, letter)

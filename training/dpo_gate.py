@@ -56,8 +56,10 @@ class Gate:
         self.canary = data.canary(config.canary, config.seed)
         # built once (trie, SID items); each score swaps the model in. No similarity look-ahead: the
         # gate judges the generator, and with the look-ahead V's similarity alone finds most
-        # targets, so scrambled weights passed it (tiny world: ORDER HR@4 90.0 against 90.0)
-        self.searcher = searcher_for(model, data, lookahead=False)
+        # targets, so scrambled weights passed it (tiny world: ORDER HR@4 90.0 against 90.0). No
+        # category term either: it does not depend on the generator (and scores stored before it
+        # existed stay comparable, GATE_SEARCH)
+        self.searcher = searcher_for(model, data, lookahead=False, category_weight=0.0)
 
     def score(self, model: OneVisionGenerator) -> dict[str, float]:
         """ORDER-set HR@4 / MRR@10 / HR@1 and canary HR@1, in points."""

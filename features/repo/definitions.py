@@ -36,6 +36,8 @@ user_behaviour = FeatureView(
               description="SIDs of the 5 latest image-search clicks, newest first ('c1-c2-...-cL')"),
         Field(name="long_sid", dtype=Array(Int64),
               description="one SID aggregated from recent clicks and orders in all scenes"),
+        Field(name="long_items", dtype=Array(String),
+              description="ids of the recent clicks' and orders' items long_sid aggregates, oldest first"),
     ],
     online=True,
     source=user_behaviour_push,

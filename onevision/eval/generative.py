@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onevision.generator.category_affinity import category_index
 from onevision.generator.price_affinity import relative_price
 from onevision.generator.retrieve import calibrate_threshold, s_conv
 from onevision.generator.searcher import GenerativeSearcher
@@ -22,7 +23,8 @@ def searcher_for(model, data, **options) -> GenerativeSearcher:
     threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
     return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold,
-                              item_relative_price=relative_price(data.catalog.items), **options)
+                              item_relative_price=relative_price(data.catalog.items),
+                              item_category=category_index(data.catalog.items), **options)
 
 
 def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:
@@ -38,6 +40,7 @@ def without_user(examples):
     ex = examples.take(slice(None))
     ex.long_sid = np.full_like(ex.long_sid, -1)
     ex.short_sids = np.full_like(ex.short_sids, -1)
+    ex.recent_items = np.full_like(ex.recent_items, -1)
     return ex
 
 

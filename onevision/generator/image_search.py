@@ -54,6 +54,7 @@ class ImageSearch:
     def __init__(self, encoder: AlignedEfficientNet, searcher: GenerativeSearcher, image_sids: ImageSIDs,
                  item_ids: Sequence[str]):
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
+        self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
@@ -70,13 +71,20 @@ class ImageSearch:
     def prompts(self, grid: np.ndarray, embedding: np.ndarray, users: Sequence[dict] | None = None,
                 scene: str | Sequence[str] = "image_search") -> Prompts:
         """The generator's prompts from V's tokens (grid (B, T, 320), embedding (B, D)) and the
-        users' features as the feature store returns them: 'short_sids' (newest first) and
-        'long_sid', empty or missing for a cold-start user; one scene or one per prompt. Serving and the streaming DPO job
-        (which trains on the tokens and features serving logged) build them the same way."""
+        users' features as the feature store returns them: 'short_sids' (newest first), 'long_sid'
+        and 'long_items' (the ids of the recent clicks and orders it aggregates; ids not in this
+        catalog are left out), empty or missing for a cold-start user; one scene or one per prompt.
+        Serving and the streaming DPO job (which trains on the tokens and features serving logged)
+        build them the same way."""
         n, levels = len(embedding), self.tokens.levels
         long_sid = np.full((n, levels), -1, np.int64)
         short = np.full((n, SHORT_LEN, levels), -1, np.int64)
-        for r, user in enumerate(users or [{}] * n):
+        users = list(users or [{}] * n)
+        recent = [[self.row_of[i] for i in user.get("long_items") or () if i in self.row_of] for user in users]
+        recent_items = np.full((n, max(map(len, recent), default=0)), -1, np.int64)
+        for r, rows in enumerate(recent):
+            recent_items[r, :len(rows)] = rows
+        for r, user in enumerate(users):
             if user.get("long_sid"):
                 long_sid[r] = parse_sid(user["long_sid"], levels)
             for j, sid in enumerate(list(user.get("short_sids") or [])[:SHORT_LEN]):
@@ -88,7 +96,7 @@ class ImageSearch:
         hints, hint_sim = self.image_sids.encode_scored(embedding)
         return build_prompts(self.tokens, np.asarray(grid)[:, : self.tokens.n_visual - 1], embedding,
                              self.tokens.scene_ids([scene] * n if isinstance(scene, str) else list(scene)), long_sid, short,
-                             image_sid=hints, hint_similarity=hint_sim, content=self.content)
+                             image_sid=hints, hint_similarity=hint_sim, content=self.content, recent_items=recent_items)
 
     def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
@@ -106,6 +114,7 @@ class ImageSearch:
     @classmethod
     def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
         """The generator of a registry version with its tokenizer's items and encoder V."""
+        from onevision.generator.category_affinity import category_index
         from onevision.generator.model import OneVisionGenerator
         from onevision.generator.price_affinity import relative_price
         from onevision.generator.retrieve import s_conv
@@ -124,7 +133,7 @@ class ImageSearch:
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
         searcher = GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold,
-                                      item_relative_price=relative_price(items))
+                                      item_relative_price=relative_price(items), item_category=category_index(items))
         image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding, mode=config.get("image_sid", "tokenizer"),
                                             hints=model.tokens.n_hints)
         return cls(encoder, searcher, image_sids, table.item_ids)

@@ -4,7 +4,9 @@ Constrained beam search over the catalog's SID trie, its hypotheses ranked with 
 the same similarity term (`guidance.SimilarityGuide`, `lookahead`), so a narrow beam keeps the
 SIDs that hold items like the photo; the SIDs' items ranked by their SID's log-prob +
 similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
-of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) (S_conv breaks ties,
+of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) + category_weight x
+how much the shopper's recent clicks and orders favour their category (`category_affinity`; given
+the catalog's categories) (S_conv breaks ties,
 and orders everything when the similarity weight is 0: SIDs in beam order, items by S_conv inside
 each); the low-confidence check against V's
 embeddings. Batches of any size; a prompt with empty user slots (cold start) is searched like any
@@ -18,6 +20,7 @@ from functools import partial
 
 import numpy as np
 
+from onevision.generator.category_affinity import CATEGORY_WEIGHT, CategoryAffinity
 from onevision.generator.guidance import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.price_affinity import PRICE_WEIGHT, PriceAffinity
@@ -46,7 +49,8 @@ class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
                  item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
                  similarity_weight: float = SIMILARITY_WEIGHT, item_relative_price: np.ndarray | None = None,
-                 price_weight: float = PRICE_WEIGHT, lookahead: bool = True):
+                 price_weight: float = PRICE_WEIGHT, lookahead: bool = True, item_category: np.ndarray | None = None,
+                 category_weight: float = CATEGORY_WEIGHT):
         self.model = model.eval()
         self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
@@ -59,6 +63,9 @@ class GenerativeSearcher:
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
         self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None
+        # the categories the shopper's recent clicks and orders favour (category_affinity); none without categories or weight
+        self.category = CategoryAffinity(item_category, category_weight) \
+            if item_category is not None and category_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
@@ -71,10 +78,12 @@ class GenerativeSearcher:
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
-        bonus = None
+        terms = []
         if self.price is not None:
-            level = self.price.level(prompts.short_sids)
-            bonus = partial(self.price.bonus, level)
+            terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
+        if self.category is not None:
+            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_items.numpy())))
+        bonus = (lambda rows, items: sum(term(rows, items) for term in terms)) if terms else None
         items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import redis
@@ -22,6 +23,7 @@ from features.client import feature_store, item_features, user_features
 from infra import services as svc
 from infra.process import free_port
 from infra.settings import RedisSettings, Settings
+from streaming.backfill import user_context
 from streaming.item_table import ItemTable
 from streaming.launch import worker_argv
 from streaming.producer import EventProducer, event
@@ -239,3 +241,7 @@ def test_features_match_a_batch_recomputation(services):
         latest = search_clicks[search_clicks.user_id == user].sort_values("ts", kind="stable").item_id.tolist()[::-1][:5]
         assert rows[user]["short_sids"] == [table.sid(i) for i in latest]
         assert table.is_valid(rows[user]["long_sid"])
+    # the long-term window's items, as training's point-in-time backfill computes them from the log
+    batch = user_context(events, table, users, np.full(len(users), np.iinfo(np.int64).max)).features(table.item_ids)
+    for user, want in zip(users, batch):
+        assert rows[user]["long_items"] == want["long_items"] and len(want["long_items"]) <= 50

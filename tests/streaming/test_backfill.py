@@ -38,3 +38,13 @@ def test_short_term_keeps_the_five_latest_and_long_term_is_a_catalog_sid():
     assert any((ctx.long_sid[0] == s).all() for s in table().sids)
     blank = ctx.blank()
     assert (blank.short_sids == -1).all() and (blank.long_sid == -1).all() and len(blank.long_items[0]) == 0
+
+
+def test_features_name_the_long_term_items_and_recent_items_pads_them():
+    events = pd.DataFrame([ev(10, "click", "i1"), ev(20, "order", "i4", scene="feed"), ev(30, "click", "i2")])
+    ctx = user_context(events, table(), ["u1", "u2"], [100, 100])
+    first, cold = ctx.features(table().item_ids)
+    assert first["long_items"] == ["i1", "i4", "i2"] and first["short_sids"] == ["1-0", "0-1"]
+    assert cold == {"long_sid": [], "short_sids": [], "long_items": []}
+    assert ctx.recent_items(4).tolist() == [[1, 4, 2, -1], [-1, -1, -1, -1]]
+    assert ctx.recent_items(2).tolist() == [[4, 2], [-1, -1]]  # the latest when the window is narrower
