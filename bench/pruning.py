@@ -52,8 +52,7 @@ def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
     from streaming.backfill import user_context
     from streaming.item_table import load_item_table
 
-    table = load_item_table(tokenizer)
-    return user_context(catalog.events, table, q["user_id"].to_numpy(), q["ts"].to_numpy()).features(table.item_ids)
+    return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(), q["ts"].to_numpy()).features()
 
 
 def tokenizer_of(version: Path) -> Path:

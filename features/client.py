@@ -22,7 +22,7 @@ from infra.settings import Settings
 REPO = Path(__file__).parent / "repo"
 PROJECT = "onevision"
 USER_VIEW, ITEM_VIEW = "user_behaviour", "item_stats"
-USER_FEATURES = ("short_sids", "long_sid", "long_items")
+USER_FEATURES = ("short_sids", "long_sid", "recent_sids")
 ITEM_FEATURES = ("sid", "clicks_30d", "orders_30d", "gmv_30d", "s_conv")
 Backend = Literal["redis", "sqlite", "auto"]
 log = logging.getLogger(__name__)
@@ -73,16 +73,21 @@ def feature_store(settings: Settings, backend: Backend = "auto", apply: bool = T
 
 
 def user_features(store: FeatureStore, user_ids: list[str]) -> list[dict]:
-    """Each user's short-term SIDs (newest first, as code lists), long-term SID and the ids of
-    the items it aggregates (oldest first); empty for a user the workers have not seen (cold start)."""
+    """Each user's short-term SIDs (newest first), long-term SID and the SIDs of the recent clicks
+    and orders it aggregates (oldest first), as code lists; empty for a user the workers have not
+    seen (cold start)."""
     rows = store.get_online_features(features=[f"{USER_VIEW}:{f}" for f in USER_FEATURES],
                                      entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
     out = []
     for i, u in enumerate(user_ids):
-        short = rows["short_sids"][i] or []
-        out.append({"user_id": u, "short_sids": [[int(c) for c in s.split("-")] for s in short],
-                    "long_sid": list(rows["long_sid"][i] or []), "long_items": list(rows["long_items"][i] or [])})
+        out.append({"user_id": u, "short_sids": _codes(rows["short_sids"][i]), "long_sid": list(rows["long_sid"][i] or []),
+                    "recent_sids": _codes(rows["recent_sids"][i])})
     return out
+
+
+def _codes(sids: list[str] | None) -> list[list[int]]:
+    """Feast's 'c1-c2-...' SID strings -> code lists."""
+    return [[int(c) for c in s.split("-")] for s in sids or []]
 
 
 def item_features(store: FeatureStore, item_ids: list[str], features: Sequence[str] = ITEM_FEATURES) -> list[dict]:

@@ -46,16 +46,19 @@ def sid_value(sid: Sequence[int]) -> bytes:
     return Value(int64_list_val=Int64List(val=[int(c) for c in sid])).SerializeToString()
 
 
+def sid_strings(sids: Sequence[Sequence[int]]) -> bytes:
+    """SIDs as Feast's serialized string list value ('c1-c2-...' each)."""
+    return Value(string_list_val=StringList(val=[sid_string(s) for s in sids])).SerializeToString()
+
+
 def user_row(short_sids: Sequence[Sequence[int]], long_sid: Sequence[int] | None, ts_ms: int,
-             long_items: Sequence[str] = ()) -> dict[bytes, bytes]:
+             recent_sids: Sequence[Sequence[int]] = ()) -> dict[bytes, bytes]:
     """The hash fields of one user's `user_behaviour` row (the long-term fields only with a
     `long_sid`: a row that lacks them keeps the ones stored)."""
-    row = {f"_ts:{USER_VIEW}".encode(): _timestamp(ts_ms),
-           field_key(USER_VIEW, "short_sids"): Value(
-               string_list_val=StringList(val=[sid_string(s) for s in short_sids])).SerializeToString()}
+    row = {f"_ts:{USER_VIEW}".encode(): _timestamp(ts_ms), field_key(USER_VIEW, "short_sids"): sid_strings(short_sids)}
     if long_sid is not None:
         row[field_key(USER_VIEW, "long_sid")] = sid_value(long_sid)
-        row[field_key(USER_VIEW, "long_items")] = Value(string_list_val=StringList(val=list(long_items))).SerializeToString()
+        row[field_key(USER_VIEW, "recent_sids")] = sid_strings(recent_sids)
     return row
 
 

@@ -3,13 +3,12 @@ at each request time, computed in batch for training and offline evaluation.
 
 Only events strictly before the request's time count (no leakage of the request's own clicks or
 of anything later). Short-term = the items of the 5 latest image-search clicks, newest first;
-long-term = `long_term.long_sids` over the latest 50 clicks and orders in every scene: the same
-modules and rules as the worker, so training sees the features serving will read.
+long-term = `long_term.long_sids` over the latest 50 clicks and orders in every scene, and those
+50 items' SIDs (`recent_sids`): the same modules and rules as the worker, so training sees the features serving will read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,29 +26,25 @@ class UserContext:
     short_sids: np.ndarray  # (N, 5, L) SID codes, -1 rows = none
     long_sid: np.ndarray  # (N, L) SID codes, -1 row = cold start
     long_items: list[np.ndarray]  # the item indices the long-term SID aggregates, oldest first
+    recent_sids: np.ndarray  # (N, 50, L) those items' SIDs, oldest first, -1 rows pad
 
-    def features(self, item_ids: Sequence[str]) -> list[dict]:
+    def features(self) -> list[dict]:
         """Each request's features as the feature store serves them (`features.client.user_features`):
         'short_sids' as "c1-c2-..." strings, newest first, 'long_sid' as codes (empty: none) and
-        'long_items' as the ids (`item_ids`: the table's) of the items it aggregates, oldest first."""
+        'recent_sids' as strings, oldest first: the SIDs of the items it aggregates."""
         return [{"long_sid": [int(c) for c in self.long_sid[r]] if self.long_sid[r, 0] >= 0 else [],
-                 "short_sids": ["-".join(map(str, s)) for s in self.short_sids[r] if s[0] >= 0],
-                 "long_items": [item_ids[i] for i in self.long_items[r]]}
+                 "short_sids": _sid_strings(self.short_sids[r]), "recent_sids": _sid_strings(self.recent_sids[r])}
                 for r in range(len(self.long_sid))]
-
-    def recent_items(self, width: int = LONG_LEN) -> np.ndarray:
-        """(N, width) the long-term items (table rows), oldest first, -1 padded: the searcher's
-        category affinity reads them."""
-        out = np.full((len(self.long_items), width), -1, np.int64)
-        for r, rows in enumerate(self.long_items):
-            rows = rows[-width:] if width else rows[:0]
-            out[r, :len(rows)] = rows
-        return out
 
     def blank(self) -> "UserContext":
         """The same requests as a user with no history (cold start / personalization off)."""
         return UserContext(np.full_like(self.short_items, -1), np.full_like(self.short_sids, -1),
-                           np.full_like(self.long_sid, -1), [np.zeros(0, np.int64) for _ in self.long_items])
+                           np.full_like(self.long_sid, -1), [np.zeros(0, np.int64) for _ in self.long_items],
+                           np.full_like(self.recent_sids, -1))
+
+
+def _sid_strings(sids: np.ndarray) -> list[str]:
+    return ["-".join(map(str, s)) for s in sids if s[0] >= 0]
 
 
 def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts, config: LongTermConfig = LongTermConfig()) -> UserContext:
@@ -83,4 +78,7 @@ def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts, config: L
         if sid is not None:
             long_sid[r] = sid
     short_sids = np.where(short_items[..., None] >= 0, table.sids[np.maximum(short_items, 0)], -1)
-    return UserContext(short_items, short_sids, long_sid, long_items)
+    recent_sids = np.full((n, LONG_LEN, levels), -1, dtype=np.int64)
+    for r, rows in enumerate(long_items):
+        recent_sids[r, :len(rows)] = table.sids[rows]
+    return UserContext(short_items, short_sids, long_sid, long_items, recent_sids)

@@ -273,7 +273,7 @@ class FeatureWorker(ConsumerRebalanceListener):
         for u in feature_users:
             s = self.users[u]
             rows.append((u, user_row([t.sid(i) for _, i in s.short], long_of.get(u), s.last_ts,
-                                     [i for _, i, _ in s.long])))
+                                     [t.sid(i) for _, i, _ in s.long])))
         logs = self._session_logs(closed)
         for letter in self.dead if self.features else ():  # one role reports bad events
             send_dead_letter(self.producer, self.settings, letter)

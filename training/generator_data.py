@@ -78,7 +78,7 @@ class Examples:
     target_item: np.ndarray  # (N,) item row (-1 when not one item)
     image_sid: np.ndarray  # (N, H, L) the input image's SIDs (-1 = left out)
     hint_similarity: np.ndarray  # (N, H) their cosines to the image (0 = left out)
-    recent_items: np.ndarray  # (N, 50) item rows of the user's recent clicks and orders, oldest first (-1 pads)
+    recent_sids: np.ndarray  # (N, 50, L) SIDs of the user's recent clicks and orders, oldest first (-1 rows pad)
     candidates: np.ndarray | None = None  # (N, C, L) DPO: the positive first, then negatives; -1 rows pad
 
     def __len__(self) -> int:
@@ -98,7 +98,7 @@ class Examples:
         img = self.image[idx]
         return build_prompts(tokens, bank.tokens.tokens[img][:, : tokens.n_visual - 1], bank.tokens.embedding[img],
                              self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx],
-                             self.image_sid[idx], self.hint_similarity[idx], bank.content, self.recent_items[idx])
+                             self.image_sid[idx], self.hint_similarity[idx], bank.content, self.recent_sids[idx])
 
 
 @dataclass
@@ -130,7 +130,7 @@ class GeneratorData:
             task=np.full(n, task, np.int64), target_item=np.asarray(items, np.int64),
             image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, h, L), -1, np.int64),
             hint_similarity=self.bank.hint_similarity[image_rows] if image_sid else np.zeros((n, h), np.float32),
-            recent_items=context.recent_items() if context is not None else np.full((n, LONG_LEN), -1, np.int64))
+            recent_sids=context.recent_sids if context is not None else np.full((n, LONG_LEN, L), -1, np.int64))
 
     # -- stage data -------------------------------------------------------------------
     def item_images(self) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +197,7 @@ class GeneratorData:
         blank = rng.random(len(out)) < blank_share
         out.long_sid[blank] = -1
         out.short_sids[blank] = -1
-        out.recent_items[blank] = -1
+        out.recent_sids[blank] = -1
         return out
 
     def sliding_window(self, rng: np.random.Generator, limit: int) -> Examples | None:

@@ -127,7 +127,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     search = ImageSearch.from_registry(served, catalog)
     test = catalog.queries[catalog.queries["split"] == "test"].head(3)
     users = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(),
-                         test["ts"].to_numpy()).features(search.item_ids)
+                         test["ts"].to_numpy()).features()
     answers = search.search([catalog.path(p) for p in test["image"]], users, k=4)
     for (_, q), answer, user in zip(test.iterrows(), answers, users):
         shown = ", ".join(("*" if h.item_id == q["target_item_id"] else "") + h.item_id for h in answer.hits)

@@ -40,7 +40,7 @@ def without_user(examples):
     ex = examples.take(slice(None))
     ex.long_sid = np.full_like(ex.long_sid, -1)
     ex.short_sids = np.full_like(ex.short_sids, -1)
-    ex.recent_items = np.full_like(ex.recent_items, -1)
+    ex.recent_sids = np.full_like(ex.recent_sids, -1)
     return ex
 
 

@@ -2,12 +2,13 @@
 category is favoured.
 
 A photo can look like products of several categories (a patterned mug and a patterned vase),
-and shoppers mostly buy in the few categories they care about. The items behind the user's
-recent clicks and orders in every scene (the feature store's `long_items`: the window the
-long-term SID aggregates) say which: their category counts, smoothed towards the catalog's
-category shares by `prior` pseudo-events, give each category's lift
-`log(P(category | user) / P(category))`. The searcher adds `weight x lift` of a candidate's
-category to its score; a cold-start user (no recent items) has lift 0 everywhere, so no term.
+and shoppers mostly buy in the few categories they care about. The SIDs of the user's recent
+clicks and orders in every scene (the feature store's `recent_sids`: the window the long-term
+SID aggregates) say which: each SID stands for the category mix of its catalog items, and
+their sum, smoothed towards the catalog's category shares by `prior` pseudo-events, gives each
+category's lift `log(P(category | user) / P(category))`. The searcher adds `weight x lift` of a
+candidate's category to its score; a cold-start user (no recent SIDs, or none a catalog item
+has) has lift 0 everywhere, so no term.
 
 Chosen on the small world's val split (`python bench/affinity_weights.py --term category
 --split val`: 577 shopper photos, click and order pooled, beam 10, the other weights as served):
@@ -21,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from onevision.generator.retrieve import SIDItems
+
 CATEGORY_WEIGHT = 2.0
 CATEGORY_PRIOR = 1.0
 
@@ -31,26 +34,29 @@ def category_index(items: pd.DataFrame) -> np.ndarray:
 
 
 class CategoryAffinity:
-    def __init__(self, item_category: np.ndarray, weight: float = CATEGORY_WEIGHT, prior: float = CATEGORY_PRIOR):
-        """`item_category`: (N,) each item row's category index (0..C-1)."""
-        self.item_category = np.asarray(item_category, np.int64)
-        if self.item_category.ndim != 1 or not len(self.item_category) or self.item_category.min() < 0:
-            raise ValueError("need one non-negative category index per item")
+    def __init__(self, items: SIDItems, item_category: np.ndarray, weight: float = CATEGORY_WEIGHT,
+                 prior: float = CATEGORY_PRIOR):
+        """`items`: the catalog grouped by SID; `item_category`: (N,) each item row's category index."""
+        cat = np.asarray(item_category, np.int64)
+        if cat.ndim != 1 or len(cat) != len(items.members) or (cat < 0).any():
+            raise ValueError(f"need one non-negative category index per item ({len(items.members)} items)")
         if prior <= 0:
             raise ValueError(f"the prior must be positive, not {prior}")
-        self.n_categories = int(self.item_category.max()) + 1
-        self.share = np.bincount(self.item_category, minlength=self.n_categories) / len(self.item_category)
+        self.items, self.item_category = items, cat
+        n_categories = int(cat.max()) + 1
+        sums, counts = items.group_sums(np.eye(n_categories)[cat])
+        self.sid_mix = np.vstack([sums / counts[:, None], np.zeros((1, n_categories))])  # row -1: unknown SID
+        self.share = np.bincount(cat, minlength=n_categories) / len(cat)
         self.weight, self.prior = weight, prior
 
-    def lift(self, recent_items: np.ndarray) -> np.ndarray:
-        """(B, M) item rows of each user's recent clicks and orders (-1 pads) -> (B, C) the log lift
-        of every category for that user (0 for a user with none)."""
-        recent = np.asarray(recent_items, np.int64).reshape(len(recent_items), -1)
-        if (recent >= len(self.item_category)).any():
-            raise ValueError(f"recent item rows must be below {len(self.item_category)} (-1 for none)")
-        rows, cols = np.nonzero(recent >= 0)
-        counts = np.zeros((len(recent), self.n_categories))
-        np.add.at(counts, (rows, self.item_category[recent[rows, cols]]), 1.0)
+    @classmethod
+    def from_item_sids(cls, item_sids: np.ndarray, item_category: np.ndarray, **options) -> "CategoryAffinity":
+        return cls(SIDItems.build(item_sids, np.zeros(len(item_sids))), item_category, **options)
+
+    def lift(self, recent_sids: np.ndarray) -> np.ndarray:
+        """(B, M, L) SIDs of each user's recent clicks and orders (-1 rows pad) -> (B, C) the log
+        lift of every category for that user (0 for a user with none the catalog knows)."""
+        counts = self.sid_mix[self.items.slot_groups(recent_sids)].sum(1)
         n = counts.sum(1, keepdims=True)
         return np.log((counts + self.prior * self.share) / ((n + self.prior) * self.share))
 

@@ -54,7 +54,6 @@ class ImageSearch:
     def __init__(self, encoder: AlignedEfficientNet, searcher: GenerativeSearcher, image_sids: ImageSIDs,
                  item_ids: Sequence[str]):
         self.encoder, self.searcher, self.item_ids = encoder.eval(), searcher, list(item_ids)
-        self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.image_sids = image_sids
         self.tokens = searcher.model.tokens
         self.content = SIDContent(searcher.items, searcher.item_embedding)
@@ -72,31 +71,30 @@ class ImageSearch:
                 scene: str | Sequence[str] = "image_search") -> Prompts:
         """The generator's prompts from V's tokens (grid (B, T, 320), embedding (B, D)) and the
         users' features as the feature store returns them: 'short_sids' (newest first), 'long_sid'
-        and 'long_items' (the ids of the recent clicks and orders it aggregates; ids not in this
-        catalog are left out), empty or missing for a cold-start user; one scene or one per prompt.
+        and 'recent_sids' (of the recent clicks and orders it aggregates, oldest first), empty or
+        missing for a cold-start user; one scene or one per prompt.
         Serving and the streaming DPO job (which trains on the tokens and features serving logged)
         build them the same way."""
         n, levels = len(embedding), self.tokens.levels
         long_sid = np.full((n, levels), -1, np.int64)
         short = np.full((n, SHORT_LEN, levels), -1, np.int64)
         users = list(users or [{}] * n)
-        recent = [[self.row_of[i] for i in user.get("long_items") or () if i in self.row_of] for user in users]
-        recent_items = np.full((n, max(map(len, recent), default=0)), -1, np.int64)
-        for r, rows in enumerate(recent):
-            recent_items[r, :len(rows)] = rows
+        recent = np.full((n, max((len(u.get("recent_sids") or ()) for u in users), default=0), levels), -1, np.int64)
         for r, user in enumerate(users):
             if user.get("long_sid"):
                 long_sid[r] = parse_sid(user["long_sid"], levels)
             for j, sid in enumerate(list(user.get("short_sids") or [])[:SHORT_LEN]):
                 short[r, j] = parse_sid(sid, levels)
-        for arr in (long_sid, short):
+            for j, sid in enumerate(user.get("recent_sids") or ()):
+                recent[r, j] = parse_sid(sid, levels)
+        for arr in (long_sid, short, recent):
             bad = (arr >= np.asarray(self.tokens.sizes)).any(-1)
             if bad.any():
                 raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
         hints, hint_sim = self.image_sids.encode_scored(embedding)
         return build_prompts(self.tokens, np.asarray(grid)[:, : self.tokens.n_visual - 1], embedding,
                              self.tokens.scene_ids([scene] * n if isinstance(scene, str) else list(scene)), long_sid, short,
-                             image_sid=hints, hint_similarity=hint_sim, content=self.content, recent_items=recent_items)
+                             image_sid=hints, hint_similarity=hint_sim, content=self.content, recent_sids=recent)
 
     def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:

@@ -136,8 +136,8 @@ class PromptTokens:
 @dataclass
 class Prompts:
     """A batch of prompts as arrays: token ids (visual positions hold MASK), attention mask and
-    the visual features that fill the visual positions; with the item rows of the user's recent
-    clicks and orders, which the searcher's category affinity reads and the encoder does not."""
+    the visual features that fill the visual positions; with the SIDs of the user's recent clicks
+    and orders, which the searcher's category affinity reads and the encoder does not."""
 
     ids: torch.Tensor  # (B, S) long
     mask: torch.Tensor  # (B, S) long
@@ -146,14 +146,14 @@ class Prompts:
     hint_similarity: torch.Tensor  # (B, H) float: cosine of the photo to each hint item (0 if none)
     sid_content: torch.Tensor  # (B, 1 + 5 + H, d_emb) float: each SID slot's items' V embedding (0 if none)
     slots: torch.Tensor  # (B, 1 + 5 + H, L) long: the SID slots' codes (long-term, short-term x 5, hints; -1 if none)
-    recent_items: torch.Tensor  # (B, M) long: item rows of the user's recent clicks and orders, oldest first (-1 pads)
+    recent_sids: torch.Tensor  # (B, M, L) long: SIDs of the user's recent clicks and orders, oldest first (-1 rows pad)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, rows) -> "Prompts":
         return Prompts(self.ids[rows], self.mask[rows], self.grid[rows], self.embedding[rows], self.hint_similarity[rows],
-                       self.sid_content[rows], self.slots[rows], self.recent_items[rows])
+                       self.sid_content[rows], self.slots[rows], self.recent_sids[rows])
 
     @property
     def short_sids(self) -> np.ndarray:
@@ -165,12 +165,12 @@ def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray,
                   long_sid: np.ndarray | None = None, short_sids: np.ndarray | None = None,
                   title: np.ndarray | None = None, image_sid: np.ndarray | None = None,
                   hint_similarity: np.ndarray | None = None, content: SIDContent | None = None,
-                  recent_items: np.ndarray | None = None) -> Prompts:
+                  recent_sids: np.ndarray | None = None) -> Prompts:
     """Prompts from arrays: scene token ids (B,), long-term SIDs (B, L), short-term SIDs
     (B, 5, L) and the images' SIDs (B, H, L) with -1 rows for missing ones and their cosines to
     the image (B, H), title token ids (B, T) with PAD; `content` gives each SID slot its items'
-    V embedding; `recent_items` (B, M) the item rows of the user's recent clicks and orders (-1
-    pads; none = a user without them)."""
+    V embedding; `recent_sids` (B, M, L) the SIDs of the user's recent clicks and orders (-1 rows
+    pad; none = a user without them)."""
     b, levels = len(grid), tokens.levels
     slots = np.full((b, len(tokens.sid_slots), levels), -1, np.int64)  # long, short x 5, image SIDs
     vocab = tokens.vocab
@@ -212,8 +212,8 @@ def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray,
     return Prompts(torch.from_numpy(ids), torch.from_numpy((ids != PAD).astype(np.int64)),
                    torch.from_numpy(np.asarray(grid, dtype=np.float32)), torch.from_numpy(embedding),
                    torch.from_numpy(sims), torch.from_numpy(slot_emb), torch.from_numpy(slots),
-                   torch.from_numpy(np.asarray(recent_items, np.int64).reshape(b, -1) if recent_items is not None
-                                    else np.full((b, 0), -1, np.int64)))
+                   torch.from_numpy(np.asarray(recent_sids, np.int64).reshape(b, -1, levels) if recent_sids is not None
+                                    else np.full((b, 0, levels), -1, np.int64)))
 
 
 def _sid_tokens(vocab: SIDVocab, sids: np.ndarray) -> np.ndarray:

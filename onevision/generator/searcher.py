@@ -64,7 +64,7 @@ class GenerativeSearcher:
         self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
             if item_relative_price is not None and price_weight else None
         # the categories the shopper's recent clicks and orders favour (category_affinity); none without categories or weight
-        self.category = CategoryAffinity(item_category, category_weight) \
+        self.category = CategoryAffinity(self.items, item_category, category_weight) \
             if item_category is not None and category_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
@@ -82,7 +82,7 @@ class GenerativeSearcher:
         if self.price is not None:
             terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
         if self.category is not None:
-            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_items.numpy())))
+            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.numpy())))
         bonus = (lambda rows, items: sum(term(rows, items) for term in terms)) if terms else None
         items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
         rescored = scores

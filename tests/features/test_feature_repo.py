@@ -40,6 +40,6 @@ def test_sqlite_fallback_when_redis_does_not_answer(tmp_path):
     store = feature_store(settings)
     store.write_to_online_store("user_behaviour", pd.DataFrame({
         "user_id": ["u1"], "short_sids": [["1-2-3"]], "long_sid": [[4, 5, 6]],
-        "long_items": [["i1", "i7"]], "event_timestamp": [pd.Timestamp("2026-01-01", tz="UTC")]}))
+        "recent_sids": [["1-2-3", "7-0-1"]], "event_timestamp": [pd.Timestamp("2026-01-01", tz="UTC")]}))
     assert user_features(store, ["u1"]) == [{"user_id": "u1", "short_sids": [[1, 2, 3]], "long_sid": [4, 5, 6],
-                                             "long_items": ["i1", "i7"]}]
+                                             "recent_sids": [[1, 2, 3], [7, 0, 1]]}]

@@ -18,14 +18,14 @@ def test_rows_read_back_through_feast_and_match_feast_bytes(services):
     ts = 1_767_225_600_123
     with r.pipeline(transaction=True) as pipe:
         queue_rows(pipe, "user_id", [("u-ours", user_row([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], [2, 7, 1, 8, 2], ts,
-                                                          ["i9", "i2"]))])
+                                                          [[9, 2, 6, 5, 3], [3, 1, 4, 1, 5]]))])
         queue_rows(pipe, "item_id", [("i-ours", item_row([5, 0, 2, 9, 9], 12, 3, 149.5, 31.25, ts))])
         pipe.execute()
 
     when = datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
     store.write_to_online_store("user_behaviour", pd.DataFrame({
         "user_id": ["u-feast"], "short_sids": [["3-1-4-1-5", "9-2-6-5-3"]], "long_sid": [[2, 7, 1, 8, 2]],
-        "long_items": [["i9", "i2"]], "event_timestamp": [when]}))
+        "recent_sids": [["9-2-6-5-3", "3-1-4-1-5"]], "event_timestamp": [when]}))
     store.write_to_online_store("item_stats", pd.DataFrame({
         "item_id": ["i-feast"], "sid": [[5, 0, 2, 9, 9]], "clicks_30d": [12], "orders_30d": [3],
         "gmv_30d": [149.5], "s_conv": [31.25], "event_timestamp": [when]}))
@@ -35,7 +35,8 @@ def test_rows_read_back_through_feast_and_match_feast_bytes(services):
 
     ours, feasts = user_features(store, ["u-ours", "u-feast"])
     assert ours["short_sids"] == feasts["short_sids"] == [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]]
-    assert ours["long_sid"] == [2, 7, 1, 8, 2] and ours["long_items"] == feasts["long_items"] == ["i9", "i2"]
+    assert ours["long_sid"] == [2, 7, 1, 8, 2]
+    assert ours["recent_sids"] == feasts["recent_sids"] == [[9, 2, 6, 5, 3], [3, 1, 4, 1, 5]]
     a, b = item_features(store, ["i-ours", "i-feast"])
     assert {k: v for k, v in a.items() if k != "item_id"} == {k: v for k, v in b.items() if k != "item_id"}
     assert a["clicks_30d"] == 12 and a["gmv_30d"] == 149.5 and a["s_conv"] == 31.25
@@ -44,4 +45,4 @@ def test_rows_read_back_through_feast_and_match_feast_bytes(services):
 def test_unknown_user_reads_empty(services):
     store = feature_store(services, backend="redis")
     (row,) = user_features(store, ["nobody"])
-    assert row == {"user_id": "nobody", "short_sids": [], "long_sid": [], "long_items": []}
+    assert row == {"user_id": "nobody", "short_sids": [], "long_sid": [], "recent_sids": []}

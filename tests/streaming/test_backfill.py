@@ -40,11 +40,13 @@ def test_short_term_keeps_the_five_latest_and_long_term_is_a_catalog_sid():
     assert (blank.short_sids == -1).all() and (blank.long_sid == -1).all() and len(blank.long_items[0]) == 0
 
 
-def test_features_name_the_long_term_items_and_recent_items_pads_them():
-    events = pd.DataFrame([ev(10, "click", "i1"), ev(20, "order", "i4", scene="feed"), ev(30, "click", "i2")])
-    ctx = user_context(events, table(), ["u1", "u2"], [100, 100])
-    first, cold = ctx.features(table().item_ids)
-    assert first["long_items"] == ["i1", "i4", "i2"] and first["short_sids"] == ["1-0", "0-1"]
-    assert cold == {"long_sid": [], "short_sids": [], "long_items": []}
-    assert ctx.recent_items(4).tolist() == [[1, 4, 2, -1], [-1, -1, -1, -1]]
-    assert ctx.recent_items(2).tolist() == [[4, 2], [-1, -1]]  # the latest when the window is narrower
+def test_recent_sids_are_the_long_term_items_sids_oldest_first():
+    events = pd.DataFrame([ev(10, "click", "i1"), ev(20, "order", "i4", scene="feed"), ev(30, "click", "i2")]
+                          + [ev(100 + t, "click", "i6", user="u3") for t in range(60)])
+    ctx = user_context(events, table(), ["u1", "u2", "u3"], [100, 100, 1000])
+    first, cold, busy = ctx.features()
+    assert first["recent_sids"] == ["0-1", "2-0", "1-0"] and first["short_sids"] == ["1-0", "0-1"]
+    assert cold == {"long_sid": [], "short_sids": [], "recent_sids": []}
+    assert ctx.recent_sids.shape == (3, 50, 2) and (ctx.recent_sids[0, 3:] == -1).all()
+    assert busy["recent_sids"] == ["3-0"] * 50  # the latest 50
+    assert (ctx.blank().recent_sids == -1).all()

@@ -63,8 +63,8 @@ def test_without_user_blanks_a_copy_and_searches_like_a_cold_start(tiny_generato
     assert known.any()
     before = test.long_sid.copy(), test.short_sids.copy()
     blank = without_user(test)
-    assert (blank.long_sid == -1).all() and (blank.short_sids == -1).all() and (blank.recent_items == -1).all()
-    assert (test.recent_items >= 0).any()
+    assert (blank.long_sid == -1).all() and (blank.short_sids == -1).all() and (blank.recent_sids == -1).all()
+    assert (test.recent_sids >= 0).any()
     assert (test.long_sid == before[0]).all() and (test.short_sids == before[1]).all()  # the cached split is intact
     assert (blank.image == test.image).all() and (blank.target == test.target).all()
     searcher = searcher_for(OneVisionGenerator.load(version), data)
@@ -91,15 +91,15 @@ def test_the_feature_stores_recent_items_reach_the_category_term(tiny_generator,
     version, data = tiny_generator
     search = ImageSearch.from_registry(version, load_catalog(tiny_world))
     photo = (tiny_world / data.catalog.queries["image"].iloc[0]).read_bytes()
-    ids = search.item_ids
+    sids = search.searcher.item_sids
     vis = search.encode([photo, photo])
-    prompts = search.prompts(vis.tokens, vis.embedding, [{"long_items": [ids[3], "no-such-item", ids[5]]}, {}])
-    assert prompts.recent_items.tolist() == [[3, 5], [-1, -1]]  # ids this catalog lacks are left out
+    prompts = search.prompts(vis.tokens, vis.embedding, [{"recent_sids": [sids[3].tolist(), "-".join(map(str, sids[5]))]}, {}])
+    assert prompts.recent_sids.tolist() == [[sids[3].tolist(), sids[5].tolist()], [[-1] * len(sids[0])] * 2]
 
     (cold,) = search.search([photo])
     category = dict(zip(data.catalog.items["item_id"], data.catalog.items["category"]))
     other = next(category[h.item_id] for h in cold.hits[::-1] if category[h.item_id] != category[cold.hits[0].item_id])
-    fan = {"long_items": [i for i in ids if category[i] == other][:10]}  # clicks and orders in one other category
+    fan = {"recent_sids": [s.tolist() for i, s in zip(search.item_ids, sids) if category[i] == other][:10]}
     search.searcher.category.weight = 1000.0
     (warm,) = search.search([photo], [fan])
     assert category[cold.hits[0].item_id] != other == category[warm.hits[0].item_id]
