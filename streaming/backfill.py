@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.redis_writer import sid_string
 from streaming.item_table import ItemTable
 from streaming.long_term import LongTermConfig, long_sids
 from streaming.short_term import SCENE
@@ -44,7 +45,7 @@ class UserContext:
 
 
 def _sid_strings(sids: np.ndarray) -> list[str]:
-    return ["-".join(map(str, s)) for s in sids if s[0] >= 0]
+    return [sid_string(s) for s in sids if s[0] >= 0]
 
 
 def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts, config: LongTermConfig = LongTermConfig()) -> UserContext:

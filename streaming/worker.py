@@ -272,8 +272,9 @@ class FeatureWorker(ConsumerRebalanceListener):
         rows = []
         for u in feature_users:
             s = self.users[u]
-            rows.append((u, user_row([t.sid(i) for _, i in s.short], long_of.get(u), s.last_ts,
-                                     [t.sid(i) for _, i, _ in s.long])))
+            long = long_of.get(u)  # the long-term fields are written only when they changed
+            rows.append((u, user_row([t.sid(i) for _, i in s.short], long, s.last_ts,
+                                     [t.sid(i) for _, i, _ in s.long] if long is not None else ())))
         logs = self._session_logs(closed)
         for letter in self.dead if self.features else ():  # one role reports bad events
             send_dead_letter(self.producer, self.settings, letter)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from onevision.generator.category_affinity import category_index
 from onevision.generator.price_affinity import relative_price
 from onevision.generator.retrieve import calibrate_threshold, s_conv
 from onevision.generator.searcher import GenerativeSearcher
@@ -24,7 +23,7 @@ def searcher_for(model, data, **options) -> GenerativeSearcher:
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
     return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold,
                               item_relative_price=relative_price(data.catalog.items),
-                              item_category=category_index(data.catalog.items), **options)
+                              item_category=data.item_category, **options)
 
 
 def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:

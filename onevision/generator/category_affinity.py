@@ -44,8 +44,7 @@ class CategoryAffinity:
             raise ValueError(f"the prior must be positive, not {prior}")
         self.items, self.item_category = items, cat
         n_categories = int(cat.max()) + 1
-        sums, counts = items.group_sums(np.eye(n_categories)[cat])
-        self.sid_mix = np.vstack([sums / counts[:, None], np.zeros((1, n_categories))])  # row -1: unknown SID
+        self.sid_mix = items.group_means(np.eye(n_categories)[cat], 0.0)  # row -1: unknown SID
         self.share = np.bincount(cat, minlength=n_categories) / len(cat)
         self.weight, self.prior = weight, prior
 

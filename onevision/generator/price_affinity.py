@@ -38,8 +38,7 @@ class PriceAffinity:
         if len(rel) != len(items.members):
             raise ValueError(f"{len(items.members)} SIDs but {len(rel)} prices")
         self.items = items
-        sums, counts = items.group_sums(rel)
-        self.sid_level = np.append(sums / counts, np.nan)  # row -1: unknown SID
+        self.sid_level = items.group_means(rel, np.nan)  # row -1: unknown SID
         self.item_relative_price, self.weight = rel, weight
 
     @classmethod

@@ -79,6 +79,14 @@ class SIDItems:
         np.add.at(sums, np.repeat(np.arange(len(self.sids)), counts), values[self.members])
         return sums, counts
 
+    def group_means(self, values: np.ndarray, unknown: float) -> np.ndarray:
+        """(N, ...) per-item values -> each SID's mean over its items (G + 1, ...), the last row
+        `unknown`: indexed by `slot_groups`, whose -1 is a SID no item has (a user's price level,
+        category mix)."""
+        sums, counts = self.group_sums(values)
+        means = sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))
+        return np.concatenate([means, np.full((1, *means.shape[1:]), unknown)])
+
     def expand(self, beam_sids: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(B, beam, L) SIDs -> the items they hold, flat: (row, beam position, item row), in beam
         order and S_conv order inside each SID; SIDs no item has, or not `live` (B, beam), hold none."""
