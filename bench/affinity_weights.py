@@ -20,7 +20,7 @@ from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import resolve, trained_run
 from serving.models import default_model
-from training.generator_data import data_for_version
+from onevision.generator.data import data_for_version
 from common import data_options
 
 TERMS = {"category": "category_weight", "price": "price_weight"}

@@ -4,7 +4,7 @@ Python dict trie (`prefix_allowed_tokens_fn`), same weights, same valid SIDs, sa
 For beams 10, 64 and 256, a single query and a batch of 16: median latency per call over
 interleaved runs, queries/s, and whether the top-10 SIDs are identical; plus ours with vs
 without the constraint (the cost of the trie), and ours with vs without the searcher's
-similarity look-ahead (`generator.guidance`, its bonuses computed per call), each pair timed in a
+similarity look-ahead (`generator.decode.lookahead`, its bonuses computed per call), each pair timed in a
 run of its own, alternating the two and nothing else: next to a call of transformers' beam search (hundreds of MB allocated and
 freed, caches flushed) whichever variant runs right after it pays for it, which at a few
 milliseconds per call swamps the trie's cost. Writes reports/bench_decode.json.
@@ -26,14 +26,14 @@ import torch
 
 from safetensors.numpy import load_file
 
-from onevision.generator.beam import beam_search
-from onevision.generator.guidance import SimilarityGuide
+from onevision.generator.decode.beam import beam_search
+from onevision.generator.decode.lookahead import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
-from onevision.generator.prompt import PromptTokens, build_prompts
-from onevision.generator.reference import dict_trie, generate_reference
-from onevision.generator.retrieve import SIDItems
-from onevision.generator.searcher import SIMILARITY_WEIGHT
-from onevision.generator.trie import SIDTrie
+from onevision.generator.prompt.builder import PromptTokens, build_prompts
+from onevision.generator.decode.reference import dict_trie, generate_reference
+from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.rank.searcher import SIMILARITY_WEIGHT
+from onevision.generator.decode.trie import SIDTrie
 from training.generator import ITEM_EMBEDDING
 
 
@@ -41,7 +41,7 @@ def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerato
     """The generator, its catalog's SIDs and V's item embeddings, or a random small model over
     random SIDs and embeddings."""
     from onevision.registry import current_version, load_version, resolve, resolve_ref
-    from streaming.item_table import load_item_table
+    from onevision.items import load_item_table
 
     if generator is None:
         # the served model (generator-vrq-<catalog>) before the ablations (generator-vrq-no-...-<catalog>)

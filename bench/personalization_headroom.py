@@ -48,7 +48,7 @@ from onevision.registry import resolve, trained_run
 from onevision.world.products import BRANDS, CATEGORIES, COLOUR_GROUP_OF, COLOURS
 from onevision.world.users import BehaviourModel, ItemArrays, Shoppers, utility
 from serving.models import default_model
-from training.generator_data import data_for_version
+from onevision.generator.data import data_for_version
 from common import data_options
 
 SPLITS = ("val", "test")

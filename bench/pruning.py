@@ -43,14 +43,14 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.registry import read_version, resolve, resolve_ref, trained_run
 from serving.models import default_model
 from training.distill import distill, preset_config
-from training.generator_data import data_for_version
+from onevision.generator.data import data_for_version
 from common import data_options, save_figure
 
 
 def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
     """Each query's user features as the feature store would have served them at its time."""
-    from streaming.backfill import user_context
-    from streaming.item_table import load_item_table
+    from onevision.behaviour.backfill import user_context
+    from onevision.items import load_item_table
 
     return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(), q["ts"].to_numpy()).features()
 

@@ -18,6 +18,7 @@ from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from features.client import ITEM_VIEW, PROJECT, USER_VIEW
+from onevision.items import sid_string
 
 SERIALIZATION_VERSION = 3
 
@@ -35,10 +36,6 @@ def entity_key(join_key: str, value: str, project: str = PROJECT) -> bytes:
 def _timestamp(ts_ms: int) -> bytes:
     ts = Timestamp(seconds=ts_ms // 1000, nanos=(ts_ms % 1000) * 1_000_000)
     return ts.SerializeToString()
-
-
-def sid_string(sid: Sequence[int]) -> str:
-    return "-".join(map(str, sid))
 
 
 def sid_value(sid: Sequence[int]) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from onevision.generator.prompt import SCENES
+from onevision.generator.prompt.builder import SCENES
 
 MAX_TOP_K = 100
 

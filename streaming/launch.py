@@ -18,7 +18,7 @@ from streaming.worker import ROLE_GROUPS, namespace
 def worker_argv(items: Path, role: str = "features", long_term: str = "mean", group: str = "",
                 log_level: str = "INFO", session_idle_s: float = 60.0) -> list[str]:
     """The command line of one `onevision stream worker` process."""
-    argv = [sys.executable, "-m", "onevision.cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
+    argv = [sys.executable, "-m", "onevision_cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
             "--role", role, "--long-term", long_term, "--log-level", log_level, "--session-idle", str(session_idle_s)]
     return argv + (["--group", group] if group else [])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from streaming.item_table import ItemTable
+from onevision.items import ItemTable
 
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-SHORT_LEN = 5  # OneVision 3.2.3: the last five image-search clicks
-LONG_LEN = 50  # recent clicks and orders kept for the long-term SID
 SEEN_LEN = 32  # recent event ids, so a producer's retried duplicate is not counted twice
-CLICK, ORDER = 0, 1
 
 
 @dataclass

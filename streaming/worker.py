@@ -37,13 +37,14 @@ from kafka.structs import OffsetAndMetadata
 from features.redis_writer import queue_rows, sid_value, user_row
 from infra.settings import Settings
 from streaming.item_stats import ItemDeltas, ItemStatsConfig, ItemStatsStore
-from streaming.item_table import ItemTable
-from streaming.long_term import LongTermConfig, add_action, long_sids
+from onevision.items import ItemTable
+from onevision.behaviour.long_term import LongTermConfig, add_action, long_sids
 from streaming.producer import kafka_producer, send_dead_letter, send_session
 from streaming.schema import DeadLetter, EventError, SessionLog, UserSnapshot, parse_event
 from streaming.sessionizer import OpenSession, Sessionizer
-from streaming.short_term import SCENE, add_click
-from streaming.user_state import CLICK, ORDER, UserState
+from onevision.behaviour.short_term import SCENE, add_click
+from onevision.behaviour.long_term import CLICK, ORDER
+from streaming.user_state import UserState
 
 log = logging.getLogger(__name__)
 DEFAULT_GROUP = "onevision-features"

@@ -47,7 +47,7 @@ def tiny_tokenizers(tiny_world, tmp_path_factory) -> tuple[Path, Path, Path]:
     RQ-KMeans tokenizers, trained once per session through the CLI (read-only for tests)."""
     from typer.testing import CliRunner
 
-    from onevision.cli.main import app
+    from onevision_cli.main import app
 
     root = tmp_path_factory.mktemp("tok")
     registry, cache, reports = root / "registry", root / "cache", root / "reports"
@@ -64,7 +64,7 @@ def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
     from onevision.catalog.format import load_catalog
     from onevision.registry import resolve
     from training.generator import HINTS, IMAGE_SID, train_generator
-    from training.generator_data import load_generator_data
+    from onevision.generator.data import load_generator_data
 
     registry, cache, _ = tiny_tokenizers
     catalog = load_catalog(tiny_world)

@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from onevision.cli.main import app
+from onevision_cli.main import app
 
 COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["catalog", "validate"],
             ["catalog", "import"], ["catalog", "import", "grocery"], ["eval"], ["eval", "ann"],

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from infra import services as svc
 from infra.process import free_port
 from infra.settings import load_settings
-from onevision.cli.main import app
+from onevision_cli.main import app
 from serving.launch import stop_service
 from streaming.launch import stop_workers
 from training.launch import stop_dpo_job

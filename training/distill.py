@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from onevision.catalog.format import Catalog
 from onevision.generator.model import OneVisionGenerator
-from onevision.generator.token_pruning import curriculum
+from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
-from training.generator_data import GeneratorData, data_for_version, fingerprint
+from onevision.generator.data import GeneratorData, data_for_version, fingerprint
 from training.loop import StageConfig, run_stage
 from training.sft import ntp_loss
 

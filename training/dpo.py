@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from onevision.generator.model import OneVisionGenerator
-from training.generator_data import Examples, GeneratorData
+from onevision.generator.data import Examples, GeneratorData
 from training.loop import StageConfig, run_stage
 
 

@@ -1,7 +1,7 @@
 """The eval gate of the near-streaming DPO job: a candidate version may serve only if it does not
 regress beyond a tolerance on a held-out ORDER set (val-split shopper photos that ended in an
 order, with their request-time user features) and on a fixed canary set (catalog images that
-must find their own item), searched without the similarity look-ahead (`generator.guidance`) so
+must find their own item), searched without the similarity look-ahead (`generator.decode.lookahead`) so
 that the generator's own beam is judged, scored against the reference it was trained from and against the
 anchor, the version its lineage started from: small losses that each pass against the
 previous version cannot add up to a large one."""
@@ -14,7 +14,7 @@ import numpy as np
 
 from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.model import OneVisionGenerator
-from training.generator_data import GeneratorData
+from onevision.generator.data import GeneratorData
 
 
 # how the gate searches; change it with the search, so that scores a manifest stored from

@@ -59,7 +59,7 @@ from streaming.schema import DeadLetter, SessionLog
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate, GateConfig
 from training.generator import publish_derived
-from training.generator_data import data_for_version
+from onevision.generator.data import data_for_version
 
 log = logging.getLogger(__name__)
 GROUP = "onevision-dpo"

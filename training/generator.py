@@ -23,12 +23,12 @@ from onevision.catalog.format import Catalog
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
-from training.generator_data import GeneratorData, fingerprint, load_generator_data
+from onevision.generator.data import GeneratorData, fingerprint, load_generator_data
 
 STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
 ALL_STAGES = tuple(STAGES)
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
-# the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/image_sid.py
+# the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/prompt/image_sids.py
 # and docs/architecture.md for why not the tokenizer's own quantization of the photo)
 IMAGE_SID, HINTS = "nearest-item", 8
 MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}

@@ -19,7 +19,7 @@ NAME = "dpo-stream"
 def dpo_argv(catalog: Path, registry: Path, model: str, cache: Path, options: dict | None = None) -> list[str]:
     """The command line of one `onevision train dpo-stream` process; `options` are its flags
     (e.g. {"micro-batch": 16, "max-wait": 10})."""
-    argv = [sys.executable, "-m", "onevision.cli.main", "train", "dpo-stream", "--catalog", str(Path(catalog).resolve()),
+    argv = [sys.executable, "-m", "onevision_cli.main", "train", "dpo-stream", "--catalog", str(Path(catalog).resolve()),
             "--registry", str(Path(registry).resolve()), "--model", model, "--cache", str(Path(cache).resolve())]
     for key, value in (options or {}).items():
         argv += [f"--{key}", str(value)]

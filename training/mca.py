@@ -17,13 +17,13 @@ from safetensors.numpy import save_file
 
 from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays, registry_name
 from onevision.catalog.format import Catalog
-from onevision.generator.retrieve import calibrate_threshold
+from onevision.generator.rank.sid_items import calibrate_threshold
 from onevision.registry import publish
 
 
 def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MCACascade, dict]:
     """The cascade over the catalog's items (catalog order) with its ranker fitted on the train
-    split of `data` (training/generator_data.GeneratorData)."""
+    split of `data` (onevision.generator.data.GeneratorData)."""
     emb = data.bank.tokens.embedding
     items = catalog.items
     mca = MCACascade.for_items(items, emb[data.bank.rows(items["image"])], config)
@@ -36,7 +36,7 @@ def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MC
 
 def train_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, progress: bool = True,
               config: MCAConfig = MCAConfig()) -> tuple[Path, dict]:
-    from training.generator_data import load_generator_data
+    from onevision.generator.data import load_generator_data
 
     data = load_generator_data(catalog, tokenizer, cache, progress=progress)
     mca, fit = fit_mca(catalog, data, config)

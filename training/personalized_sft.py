@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onevision.generator.model import OneVisionGenerator
 from training import sft
-from training.generator_data import GeneratorData
+from onevision.generator.data import GeneratorData
 from training.loop import StageConfig
 
 PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=1e-3), "small": StageConfig(epochs=4, batch_size=128, lr=1e-3)}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from onevision.generator.model import OneVisionGenerator
-from training.generator_data import CATEGORY_TASK, SID_TASK, GeneratorData
+from onevision.generator.data import CATEGORY_TASK, SID_TASK, GeneratorData
 from training.loop import StageConfig, run_stage
 from training.sft import ntp_loss
 

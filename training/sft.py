@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from onevision.generator.model import OneVisionGenerator
-from training.generator_data import Examples, GeneratorData
+from onevision.generator.data import Examples, GeneratorData
 from training.loop import StageConfig, run_stage
 
 PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=2e-3), "small": StageConfig(epochs=8, batch_size=128, lr=3e-3)}

@@ -15,12 +15,13 @@ same cascade from Feast rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from onevision.eval.ann import search
+from onevision.ann import search
 
 STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
 # a published cascade (training/mca.py -> registry `mca-<catalog>`): the fitted ranker and its
@@ -156,3 +157,19 @@ class MCACascade:
         scores = self._scores(self.features(query, cands, sim, users)).numpy()
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(cands, order, 1)
+
+
+def load_mca(version: Path, items) -> tuple[MCACascade, dict]:
+    """A published `mca-<catalog>` (training/mca.py) over `items`, the catalog it was fitted on:
+    the cascade with its fitted ranker, and the version's manifest."""
+    from safetensors.numpy import load_file
+
+    from onevision.registry import load_version
+
+    manifest, config = load_version(version)
+    embedding = load_file(str(Path(version) / ITEM_EMBEDDING_FILE))["embedding"]
+    if len(embedding) != len(items):
+        raise ValueError(f"{version} was fitted on {len(embedding)} items, the catalog has {len(items)}")
+    mca = MCACascade.for_items(items, embedding, MCAConfig(**config["mca"]))
+    mca.load_arrays(load_file(str(Path(version) / RANKER_FILE)))
+    return mca, manifest

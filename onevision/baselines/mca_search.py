@@ -4,7 +4,7 @@ generator's `ImageSearch` so the two are interchangeable behind one interface.
 
 The cascade's user features are item rows; the feature store holds SIDs. Each short-term SID
 stands for its best item by S_conv and the long-term SID for all of its items (the same grouping
-the generator's results use, `generator.retrieve.SIDItems`).
+the generator's results use, `generator.rank.sid_items.SIDItems`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays
+from onevision.baselines.mca import MCACascade, UserArrays, load_mca
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
-from onevision.generator.image_search import Hit, SearchAnswer, parse_sid
-from onevision.generator.prompt import SHORT_LEN
-from onevision.generator.retrieve import SIDItems, low_confidence
+from onevision.generator.image_search import Hit, SearchAnswer
+from onevision.behaviour.short_term import SHORT_LEN
+from onevision.generator.rank.sid_items import SIDItems, low_confidence
 from onevision.images import load_rgb
+from onevision.items import parse_sid
 
 
 class CascadeSearch:
@@ -63,21 +64,14 @@ class CascadeSearch:
     @classmethod
     def from_registry(cls, version: Path, catalog, ranking: bool = True) -> "CascadeSearch":
         """A published `mca-<catalog>` (training/mca.py) over `catalog`, the catalog it was fitted on."""
-        from safetensors.numpy import load_file
+        from onevision.generator.rank.sid_items import s_conv
+        from onevision.items import load_item_table
+        from onevision.registry import load_version, read_version, resolve_ref
 
-        from onevision.generator.retrieve import s_conv
-        from onevision.registry import load_version, resolve_ref
-        from streaming.item_table import load_item_table
-
-        manifest, config = load_version(version)
-        tokenizer = resolve_ref(config["tokenizer"], version)
+        mca, manifest = load_mca(version, catalog.items)
+        tokenizer = resolve_ref(read_version(version)[1]["tokenizer"], version)
         encoder = AlignedEfficientNet.load(resolve_ref(load_version(tokenizer)[1]["encoder"], tokenizer))
         items = catalog.items
-        embedding = load_file(str(Path(version) / ITEM_EMBEDDING_FILE))["embedding"]
-        if len(embedding) != len(items):
-            raise ValueError(f"{version} was fitted on {len(embedding)} items, the catalog has {len(items)}")
-        mca = MCACascade.for_items(items, embedding, MCAConfig(**config["mca"]))
-        mca.load_arrays(load_file(str(Path(version) / RANKER_FILE)))
         table = load_item_table(tokenizer)
         sids = table.sids[table.indices(items["item_id"])]
         return cls(encoder, mca, items["item_id"], sids, s_conv(items),

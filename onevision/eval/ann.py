@@ -10,26 +10,14 @@ import json
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from onevision.ann import search
 from onevision.catalog.format import Catalog
 from onevision.encoders.base import ImageEncoder
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS, retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")
-
-
-def search(item_vecs: np.ndarray, query_vecs: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product search (vectors are unit length, so cosine): (n_queries, k) indices."""
-    return search_scored(item_vecs, query_vecs, k)[1]
-
-
-def search_scored(item_vecs: np.ndarray, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`search` with its cosines: ((n_queries, k) similarities, (n_queries, k) indices)."""
-    index = faiss.IndexFlatIP(item_vecs.shape[1])
-    index.add(np.ascontiguousarray(item_vecs, dtype=np.float32))
-    return index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), min(k, len(item_vecs)))
 
 
 def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k: int = 10,

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from onevision.generator.price_affinity import relative_price
-from onevision.generator.retrieve import calibrate_threshold, s_conv
-from onevision.generator.searcher import GenerativeSearcher
+from onevision.generator.rank.price_affinity import relative_price
+from onevision.generator.rank.sid_items import calibrate_threshold, s_conv
+from onevision.generator.rank.searcher import GenerativeSearcher
 from onevision.metrics.retrieval import retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")
 
 
 def searcher_for(model, data, **options) -> GenerativeSearcher:
-    """A searcher over the catalog of `data` (training/generator_data.GeneratorData), its
+    """A searcher over the catalog of `data` (onevision.generator.data.GeneratorData), its
     confidence threshold calibrated on the training photos; `options` go to the searcher."""
     emb = data.bank.tokens.embedding
     item_emb = emb[data.bank.rows(data.catalog.items["image"])]

@@ -1,14 +1,14 @@
 """`onevision eval offline`: every method through one evaluation, shaped like OneVision's
 Tables 1 and 2, on the test split's CLICK and ORDER sets.
 
-Methods (each trained here if the registry lacks it):
+Methods (trained beforehand by `training.offline_models`, which reuses what the registry has):
 - ANN: the aligned encoder V + exact faiss search (the DINOv3 row);
 - MCA: ANN recall, pre-rank, learned ranker with user features and item stats; MCA w/o ranking;
 - RQ-KMeans GR: the generator on RQ-KMeans SIDs, single-stage SFT from the image alone, ranked by
   its log-probabilities as IRGen ranks (the paper's baseline), and with OneVision's similarity search;
 - OneVision: VRQ SIDs, pretrain -> SFT -> personalized SFT -> DPO, with and without the user's
   features at inference (w/ P. / w/o P.), in pure beam order (without the similarity search of
-  `generator.searcher`), and without the beam's similarity look-ahead (`generator.guidance`);
+  `generator.rank.searcher`), and without the beam's similarity look-ahead (`generator.decode.lookahead`);
 - ablations (Table 2): trained without user SIDs (pretrain -> SFT), on VRQ without business
   features, on VRQ without category features.
 Writes `reports/offline_<catalog>.json` and `.md`.
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from onevision.baselines.mca import UserArrays
+from onevision.baselines.mca import UserArrays, load_mca
 from onevision.catalog.format import Catalog
-from onevision.eval.ann import search
+from onevision.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
+from onevision.generator.data import GeneratorData, load_generator_data
+from onevision.generator.model import OneVisionGenerator
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
-from onevision.registry import current_version, read_version, resolve, trained_run
+from onevision.registry import read_version, resolve_ref
 
 
 ANN = "ANN (aligned V + faiss)"
@@ -38,56 +40,21 @@ OURS = "OneVision (VRQ) w/ P."
 BEAM_ORDER = {"similarity_weight": 0.0, "price_weight": 0.0}  # SIDs in beam order, items by S_conv inside each
 
 
-def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str, without: str | None = None,
-               progress: bool = True) -> Path:
-    from training.tokenizer import train_tokenizer
-
-    tag = f"{method}-no-{without}" if without else method
-    model = f"tokenizer-{tag}-{catalog.name}"
-    if current_version(registry, model):
-        return resolve(model, registry)
-    return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
-
-
-def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path, cache: Path,
-               runs: Path, preset: str, progress: bool = True, image_sid: tuple[str, int] | None = None) -> Path:
-    """The registry's current `name` if it is the same run (`training.generator.run_id`: catalog,
-    tokenizer, stages, preset, prompt options), else a new one."""
-    from training.generator import HINTS, IMAGE_SID, run_id, train_generator
-
-    mode, hints = image_sid or (IMAGE_SID, HINTS)
-    if current_version(registry, name):
-        # CURRENT may be derived from the trained run: the distilled (pruned) model, or the
-        # streaming DPO job's updates, which learn from live sessions whose photos include the
-        # test split. Evaluate the trained run they descend from, never them.
-        version = trained_run(resolve(name, registry))
-        config = read_version(version)[1]
-        if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
-            return version
-    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
-                           image_sid=mode, hints=hints)[0]
-
-
-def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, reports: Path, preset: str = "small",
-                   ablations: bool = True, beam: int = 10, progress: bool = True,
+def offline_report(catalog: Catalog, models, cache: Path, reports: Path, beam: int = 10, progress: bool = True,
                    log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    from onevision.generator.model import OneVisionGenerator
-    from training.generator import ALL_STAGES, generator_name
-    from training.generator_data import load_generator_data
-    from training.mca import fit_mca
-
+    """Score the models of `models` (`training.offline_models.OfflineModels`: registry versions by
+    role, trained by that recipe) and write the report."""
     t0 = time.perf_counter()
-    vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
-    datas: dict[tuple, object] = {}
+    datas: dict[tuple, GeneratorData] = {}
 
-    def data_for(tokenizer: Path, config: dict | None = None):
+    def data_for(tokenizer: Path, config: dict | None = None) -> GeneratorData:
         mode, hints = (config["image_sid"], config["tokens"]["n_hints"]) if config else ("tokenizer", 1)
         if (tokenizer, mode, hints) not in datas:
             datas[tokenizer, mode, hints] = load_generator_data(catalog, tokenizer, cache, progress=progress,
                                                                  image_sid=mode, hints=hints)
         return datas[tokenizer, mode, hints]
 
-    data = data_for(vrq)
+    data = data_for(models.vrq)
     test, q = data.evaluation("test")
     kinds, targets = q["kind"].to_numpy(), test.target_item
     emb = data.bank.tokens.embedding
@@ -101,20 +68,18 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
 
     record(ANN, search(item_emb, query_emb, 10))
 
-    mca, fit = fit_mca(catalog, data)
+    mca, manifest = load_mca(models.mca, catalog.items)
     ctx = data.context(q)
     users = UserArrays(ctx.short_items, ctx.long_items)
-    record("MCA", mca.rank(query_emb, users), ranker=fit)
+    record("MCA", mca.rank(query_emb, users), ranker=manifest["metrics"])
     record("MCA w/o P.", mca.rank(query_emb, None))
     record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
 
-    def generator_rows(label: str, tokenizer: Path, name: str, stages: tuple[str, ...], both: bool,
-                       image_sid: tuple[str, int] | None = None, extra: dict[str, dict] | None = None) -> None:
+    def generator_rows(label: str, version: Path, both: bool, extra: dict[str, dict] | None = None) -> None:
         """The model's rows: `label` (w/ and w/o P. when `both`) with the served search, and each
         `extra` row's name with those searcher options (with the user's features when `both`)."""
-        version = ensure_generator(catalog, tokenizer, name, stages, registry, cache, runs, preset, progress, image_sid)
         model = OneVisionGenerator.load(version)
-        d = data_for(tokenizer, read_version(version)[1])
+        d = data_for(resolve_ref(read_version(version)[1]["tokenizer"], version), read_version(version)[1])
         ex, _ = d.evaluation("test")
         for personalized in ((True, False) if both else (False,)):
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=personalized)
@@ -126,22 +91,17 @@ def offline_report(catalog: Catalog, registry: Path, cache: Path, runs: Path, re
                                      searcher=searcher_for(model, d, **options))
             record(row, res["ranked"], version=str(version), all_sids_valid=res["all_sids_valid"])
 
-    rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
     # IRGen-like: the image alone, single-stage SFT, ranked by the decoder's log-probabilities
-    generator_rows(RQK_SEARCHED, rqk, generator_name(rqk) + "-single", ("sft",), both=False, image_sid=("none", 0),
-                   extra={IRGEN: BEAM_ORDER})
-    generator_rows("OneVision (VRQ)", vrq, generator_name(vrq), ALL_STAGES, both=True,
+    generator_rows(RQK_SEARCHED, models.rq_kmeans_single, both=False, extra={IRGEN: BEAM_ORDER})
+    generator_rows("OneVision (VRQ)", models.onevision, both=True,
                    extra={"OneVision (VRQ) w/ P., beam order": BEAM_ORDER,
                           "OneVision (VRQ) w/ P., no look-ahead": {"lookahead": False}})
     table2 = [OURS]
-    if ablations:
-        generator_rows("OneVision w/o user SIDs", vrq, generator_name(vrq) + "-no-user", ("pretrain", "sft"), both=False)
-        for without in ("business", "category"):
-            tok = ensure_tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
-            generator_rows(f"OneVision w/o {without} features", tok, generator_name(tok), ALL_STAGES, both=False)
-        table2 += ["OneVision w/o user SIDs", "OneVision w/o business features", "OneVision w/o category features"]
+    for label, version in models.ablations.items():
+        generator_rows(label, version, both=False)
+        table2.append(label)
     table2 += ["MCA", "MCA w/o ranking"]
-    table1 = [r for r in rows if r not in table2[1:4]]
+    table1 = [r for r in rows if r not in models.ablations]
     report = {"catalog": catalog.name, "catalog_path": str(catalog.root.resolve()), "split": "test", "beam": beam,
               "n_queries": {k: int((kinds == k).sum()) for k in ("click", "order")}, "methods": rows,
               "table1": table1, "table2": [r for r in table2 if r in rows], "comparisons": comparisons(rows),

@@ -19,12 +19,14 @@ from PIL import Image
 
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, encode_images
-from onevision.generator.image_sid import ImageSIDs
-from onevision.generator.prompt import SHORT_LEN, Prompts, build_prompts
-from onevision.generator.sid_content import SIDContent
-from onevision.generator.retrieve import SIDItems
-from onevision.generator.searcher import GenerativeSearcher
+from onevision.generator.prompt.image_sids import ImageSIDs
+from onevision.behaviour.short_term import SHORT_LEN
+from onevision.generator.prompt.builder import Prompts, build_prompts
+from onevision.generator.prompt.sid_content import SIDContent
+from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.rank.searcher import GenerativeSearcher
 from onevision.images import load_rgb
+from onevision.items import parse_sid
 
 
 @dataclass
@@ -40,14 +42,6 @@ class SearchAnswer:
     low_confidence: bool
     similarity: float
     visual: VisualTokens | None = None  # the photo's V tokens (grid (T, 320), embedding (D,))
-
-
-def parse_sid(sid, levels: int) -> list[int]:
-    """A SID as Feast stores it ('3-1-0-7-2' or a list of ints) -> list of `levels` ints."""
-    codes = [int(c) for c in (sid.split("-") if isinstance(sid, str) else sid)]
-    if len(codes) != levels:
-        raise ValueError(f"SID {sid!r} has {len(codes)} codes, expected {levels}")
-    return codes
 
 
 class ImageSearch:
@@ -112,14 +106,14 @@ class ImageSearch:
     @classmethod
     def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
         """The generator of a registry version with its tokenizer's items and encoder V."""
-        from onevision.generator.category_affinity import category_index
+        from onevision.generator.rank.category_affinity import category_index
         from onevision.generator.model import OneVisionGenerator
-        from onevision.generator.price_affinity import relative_price
-        from onevision.generator.retrieve import s_conv
+        from onevision.generator.rank.price_affinity import relative_price
+        from onevision.generator.rank.sid_items import s_conv
         from safetensors.numpy import load_file
 
         from onevision.registry import load_version, resolve_ref
-        from streaming.item_table import load_item_table
+        from onevision.items import load_item_table
 
         manifest, config = load_version(generator_version)
         model = OneVisionGenerator.load(generator_version)

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import BartConfig, BartForConditionalGeneration
 
-from onevision.generator.prompt import PromptTokens
-from onevision.generator.token_pruning import prune_span
+from onevision.generator.prompt.builder import PromptTokens
+from onevision.generator.prompt.token_pruning import prune_span
 
-from onevision.generator.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
+from onevision.generator.prompt.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
 
 PRESETS = {  # (encoder layers, decoder layers, hidden, heads, ffn)
     "tiny": (1, 1, 32, 2, 64),
@@ -174,7 +174,7 @@ class OneVisionGenerator(torch.nn.Module):
     @torch.no_grad()
     def search(self, prompts, trie, beam: int = 10, constrained: bool = True, guide=None):
         """Constrained beam search (`beam.decode`; `guide`: its similarity look-ahead)."""
-        from onevision.generator.beam import decode
+        from onevision.generator.decode.beam import decode
 
         self.eval()
         enc, mask = self.encode(prompts)

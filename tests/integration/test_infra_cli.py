@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "onevision.cli.main", "infra", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "onevision_cli.main", "infra", *args], env=env,
                           capture_output=True, text=True, timeout=120)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 from features.client import feature_store, user_features
 from infra.process import free_port
-from onevision.cli.main import app as cli
+from onevision_cli.main import app as cli
 from onevision.registry import current_version, load_version, publish, resolve_ref
 from serving.ab_report import read_events
 from serving.experiments import ExperimentConfig, Router
-from streaming.item_table import load_item_table
+from onevision.items import load_item_table
 from streaming.producer import EventProducer, event
 from streaming.request_log import RequestLog
 from streaming.worker import FeatureWorker, WorkerConfig

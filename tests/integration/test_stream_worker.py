@@ -23,8 +23,8 @@ from features.client import feature_store, item_features, user_features
 from infra import services as svc
 from infra.process import free_port
 from infra.settings import RedisSettings, Settings
-from streaming.backfill import user_context
-from streaming.item_table import ItemTable
+from onevision.behaviour.backfill import user_context
+from onevision.items import ItemTable
 from streaming.launch import worker_argv
 from streaming.producer import EventProducer, event
 from streaming.replay import replay

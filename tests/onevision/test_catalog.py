@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import CatalogError, load_catalog, write_table
-from onevision.cli.main import app
+from onevision_cli.main import app
 
 
 @pytest.fixture

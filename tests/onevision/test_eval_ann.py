@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog, write_table
-from onevision.cli.main import app
+from onevision_cli.main import app
 from onevision.encoders import get_encoder
 from onevision.eval.ann import evaluate_ann
 

@@ -6,7 +6,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from onevision.cli.main import app
+from onevision_cli.main import app
 
 
 def test_offline_report_has_every_method_and_both_tables(tiny_world, tiny_tokenizers, tiny_generator, tmp_path):

@@ -9,11 +9,11 @@ import torch
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision.cli.main import app
+from onevision_cli.main import app
 from onevision.eval.generative import searcher_for
-from onevision.eval.offline import ensure_generator
+from training.offline_models import ensure_generator
 from onevision.generator.model import OneVisionGenerator
-from onevision.generator.token_pruning import curriculum
+from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import current_version, load_version, publish, resolve_ref, trained_run, versions
 from training.distill import DistillConfig, distill, ensure_distilled, kl_loss, preset_config
 from training.generator import ALL_STAGES

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision.cli.main import app
+from onevision_cli.main import app
 from onevision.eval.generative import evaluate_generator, searcher_for, without_user
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator

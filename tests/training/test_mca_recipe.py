@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 from onevision.baselines.mca import UserArrays
 from onevision.baselines.mca_search import CascadeSearch
 from onevision.catalog.format import load_catalog
-from onevision.cli.main import app
+from onevision_cli.main import app
 from onevision.encoders.visual_tokens import encode_images
 from onevision.images import ImageError, load_rgb
 from onevision.registry import load_version, resolve
-from training.generator_data import load_generator_data
+from onevision.generator.data import load_generator_data
 from training.mca import fit_mca
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision.cli.main import app
+from onevision_cli.main import app
 from onevision.registry import RegistryError, load_version, resolve
 from onevision.tokenizers import TokenizerError, load_tokenizer
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from onevision.generator.beam import beam_search
+from onevision.generator.decode.beam import beam_search
 from onevision.generator.model import SIDBart, bart_config
-from onevision.generator.reference import dict_trie, generate_reference
-from onevision.generator.trie import SIDTrie
-from onevision.generator.vocab import SIDVocab
+from onevision.generator.decode.reference import dict_trie, generate_reference
+from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.prompt.vocab import SIDVocab
 
 SIZES = (16, 8, 8, 4, 4)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from onevision.generator.category_affinity import CategoryAffinity, category_index
-from onevision.generator.retrieve import SIDItems
+from onevision.generator.rank.category_affinity import CategoryAffinity, category_index
+from onevision.generator.rank.sid_items import SIDItems
 
 
 def test_category_index_follows_the_sorted_names():

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from onevision.generator.beam import beam_search
-from onevision.generator.guidance import SimilarityGuide
+from onevision.generator.decode.beam import beam_search
+from onevision.generator.decode.lookahead import SimilarityGuide
 from onevision.generator.model import SIDBart, bart_config
-from onevision.generator.retrieve import SIDItems
-from onevision.generator.trie import SIDTrie
-from onevision.generator.vocab import SIDVocab
+from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.prompt.vocab import SIDVocab
 
 SIZES = (8, 4, 4, 3)
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from onevision.generator.prompt import SHORT_LEN, PromptTokens, build_prompts
-from onevision.generator.vocab import BOS, EOS, MASK, PAD, SEP
+from onevision.generator.prompt.builder import SHORT_LEN, PromptTokens, build_prompts
+from onevision.generator.prompt.vocab import BOS, EOS, MASK, PAD, SEP
 
 SIZES = (8, 4, 4)
 
@@ -79,7 +79,7 @@ def test_sid_slots_carry_their_items_embedding():
     import torch
 
     from onevision.generator.model import OneVisionGenerator
-    from onevision.generator.sid_content import SIDContent
+    from onevision.generator.prompt.sid_content import SIDContent
 
     item_sids = np.array([[2, 1, 0], [3, 0, 1], [3, 0, 1]])
     emb = np.eye(3, 256, dtype=np.float32)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from onevision.generator.token_pruning import curriculum, prune_span, select_tokens
+from onevision.generator.prompt.token_pruning import curriculum, prune_span, select_tokens
 
 
 def test_curriculum_is_eq_12():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-import onevision.generator.trie as trie_module
-from onevision.generator.trie import SIDTrie
-from onevision.generator.vocab import SIDVocab
+import onevision.generator.decode.trie as trie_module
+from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.prompt.vocab import SIDVocab
 
 SIZES = (16, 8, 8, 4, 4)
 

@@ -1,0 +1,80 @@
+"""The tokenizer's own SID of any image, an input of the generator's prompt.
+
+OneVision 3.2.2: SFT "takes the query image and its corresponding SID as input and outputs the
+SID of the matched product". A catalog image's SID is its item's; any other image (a view, a
+shopper photo) is quantized by the tokenizer from V's embedding, with the category text of its
+10 nearest catalog items (majority vote) and no business stats, exactly as the tokenizer's
+query inputs are built (`tokenizers.inputs`). The photo's SID often differs from the bought
+item's below the first level (multi-view drift); the generator learns to correct it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from onevision.tokenizers import Tokenizer, load_tokenizer
+from onevision.tokenizers.base import TokenizerInputs
+from onevision.tokenizers.inputs import _predicted_category_text
+
+
+MODES = ("tokenizer", "nearest-item", "none")  # none: the image alone (IRGen-like)
+
+
+class ImageSIDs:
+    """mode `tokenizer`: the tokenizer quantizes the photo (one SID); `nearest-item`: the SIDs
+    of the `hints` catalog items nearest the photo in V's space (the photo snapped onto valid
+    SIDs), nearest first."""
+
+    def __init__(self, tokenizer: Tokenizer, item_embedding: np.ndarray, item_category: np.ndarray,
+                 category_text: np.ndarray, n_business: int, without: str | None = None,
+                 item_sids: np.ndarray | None = None, mode: str = "tokenizer", hints: int = 1):
+        if mode not in MODES:
+            raise ValueError(f"unknown image-SID mode {mode!r}; choose from {', '.join(MODES)}")
+        self.tok, self.item_embedding = tokenizer, np.asarray(item_embedding, np.float32)
+        self.item_category, self.category_text = np.asarray(item_category), np.asarray(category_text, np.float32)
+        self.n_business, self.without = n_business, without
+        if mode == "tokenizer" and hints != 1:
+            raise ValueError("the tokenizer gives one SID per image; use hints=1")
+        if (mode == "none") != (hints == 0):
+            raise ValueError("mode 'none' and only it has no image SIDs (hints=0)")
+        self.item_sids, self.mode, self.hints = item_sids, mode, hints
+
+    def encode(self, embedding: np.ndarray) -> np.ndarray:
+        """(B, hints, L) SIDs of images from V's embeddings (B, D)."""
+        return self.encode_scored(embedding)[0]
+
+    def encode_scored(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode` and (B, hints) cosines between each image and its hint items (0 where a hint
+        is no catalog item: modes `tokenizer` and `none`)."""
+        embedding = np.asarray(embedding, np.float32)
+        zeros = np.zeros((len(embedding), self.hints), np.float32)
+        if not len(embedding) or self.mode == "none":
+            return np.zeros((len(embedding), self.hints, self.tok.levels), np.int64), zeros
+        if self.mode == "nearest-item":
+            from onevision.ann import search_scored
+
+            sims, rows = search_scored(self.item_embedding, embedding, self.hints)
+            return self.item_sids[rows], sims.astype(np.float32)
+        text = _predicted_category_text(embedding, self.item_embedding, self.item_category, self.category_text)
+        if self.without == "category":
+            text = np.zeros_like(text)
+        inputs = TokenizerInputs(embedding, text, np.zeros((len(embedding), self.n_business), np.float32))
+        return self.tok.encode(inputs)[:, None], zeros
+
+    @classmethod
+    def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray,
+                     mode: str = "tokenizer", hints: int = 1) -> "ImageSIDs":
+        """From a tokenizer registry version and the catalog items' categories (tokenizer order)."""
+        from onevision.encoders.text import TextEncoder
+        from onevision.registry import load_version
+
+        config = load_version(tokenizer_version)[1]
+        tok = load_tokenizer(tokenizer_version)
+        names, item_cat = np.unique(np.asarray(categories), return_inverse=True)
+        n_business = int(config["tokenizer"].get("n_business", 4))
+        from onevision.items import load_item_table
+
+        return cls(tok, item_embedding, item_cat, TextEncoder().encode(list(names)), n_business, config.get("without"),
+                   load_item_table(tokenizer_version).sids, mode, hints)

@@ -1,0 +1,95 @@
+"""Image search with a trained generator: prompts in, ranked items and a confidence flag out.
+
+Constrained beam search over the catalog's SID trie, its hypotheses ranked with a look-ahead of
+the same similarity term (`guidance.SimilarityGuide`, `lookahead`), so a narrow beam keeps the
+SIDs that hold items like the photo; the SIDs' items ranked by their SID's log-prob +
+similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
+of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) + category_weight x
+how much the shopper's recent clicks and orders favour their category (`category_affinity`; given
+the catalog's categories) (S_conv breaks ties,
+and orders everything when the similarity weight is 0: SIDs in beam order, items by S_conv inside
+each); the low-confidence check against V's
+embeddings. Batches of any size; a prompt with empty user slots (cold start) is searched like any
+other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from onevision.generator.rank.category_affinity import CATEGORY_WEIGHT, CategoryAffinity
+from onevision.generator.decode.lookahead import SimilarityGuide
+from onevision.generator.model import OneVisionGenerator
+from onevision.generator.rank.price_affinity import PRICE_WEIGHT, PriceAffinity
+from onevision.generator.prompt.builder import Prompts
+from onevision.generator.rank.sid_items import SIDItems, low_confidence
+from onevision.generator.decode.trie import SIDTrie
+
+
+@dataclass
+class SearchResult:
+    items: np.ndarray  # (B, k) item rows best first, -1 padded
+    sids: np.ndarray  # (B, beam, L) generated SIDs
+    scores: np.ndarray  # (B, beam) log-probabilities
+    rescored: np.ndarray  # (B, beam) the scores that ordered the SIDs (log-prob + weight x their best item's similarity)
+    low_confidence: np.ndarray  # (B,) bool
+    similarity: np.ndarray  # (B,) best query-item cosine among the top K
+    item_scores: np.ndarray  # (B, k) the score that ranked each item (-inf padded)
+
+
+# Chosen on the small world's val split: per SID at beam 10, HR@4 click/order 78.2/82.1 -> 80.5/83.2;
+# per item at beam 256, weights 40/80/120 give 82.2/83.6/83.2 click HR@4 (order 83.9 each).
+SIMILARITY_WEIGHT = 80.0
+
+
+class GenerativeSearcher:
+    def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
+                 item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
+                 similarity_weight: float = SIMILARITY_WEIGHT, item_relative_price: np.ndarray | None = None,
+                 price_weight: float = PRICE_WEIGHT, lookahead: bool = True, item_category: np.ndarray | None = None,
+                 category_weight: float = CATEGORY_WEIGHT):
+        self.model = model.eval()
+        self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
+        self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
+        self.s_conv = np.asarray(s_conv, np.float64)  # (N,) the catalog's; `items` may follow live values (ImageSearch.use_s_conv)
+        self.items = SIDItems.build(item_sids, s_conv)
+        self.item_embedding = np.asarray(item_embedding, np.float32)
+        self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
+        # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
+        self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if lookahead else None
+        # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
+        self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
+            if item_relative_price is not None and price_weight else None
+        # the categories the shopper's recent clicks and orders favour (category_affinity); none without categories or weight
+        self.category = CategoryAffinity(self.items, item_category, category_weight) \
+            if item_category is not None and category_weight else None
+
+    def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
+        parts = []
+        query = prompts.embedding.numpy()
+        for start in range(0, len(prompts), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            guide = self.guide.bonuses(query[sl], self.similarity_weight) \
+                if self.guide is not None and self.similarity_weight and constrained else None
+            parts.append(self.model.search(prompts[sl], self.trie, beam=beam, constrained=constrained, guide=guide))
+        sids = np.concatenate([p.sids for p in parts])
+        scores = np.concatenate([p.scores for p in parts])
+        # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
+        terms = []
+        if self.price is not None:
+            terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
+        if self.category is not None:
+            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.numpy())))
+        bonus = (lambda rows, items: sum(term(rows, items) for term in terms)) if terms else None
+        items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
+        rescored = scores
+        if sid_best is not None:
+            rescored = scores + self.similarity_weight * sid_best
+            order = np.argsort(-rescored, axis=1, kind="stable")  # -inf (padding) stays last
+            sids, scores, rescored = (np.take_along_axis(a, order[..., None] if a.ndim == 3 else order, 1)
+                                      for a in (sids, scores, rescored))
+        flag, best = low_confidence(query, self.item_embedding, items, self.threshold)
+        return SearchResult(items, sids, scores, rescored, flag, best, item_scores)

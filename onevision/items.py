@@ -1,0 +1,105 @@
+"""The catalog as the workers see it: item id -> SID (and quantized vector), plus the set of
+valid SIDs, so that every SID a worker writes is one that some catalog item has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+ITEM_SIDS = "item_sids.parquet"
+
+
+def sid_string(sid: Sequence[int]) -> str:
+    """A SID in the feature store's text form: 'c1-c2-...'."""
+    return "-".join(map(str, sid))
+
+
+def parse_sid(sid, levels: int) -> list[int]:
+    """A SID as Feast stores it ('3-1-0-7-2' or a list of ints) -> list of `levels` ints."""
+    codes = [int(c) for c in (sid.split("-") if isinstance(sid, str) else sid)]
+    if len(codes) != levels:
+        raise ValueError(f"SID {sid!r} has {len(codes)} codes, expected {levels}")
+    return codes
+
+
+class ItemTableError(ValueError):
+    pass
+
+
+@dataclass
+class ItemTable:
+    item_ids: list[str]
+    sids: np.ndarray  # (n, L) int64
+    vectors: np.ndarray | None = None  # (n, d) float32: what each item's codes reconstruct
+    _index: dict[str, int] = field(init=False, repr=False)
+    _ann: faiss.Index | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self):
+        self.sids = np.asarray(self.sids, dtype=np.int64)
+        if self.sids.ndim != 2 or len(self.sids) != len(self.item_ids) or not len(self.item_ids):
+            raise ItemTableError(f"need one SID row per item, got {self.sids.shape} for {len(self.item_ids)} items")
+        self._index = {item: i for i, item in enumerate(self.item_ids)}
+        if len(self._index) != len(self.item_ids):
+            raise ItemTableError("item ids repeat in the item table")
+        if self.vectors is not None:
+            self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+            self._ann = faiss.IndexFlatL2(self.vectors.shape[1])
+            self._ann.add(self.vectors)
+
+    @property
+    def levels(self) -> int:
+        return self.sids.shape[1]
+
+    def index(self, item_id: str) -> int | None:
+        return self._index.get(item_id)
+
+    def indices(self, item_ids) -> np.ndarray:
+        """Row of each item id (-1 for ids not in the table)."""
+        return pd.Series(item_ids, dtype=object).map(self._index).fillna(-1).to_numpy(dtype=np.int64)
+
+    def sid(self, item_id: str) -> list[int]:
+        return self.sids[self._index[item_id]].tolist()
+
+    def is_valid(self, sid) -> bool:
+        return bool((self.sids == np.asarray(sid)).all(1).any())
+
+    def nearest_sids(self, vectors: np.ndarray) -> np.ndarray:
+        """Re-quantize mean vectors to the nearest catalog item's SID (always a valid SID)."""
+        if self._ann is None:
+            raise ItemTableError("the item table has no vectors; use the 'onesearch' long-term mode")
+        _, idx = self._ann.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return self.sids[idx[:, 0]]
+
+    def snap(self, codes: np.ndarray) -> np.ndarray:
+        """The valid SID that follows `codes` level by level: at each level the closest code
+        among the children of the prefix chosen so far (so a rounded mean becomes a real SID)."""
+        out = np.empty_like(self.sids[: len(codes)])
+        for r, want in enumerate(np.asarray(codes)):
+            rows = self.sids
+            for level in range(self.levels):
+                col = rows[:, level]
+                best = col[np.argmin(np.abs(col - want[level]))]
+                rows = rows[col == best]
+            out[r] = rows[0]
+        return out
+
+
+def load_item_table(path: str | Path) -> ItemTable:
+    """From a tokenizer version folder (its item_sids.parquet) or a parquet file with item_id,
+    sid and optionally vector columns."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ITEM_SIDS
+    if not path.is_file():
+        raise ItemTableError(f"no item SID table at {path} (train a tokenizer first: onevision tokenizer train)")
+    df = pd.read_parquet(path)
+    missing = {"item_id", "sid"} - set(df.columns)
+    if missing:
+        raise ItemTableError(f"{path} lacks column(s) {sorted(missing)}")
+    vectors = np.stack(df["vector"].to_numpy()) if "vector" in df.columns else None
+    return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vectors)

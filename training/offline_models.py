@@ -1,0 +1,91 @@
+"""Recipe behind `eval offline`: every model its tables score, reused from the registry when it is
+the same run and trained when missing (offline evaluation itself only evaluates).
+
+- the VRQ and RQ-KMeans tokenizers (and, with the ablations, VRQ without business or category
+  features);
+- the MCA cascade's ranker (`mca-<catalog>`, fitted on the VRQ tokenizer's data);
+- the generators: OneVision (all four stages), the RQ-KMeans generator (IRGen-like: the image alone,
+  single-stage SFT) and the ablations (no user SIDs; VRQ without business / category features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onevision.baselines.mca import registry_name as mca_name
+from onevision.catalog.format import Catalog
+from onevision.registry import current_version, read_version, resolve, trained_run
+from training.generator import ALL_STAGES, HINTS, IMAGE_SID, generator_name, run_id, train_generator
+from training.mca import train_mca
+from training.tokenizer import train_tokenizer
+
+
+@dataclass(frozen=True)
+class OfflineModels:
+    """What `onevision.eval.offline.offline_report` scores: registry versions by role."""
+
+    vrq: Path  # the tokenizer whose data (visual tokens, user context) every shared row reads
+    rq_kmeans: Path
+    mca: Path
+    onevision: Path  # the trained run of the served model (never its distilled or DPO-updated descendants)
+    rq_kmeans_single: Path  # IRGen-like: single-stage SFT from the image alone
+    ablations: dict[str, Path] = field(default_factory=dict)  # row label -> trained run
+
+
+def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, preset: str,
+                     without: str | None = None, progress: bool = True) -> Path:
+    """The registry's current `tokenizer-<method>[-no-<without>]-<catalog>`, trained if missing."""
+    tag = f"{method}-no-{without}" if without else method
+    model = f"tokenizer-{tag}-{catalog.name}"
+    if current_version(registry, model):
+        return resolve(model, registry)
+    return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
+
+
+def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path,
+                     cache: Path, runs: Path, preset: str, progress: bool = True,
+                     image_sid: tuple[str, int] | None = None) -> Path:
+    """The registry's current `name` if it is the same run (`training.generator.run_id`: catalog,
+    tokenizer, stages, preset, prompt options), else a new one."""
+    mode, hints = image_sid or (IMAGE_SID, HINTS)
+    if current_version(registry, name):
+        # CURRENT may be derived from the trained run: the distilled (pruned) model, or the
+        # streaming DPO job's updates, which learn from live sessions whose photos include the
+        # test split. Evaluate the trained run they descend from, never them.
+        version = trained_run(resolve(name, registry))
+        config = read_version(version)[1]
+        if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
+            return version
+    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
+                           image_sid=mode, hints=hints)[0]
+
+
+def ensure_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, progress: bool = True) -> Path:
+    """The registry's current `mca-<catalog>` if it was fitted on `tokenizer`'s data, else a new fit."""
+    name = mca_name(catalog.name)
+    if current_version(registry, name):
+        version = resolve(name, registry)
+        if Path(read_version(version)[1]["tokenizer"]).resolve() == Path(tokenizer).resolve():
+            return version
+    return train_mca(catalog, tokenizer, registry, cache, progress=progress)[0]
+
+
+def offline_models(catalog: Catalog, registry: Path, cache: Path, runs: Path, preset: str = "small",
+                   ablations: bool = True, progress: bool = True) -> OfflineModels:
+    """Every model the offline tables score, in the order they are needed."""
+    vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
+    mca = ensure_mca(catalog, vrq, registry, cache, progress)
+    rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
+    single = ensure_generator(catalog, rqk, generator_name(rqk) + "-single", ("sft",), registry, cache, runs, preset,
+                              progress, image_sid=("none", 0))
+    ours = ensure_generator(catalog, vrq, generator_name(vrq), ALL_STAGES, registry, cache, runs, preset, progress)
+    rows: dict[str, Path] = {}
+    if ablations:
+        rows["OneVision w/o user SIDs"] = ensure_generator(catalog, vrq, generator_name(vrq) + "-no-user",
+                                                           ("pretrain", "sft"), registry, cache, runs, preset, progress)
+        for without in ("business", "category"):
+            tok = ensure_tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
+            rows[f"OneVision w/o {without} features"] = ensure_generator(catalog, tok, generator_name(tok), ALL_STAGES,
+                                                                         registry, cache, runs, preset, progress)
+    return OfflineModels(vrq, rqk, mca, ours, single, rows)
