@@ -29,7 +29,7 @@ from safetensors.numpy import load_file
 from onevision.generator.decode.beam import beam_search
 from onevision.generator.decode.lookahead import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
-from onevision.generator.prompt.builder import PromptTokens, build_prompts
+from onevision.generator.prompt.builder import PromptInputs, PromptTokens, build_prompts
 from onevision.generator.decode.reference import dict_trie, generate_reference
 from onevision.generator.rank.sid_items import SIDItems
 from onevision.generator.rank.searcher import SIMILARITY_WEIGHT
@@ -70,8 +70,8 @@ def unit(x: np.ndarray) -> np.ndarray:
 def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = model.tokens
-    x = build_prompts(t, rng.standard_normal((n, t.n_visual - 1, 320)).astype(np.float32),
-                      rng.standard_normal((n, 256)).astype(np.float32), t.scene_ids(["image_search"] * n))
+    x = build_prompts(t, PromptInputs(rng.standard_normal((n, t.n_visual - 1, 320)).astype(np.float32),
+                                      rng.standard_normal((n, 256)).astype(np.float32), t.scene_ids(["image_search"] * n)))
     return model.embed(x)
 
 

@@ -1,231 +1,30 @@
-"""`onevision quickstart`: the main job on embedded defaults, end to end.
-
-Build the small world, score the ANN baselines, align the image encoder and train the VRQ
-tokenizer (with its SID report), train the generator's four stages and show a few searches,
-start the embedded broker and Redis, start the streaming
-feature and session workers, replay the world's event log through Kafka into Feast, start the
-search service (Ray Serve: OneVision, MCA and MCA w/o ranking in an A/B test) and the
-near-streaming DPO job beside it, let simulated shoppers use it for a while, print the A/B
-report, the versions the job published and where the web page is. Later capabilities plug in here.
-"""
+"""`onevision quickstart`: the main job on embedded defaults (`pipelines.quickstart`)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
 from onevision_cli.errors import user_errors
+from pipelines.quickstart import QuickstartConfig
+from pipelines.quickstart import quickstart as run
 
-SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
+D = QuickstartConfig()
 
 
 @user_errors
 def quickstart(
-    preset: str = typer.Option("small", help="world preset (tiny is for a fast smoke run)"),
-    seed: int = typer.Option(0, help="world seed"),
-    reports: Path = typer.Option(Path("reports"), help="where reports go"),
-    registry: Path = typer.Option(Path("data/registry"), help="model registry root"),
-    services: bool = typer.Option(True, help="start the embedded broker and Redis, the workers and the search service"),
-    port: int = typer.Option(8000, help="HTTP port of the search service and its web page"),
-    sim_duration: float = typer.Option(30.0, help="seconds of simulated shoppers against the service"),
-    sim_rate: float = typer.Option(4.0, help="simulated searches per second"),
+    preset: str = typer.Option(D.preset, help="world preset (tiny is for a fast smoke run)"),
+    seed: int = typer.Option(D.seed, help="world seed"),
+    reports: Path = typer.Option(D.reports, help="where reports go"),
+    registry: Path = typer.Option(D.registry, help="model registry root"),
+    services: bool = typer.Option(D.services, help="start the embedded broker and Redis, the workers and the search "
+                                                   "service"),
+    port: int = typer.Option(D.port, help="HTTP port of the search service and its web page"),
+    sim_duration: float = typer.Option(D.sim_duration, help="seconds of simulated shoppers against the service"),
+    sim_rate: float = typer.Option(D.sim_rate, help="simulated searches per second"),
 ) -> None:
     """Build a world, score the ANN baselines, align V and train VRQ, train the generator and show searches,
     start the services and stream features, print where everything is."""
-    from onevision.catalog.format import load_catalog
-    from onevision_cli.world import world_dir
-    from onevision.encoders import get_encoder
-    from onevision.eval.ann import evaluate_ann, write_report
-    from onevision.world.build import build_world
-    from onevision.world.config import preset as get_preset
-
-    out = world_dir(preset, seed)
-    training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-    typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
-    s = build_world(get_preset(preset, seed=seed), out)
-    typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
-    catalog = load_catalog(out)
-
-    typer.secho("[2/7] ANN baselines (faiss over image embeddings, test split)", bold=True)
-    for name in ("pixels", "efficientnet"):
-        path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
-    typer.echo(table)
-
-    typer.secho("[3/7] image encoder alignment and VRQ tokenizer", bold=True)
-    from onevision.eval.tokenizer_report import markdown
-    from onevision.registry import current_version, load_version, resolve
-    from training.tokenizer import cached_aligned_encoder, train_tokenizer
-
-    cache = Path("data/cache/features")
-    model = f"tokenizer-vrq-{catalog.name}"
-    if current_version(registry, model):
-        tok_version = resolve(model, registry)
-        metrics = load_version(tok_version)[0]["metrics"]
-        typer.echo(f"  reused {tok_version}")
-    else:
-        tok_version, metrics = train_tokenizer(catalog, "vrq", registry, cache, preset=training)
-    typer.echo(markdown({"vrq": metrics}))
-    path, table = write_report(catalog, evaluate_ann(catalog, cached_aligned_encoder(catalog, registry, cache, training)), reports)
-    typer.echo(table)
-
-    gen_version, student = generator_step(catalog, Path(tok_version), registry, cache, training)
-
-    if services:
-        from infra.services import up
-        from infra.settings import load_settings
-
-        typer.secho("[5/7] embedded services", bold=True)
-        for row in up(load_settings()):
-            typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
-        typer.echo("  stop them with: onevision infra down")
-        stream_features(catalog, Path(tok_version))
-        url = serving_step(catalog, Path(tok_version), registry, cache, reports, port, sim_duration, sim_rate)
-
-    typer.secho("\nsummary", bold=True)
-    typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, {catalog.items['category'].nunique()} categories, "
-               f"{len(catalog.queries)} shopper photos, {len(catalog.events)} events)")
-    typer.echo(f"  reports : {path} (and .md)")
-    typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
-    typer.echo(f"  model   : {gen_version} (loss curves loss_<stage>.png inside)")
-    typer.echo(f"  pruned  : {student} (distilled from it; serving runs it and the DPO job's updates of it)")
-    if services:
-        typer.secho(f"  web page: {url}", bold=True)
-        typer.echo("  stop everything: onevision infra down")
-
-
-def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> tuple[Path, Path]:
-    """[4/7]: the generator's four stages (reused when already trained), its pruned student (OneVision
-    3.3, the model serving runs), then a few searches with CURRENT. Returns (trained run, student)."""
-    from training.offline_models import ensure_generator
-    from onevision.generator.image_search import ImageSearch
-    from onevision.registry import read_version, resolve
-    from onevision.behaviour.backfill import user_context
-    from onevision.items import load_item_table
-    from training.distill import ensure_distilled, preset_config
-    from training.generator import ALL_STAGES, generator_name
-
-    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation", bold=True)
-    runs, name = Path("data/runs"), generator_name(tokenizer)
-    version = ensure_generator(catalog, tokenizer, name, ALL_STAGES, registry, cache, runs, preset)
-    config = preset_config(preset)
-    student = ensure_distilled(catalog, name, registry, cache, runs, config)
-    served = resolve(name, registry)
-    student_manifest, student_config = read_version(student)
-    # both scored by the distill recipe with the same searcher (the trained run's own val figures
-    # may predate changes to the searcher)
-    trained, pruned = student_manifest["metrics"]["teacher_val"], student_manifest["metrics"]["val"]
-    typer.echo(f"  {version.name}: trained run; {student.name}: pruned to {config.keep} of "
-               f"{student_config['tokens']['n_visual']} visual tokens and distilled, served"
-               + (f" as updated since by the streaming DPO job ({served.name})" if served != student else ""))
-    for set_name in ("click", "order"):
-        for label, m in ((version.name, trained[set_name]), (student.name, pruned[set_name])):
-            if "HR@1" in m:
-                typer.echo(f"  val {set_name:<5} {label} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
-                           f"MRR@10 {100 * m['MRR@10']:.2f}")
-    search = ImageSearch.from_registry(served, catalog)
-    test = catalog.queries[catalog.queries["split"] == "test"].head(3)
-    users = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(),
-                         test["ts"].to_numpy()).features()
-    answers = search.search([catalog.path(p) for p in test["image"]], users, k=4)
-    for (_, q), answer, user in zip(test.iterrows(), answers, users):
-        shown = ", ".join(("*" if h.item_id == q["target_item_id"] else "") + h.item_id for h in answer.hits)
-        flag = "  [low confidence]" if answer.low_confidence else ""
-        typer.echo(f"  {q['query_id']} by {q['user_id']} ({len(user['short_sids'])} recent clicks) -> {shown}{flag}")
-    typer.echo("  (* = the item the shopper bought or clicked)")
-    return version, student
-
-
-def stream_features(catalog, items: Path) -> None:
-    """[6/7]: workers up, the world's log replayed through Kafka, one user's live features shown."""
-    from tqdm import tqdm
-
-    from features.client import feature_store, user_features
-    from infra.services import ensure_topics
-    from infra.settings import load_settings
-    from streaming.launch import start_workers
-    from streaming.replay import replay
-    from streaming.status import stream_status
-
-    typer.secho("[6/7] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
-    settings = load_settings()
-    ensure_topics(settings)
-    store = feature_store(settings, backend="redis")
-    for row in start_workers(settings, items, session_idle_s=SESSION_IDLE_S):
-        typer.echo(f"  {row['name']:<20} pid {row['pid']}  log {row['log']}")
-    events = catalog.events.sort_values("ts", kind="stable")
-    on_topic = sum(p["end"] for p in stream_status(settings)["partitions"])
-    if on_topic >= len(events):
-        typer.echo(f"  the topic already holds {on_topic:,} events: replay skipped")
-    else:
-        with tqdm(total=len(events), unit="ev", desc="  replay") as bar:
-            out = replay(settings, events, progress=bar.update)
-        typer.echo(f"  replayed {out['events']:,} events at {out['events_per_s']:,.0f}/s")
-    with tqdm(total=len(events), unit="ev", desc="  applied") as bar:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            st = stream_status(settings)
-            done = sum(p["applied"] for p in st["partitions"])
-            bar.update(done - bar.n)
-            if st["lag"] == 0:
-                break
-            time.sleep(1)
-    for w in st["workers"]:
-        if w["alive"]:
-            typer.echo(f"  {w['worker_id']}: {w['events']:,} events, freshness p50 {w['freshness_ms_p50']:.0f} ms, "
-                       f"DLQ {st['dlq']}")
-    clicks = catalog.events[(catalog.events["type"] == "click") & (catalog.events["scene"] == "image_search")]
-    user = clicks["user_id"].value_counts().index[0]
-    (row,) = user_features(store, [user])
-    typer.echo(f"  {user}: short-term SIDs {row['short_sids']}, long-term SID {row['long_sid']}")
-    typer.echo("  watch it: onevision stream status; stop: onevision infra down")
-
-
-def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports: Path, port: int, duration: float,
-                 rate: float) -> str:
-    """Fit the cascade for its variants, start the service, let simulated shoppers use it and
-    print the experiment's report; returns the web page's address."""
-    from infra.settings import load_settings
-    from onevision.baselines.mca import registry_name
-    from onevision.registry import current_version
-    from serving.ab_report import ab_report, markdown
-    from serving.launch import start_service
-    from serving.models import default_model
-    from serving.simulator import ShopperWorld, run_traffic
-    from streaming.producer import EventProducer, now_ms
-    from training.dpo_stream import GROUP, job_versions
-    from training.launch import start_dpo_job
-    from training.mca import train_mca
-
-    typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), near-streaming DPO, simulated shoppers, "
-                "A/B report", bold=True)
-    if current_version(registry, registry_name(catalog.name)) is None:
-        version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
-        typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")
-    settings = load_settings()
-    row = start_service(settings, catalog.root, registry, port)
-    typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
-    model = default_model(catalog.root)
-    started_ms = now_ms()
-    job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max-wait": 10})
-    typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
-               f"log {job['log']}")
-    producer = EventProducer(settings)
-    stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration)
-    producer.close()
-    typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, {stats.orders} orders")
-    time.sleep(2)  # the last exposures are logged just after their answers
-    try:
-        path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca")
-        typer.echo("  " + markdown(report).replace("\n", "\n  "))
-        typer.echo(f"  report: {path} (and .md, .png)")
-    except ValueError as exc:  # too little traffic for every variant yet
-        typer.echo(f"  no A/B report yet: {exc}")
-    time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
-    rows = [r for r in job_versions(registry, model, GROUP) if r["stream"].get("published_ms", 0) >= started_ms]
-    typer.echo(f"  DPO job so far (this run): {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
-               f"{sum(r['status'] == 'rejected' for r in rows)} rejected, from {sum(r['stream']['examples'] for r in rows)} "
-               f"purchases; CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
-    typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")
-    return row["url"]
+    run(QuickstartConfig(preset, seed, reports, registry, services, port, sim_duration, sim_rate))

@@ -8,24 +8,30 @@ import typer
 
 from onevision_cli.errors import user_errors
 from onevision_cli.options import CACHE, CATALOG, REGISTRY, RUNS
+from training.generator import GeneratorRecipe
 
 app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; pruning distillation; "
                   "near-streaming DPO; the MCA baseline.", no_args_is_help=True)
+
+
+R = GeneratorRecipe()
 
 
 @app.command("all")
 @user_errors
 def train_all(
     catalog: Path = CATALOG,
-    preset: str = typer.Option("small", help="model size and training lengths: tiny | small | paper"),
+    preset: str = typer.Option(R.preset, help="model size and training lengths: tiny | small | paper"),
     tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if missing)"),
-    stages: str = typer.Option("pretrain,sft,personalized-sft,dpo", help="stages to run, in order"),
-    name: str = typer.Option(None, help="registry model name (default generator-<method>-<catalog>)"),
-    image_sid: str = typer.Option("nearest-item", help="prompt's image SIDs: nearest-item | tokenizer | none"),
-    hints: int = typer.Option(8, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, 0 for none)"),
-    hint_similarity: bool = typer.Option(True, help="the model also reads each hint's cosine to the photo"),
-    sid_content: bool = typer.Option(True, help="every SID slot of the prompt also carries its items' V embedding"),
-    seed: int = typer.Option(0),
+    stages: str = typer.Option(",".join(R.stages), help="stages to run, in order"),
+    name: str = typer.Option(R.name, help="registry model name (default generator-<method>-<catalog>)"),
+    image_sid: str = typer.Option(R.image_sid, help="prompt's image SIDs: nearest-item | tokenizer | none"),
+    hints: int = typer.Option(R.hints, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, "
+                                            "0 for none)"),
+    hint_similarity: bool = typer.Option(R.hint_similarity, help="the model also reads each hint's cosine to the photo"),
+    sid_content: bool = typer.Option(R.sid_content, help="every SID slot of the prompt also carries its items' V "
+                                                         "embedding"),
+    seed: int = typer.Option(R.seed),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
     runs: Path = RUNS,
@@ -39,9 +45,9 @@ def train_all(
     c = load_catalog(catalog)
     recipe(preset)  # unknown presets fail before any work
     tok = ensure_tokenizer(c, tokenizer, registry, cache, preset)
-    version, metrics = train_generator(c, tok, registry, cache, runs, preset, tuple(s.strip() for s in stages.split(",")),
-                                       seed, name, image_sid=image_sid, hints=hints, hint_similarity=hint_similarity,
-                                       sid_content=sid_content)
+    run = GeneratorRecipe(preset, tuple(s.strip() for s in stages.split(",")), seed, name, image_sid, hints,
+                          hint_similarity, sid_content)
+    version, metrics = train_generator(c, tok, registry, cache, runs, run)
     for stage, m in metrics["stages"].items():
         typer.echo(f"  {stage:<18} {m['epochs']} epochs, final loss {m['final_loss']:.4f}, {m['seconds']:.0f}s")
     for set_name, m in metrics["val"].items():

@@ -10,13 +10,6 @@ from onevision_cli.errors import user_errors
 
 app = typer.Typer(help="Synthetic e-commerce worlds (catalog, shoppers, history, shopper photos).", no_args_is_help=True)
 
-DEFAULT_ROOT = Path("data/worlds")
-
-
-def world_dir(preset_name: str, seed: int) -> Path:
-    return DEFAULT_ROOT / (preset_name if seed == 0 else f"{preset_name}-seed{seed}")
-
-
 @app.command("build")
 @user_errors
 def build(
@@ -27,7 +20,7 @@ def build(
     force: bool = typer.Option(False, help="rebuild even if a world with this config is already there"),
 ) -> None:
     """Build a world; skips the work when the same config was already built there."""
-    from onevision.world.build import build_world
+    from onevision.world.build import build_world, world_dir
     from onevision.world.config import preset as get_preset
 
     cfg = get_preset(preset, seed=seed, workers=workers)

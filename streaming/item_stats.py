@@ -17,6 +17,7 @@ import redis
 
 from features.client import ITEM_VIEW
 from features.redis_writer import entity_key, field_key
+from onevision.generator.rank.sid_items import S_CONV_WEIGHTS
 
 DAY_MS = 86_400_000
 
@@ -24,9 +25,9 @@ DAY_MS = 86_400_000
 @dataclass(frozen=True)
 class ItemStatsConfig:
     window_days: int = 30
-    w_clicks: float = 1.0  # eq. 13 weights: clicks, GMV and orders in the window
-    w_gmv: float = 0.01
-    w_orders: float = 5.0
+    w_clicks: float = S_CONV_WEIGHTS[0]  # eq. 13 weights: clicks, GMV and orders in the window
+    w_gmv: float = S_CONV_WEIGHTS[1]
+    w_orders: float = S_CONV_WEIGHTS[2]
 
 
 # KEYS: per item (state hash, Feast row key). ARGV: w_clicks, w_gmv, w_orders, window_days,

@@ -63,12 +63,12 @@ def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
     """(version, GeneratorData): the tiny world's generator after all four stages (read-only)."""
     from onevision.catalog.format import load_catalog
     from onevision.registry import resolve
-    from training.generator import HINTS, IMAGE_SID, train_generator
+    from training.generator import HINTS, IMAGE_SID, GeneratorRecipe, train_generator
     from onevision.generator.data import load_generator_data
 
     registry, cache, _ = tiny_tokenizers
     catalog = load_catalog(tiny_world)
     tok = resolve(registry / "tokenizer-vrq-tiny")
-    version, _ = train_generator(catalog, tok, registry, cache, tmp_path_factory.mktemp("runs"), preset="tiny",
-                                 progress=False)
+    version, _ = train_generator(catalog, tok, registry, cache, tmp_path_factory.mktemp("runs"),
+                                 GeneratorRecipe(preset="tiny"), progress=False)
     return version, load_generator_data(catalog, tok, cache, progress=False, image_sid=IMAGE_SID, hints=HINTS)

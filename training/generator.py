@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -58,27 +58,43 @@ def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], work
     return model, logs
 
 
-def run_id(catalog: Catalog, tokenizer_version: Path, preset: str, stages: tuple[str, ...], seed: int = 0,
-           image_sid: str = IMAGE_SID, hints: int = HINTS, hint_similarity: bool = True, sid_content: bool = True) -> str:
+@dataclass(frozen=True)
+class GeneratorRecipe:
+    """What `train all` trains: the preset (model size and stage lengths), the stages in order, the
+    seed, the registry name (default generator-<method>-<catalog>) and the prompt's options."""
+
+    preset: str = "small"
+    stages: tuple[str, ...] = ALL_STAGES
+    seed: int = 0
+    name: str | None = None
+    image_sid: str = IMAGE_SID  # nearest-item | tokenizer | none
+    hints: int = HINTS  # image SIDs in the prompt
+    hint_similarity: bool = True  # the model also reads each hint's cosine to the photo
+    sid_content: bool = True  # every SID slot also carries its items' V embedding
+
+
+def run_id(catalog: Catalog, tokenizer_version: Path, recipe: GeneratorRecipe) -> str:
     """Everything that decides a trained generator, hashed: its checkpoints live under it (a rerun
     resumes) and its published config records it (`ensure_generator` reuses only the same run)."""
-    return fingerprint(catalog.root.resolve(), load_version(tokenizer_version)[0]["files"], preset, tuple(stages), seed,
-                       image_sid, hints, hint_similarity, sid_content)
+    r = recipe
+    return fingerprint(catalog.root.resolve(), load_version(tokenizer_version)[0]["files"], r.preset, tuple(r.stages),
+                       r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content)
 
 
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
-                    preset: str = "small", stages: tuple[str, ...] = ALL_STAGES, seed: int = 0,
-                    name: str | None = None, progress: bool = True, image_sid: str = IMAGE_SID,
-                    hints: int = HINTS, hint_similarity: bool = True, sid_content: bool = True) -> tuple[Path, dict]:
+                    recipe: GeneratorRecipe = GeneratorRecipe(), progress: bool = True) -> tuple[Path, dict]:
     """Run the stages and publish; returns the registry version and its validation metrics."""
     from onevision.eval.generative import evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
+    preset, stages, seed, name = recipe.preset, tuple(recipe.stages), recipe.seed, recipe.name
+    image_sid, hints, hint_similarity, sid_content = recipe.image_sid, recipe.hints, recipe.hint_similarity, \
+        recipe.sid_content
     data = load_generator_data(catalog, tokenizer_version, cache, progress=progress, image_sid=image_sid, hints=hints,
                                hint_similarity=hint_similarity, sid_content=sid_content)
     name = name or generator_name(tokenizer_version)
     tok_manifest, _ = load_version(tokenizer_version)
-    run = run_id(catalog, tokenizer_version, preset, stages, seed, image_sid, hints, hint_similarity, sid_content)
+    run = run_id(catalog, tokenizer_version, recipe)
     workdir = runs / name / run
     model, logs = train_stages(data, preset, stages, workdir, seed, progress)
     val, q = data.evaluation("val")

@@ -16,7 +16,7 @@ from pathlib import Path
 from onevision.baselines.mca import registry_name as mca_name
 from onevision.catalog.format import Catalog
 from onevision.registry import current_version, read_version, resolve, trained_run
-from training.generator import ALL_STAGES, HINTS, IMAGE_SID, generator_name, run_id, train_generator
+from training.generator import ALL_STAGES, GeneratorRecipe, generator_name, run_id, train_generator
 from training.mca import train_mca
 from training.tokenizer import train_tokenizer
 
@@ -43,22 +43,19 @@ def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path,
     return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
 
 
-def ensure_generator(catalog: Catalog, tokenizer: Path, name: str, stages: tuple[str, ...], registry: Path,
-                     cache: Path, runs: Path, preset: str, progress: bool = True,
-                     image_sid: tuple[str, int] | None = None) -> Path:
-    """The registry's current `name` if it is the same run (`training.generator.run_id`: catalog,
-    tokenizer, stages, preset, prompt options), else a new one."""
-    mode, hints = image_sid or (IMAGE_SID, HINTS)
+def ensure_generator(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, runs: Path,
+                     recipe: GeneratorRecipe, progress: bool = True) -> Path:
+    """The registry's current `recipe.name` (default generator-<method>-<catalog>) if it is the same
+    run (`training.generator.run_id`: catalog, tokenizer, recipe), else a new one."""
+    name = recipe.name or generator_name(tokenizer)
     if current_version(registry, name):
         # CURRENT may be derived from the trained run: the distilled (pruned) model, or the
         # streaming DPO job's updates, which learn from live sessions whose photos include the
         # test split. Evaluate the trained run they descend from, never them.
         version = trained_run(resolve(name, registry))
-        config = read_version(version)[1]
-        if config.get("run_id") == run_id(catalog, tokenizer, preset, stages, image_sid=mode, hints=hints):
+        if read_version(version)[1].get("run_id") == run_id(catalog, tokenizer, recipe):
             return version
-    return train_generator(catalog, tokenizer, registry, cache, runs, preset, stages, name=name, progress=progress,
-                           image_sid=mode, hints=hints)[0]
+    return train_generator(catalog, tokenizer, registry, cache, runs, recipe, progress=progress)[0]
 
 
 def ensure_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, progress: bool = True) -> Path:
@@ -77,15 +74,17 @@ def offline_models(catalog: Catalog, registry: Path, cache: Path, runs: Path, pr
     vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
     mca = ensure_mca(catalog, vrq, registry, cache, progress)
     rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)
-    single = ensure_generator(catalog, rqk, generator_name(rqk) + "-single", ("sft",), registry, cache, runs, preset,
-                              progress, image_sid=("none", 0))
-    ours = ensure_generator(catalog, vrq, generator_name(vrq), ALL_STAGES, registry, cache, runs, preset, progress)
+
+    def generator(tokenizer: Path, stages: tuple[str, ...], suffix: str = "", **prompt) -> Path:
+        recipe = GeneratorRecipe(preset, stages, name=generator_name(tokenizer) + suffix, **prompt)
+        return ensure_generator(catalog, tokenizer, registry, cache, runs, recipe, progress)
+
+    single = generator(rqk, ("sft",), "-single", image_sid="none", hints=0)
+    ours = generator(vrq, ALL_STAGES)
     rows: dict[str, Path] = {}
     if ablations:
-        rows["OneVision w/o user SIDs"] = ensure_generator(catalog, vrq, generator_name(vrq) + "-no-user",
-                                                           ("pretrain", "sft"), registry, cache, runs, preset, progress)
+        rows["OneVision w/o user SIDs"] = generator(vrq, ("pretrain", "sft"), "-no-user")
         for without in ("business", "category"):
             tok = ensure_tokenizer(catalog, "vrq", registry, cache, preset, without=without, progress=progress)
-            rows[f"OneVision w/o {without} features"] = ensure_generator(catalog, tok, generator_name(tok), ALL_STAGES,
-                                                                         registry, cache, runs, preset, progress)
+            rows[f"OneVision w/o {without} features"] = generator(tok, ALL_STAGES)
     return OfflineModels(vrq, rqk, mca, ours, single, rows)

@@ -22,7 +22,8 @@ from onevision.encoders.base import ImageEncoder
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_version, publish, resolve
 from onevision.tokenizers import PAPER_SIZES, Tokenizer, default_sizes, make_tokenizer, save_tokenizer
-from onevision.tokenizers.encode_items import ITEM_SIDS, write_item_sids
+from onevision.items import ITEM_SIDS
+from onevision.tokenizers.encode_items import write_item_sids
 from onevision.tokenizers.inputs import CatalogFeatures, build_features
 from onevision.tokenizers.vrq import VRQTraining
 from training.align_encoder import AlignRecipe

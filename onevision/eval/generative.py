@@ -3,11 +3,13 @@ items by S_conv, HR@1/4/10 and MRR@4/10 per query set (click, order, all)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from onevision.generator.rank.price_affinity import relative_price
 from onevision.generator.rank.sid_items import calibrate_threshold, s_conv
-from onevision.generator.rank.searcher import GenerativeSearcher
+from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
 from onevision.metrics.retrieval import retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")
@@ -15,15 +17,15 @@ QUERY_SETS = ("click", "order", "all")
 
 def searcher_for(model, data, **options) -> GenerativeSearcher:
     """A searcher over the catalog of `data` (onevision.generator.data.GeneratorData), its
-    confidence threshold calibrated on the training photos; `options` go to the searcher."""
+    confidence threshold calibrated on the training photos; `options` are `SearchConfig` fields."""
     emb = data.bank.tokens.embedding
     item_emb = emb[data.bank.rows(data.catalog.items["image"])]
     train = data.queries("train")
     threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0
-    return GenerativeSearcher(model, data.table.sids, s_conv(data.catalog.items), item_emb, threshold,
-                              item_relative_price=relative_price(data.catalog.items),
-                              item_category=data.item_category, **options)
+    catalog = SearchCatalog(data.table.sids, s_conv(data.catalog.items), item_emb, relative_price(data.catalog.items),
+                            data.item_category)
+    return GenerativeSearcher(model, catalog, replace(SearchConfig(threshold=threshold), **options))
 
 
 def set_metrics(ranked: np.ndarray, targets: np.ndarray, kinds: np.ndarray) -> dict:

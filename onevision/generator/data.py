@@ -26,7 +26,8 @@ from onevision.catalog.format import Catalog
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, cached_tokens
 from onevision.generator.prompt.image_sids import ImageSIDs
-from onevision.generator.prompt.builder import SHORT_LEN, PromptTokens, Prompts, build_prompts
+from onevision.behaviour.short_term import SHORT_LEN
+from onevision.generator.prompt.builder import PromptInputs, PromptTokens, Prompts, build_prompts
 from onevision.generator.prompt.sid_content import SIDContent
 from onevision.behaviour.backfill import UserContext, user_context
 from onevision.items import ItemTable, load_item_table
@@ -96,9 +97,10 @@ class Examples:
 
     def prompts(self, tokens: PromptTokens, bank: ImageBank, idx=slice(None)) -> Prompts:
         img = self.image[idx]
-        return build_prompts(tokens, bank.tokens.tokens[img][:, : tokens.n_visual - 1], bank.tokens.embedding[img],
-                             self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx],
-                             self.image_sid[idx], self.hint_similarity[idx], bank.content, self.recent_sids[idx])
+        inputs = PromptInputs(bank.tokens.tokens[img][:, : tokens.n_visual - 1], bank.tokens.embedding[img],
+                              self.scene[idx], self.long_sid[idx], self.short_sids[idx], self.title[idx],
+                              self.image_sid[idx], self.hint_similarity[idx], self.recent_sids[idx])
+        return build_prompts(tokens, inputs, bank.content)
 
 
 @dataclass

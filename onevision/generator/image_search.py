@@ -21,10 +21,10 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, encode_images
 from onevision.generator.prompt.image_sids import ImageSIDs
 from onevision.behaviour.short_term import SHORT_LEN
-from onevision.generator.prompt.builder import Prompts, build_prompts
+from onevision.generator.prompt.builder import PromptInputs, Prompts, build_prompts
 from onevision.generator.prompt.sid_content import SIDContent
 from onevision.generator.rank.sid_items import SIDItems
-from onevision.generator.rank.searcher import GenerativeSearcher
+from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
 from onevision.images import load_rgb
 from onevision.items import parse_sid
 
@@ -86,9 +86,10 @@ class ImageSearch:
             if bad.any():
                 raise ValueError(f"a user SID has codes outside the codebook sizes {self.tokens.sizes}")
         hints, hint_sim = self.image_sids.encode_scored(embedding)
-        return build_prompts(self.tokens, np.asarray(grid)[:, : self.tokens.n_visual - 1], embedding,
-                             self.tokens.scene_ids([scene] * n if isinstance(scene, str) else list(scene)), long_sid, short,
-                             image_sid=hints, hint_similarity=hint_sim, content=self.content, recent_sids=recent)
+        scenes = self.tokens.scene_ids([scene] * n if isinstance(scene, str) else list(scene))
+        inputs = PromptInputs(np.asarray(grid)[:, : self.tokens.n_visual - 1], embedding, scenes, long_sid, short,
+                              image_sid=hints, hint_similarity=hint_sim, recent_sids=recent)
+        return build_prompts(self.tokens, inputs, self.content)
 
     def search(self, images: Sequence[bytes | str | Path | Image.Image], users: Sequence[dict] | None = None,
                scene: str = "image_search", beam: int = 10, k: int = 10) -> list[SearchAnswer]:
@@ -124,8 +125,8 @@ class ImageSearch:
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
-        searcher = GenerativeSearcher(model, table.sids, s_conv(items), embedding, threshold,
-                                      item_relative_price=relative_price(items), item_category=category_index(items))
+        catalog_arrays = SearchCatalog(table.sids, s_conv(items), embedding, relative_price(items), category_index(items))
+        searcher = GenerativeSearcher(model, catalog_arrays, SearchConfig(threshold=threshold))
         image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding, mode=config.get("image_sid", "tokenizer"),
                                             hints=model.tokens.n_hints)
         return cls(encoder, searcher, image_sids, table.item_ids)

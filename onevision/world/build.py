@@ -29,6 +29,12 @@ from onevision.world.users import sample_shoppers
 
 # purposes of independent random streams derived from the world seed
 _PRODUCTS, _SHOPPERS, _HISTORY, _QUERIES, _VIEWS, _PHOTOS = range(6)
+DEFAULT_ROOT = Path("data/worlds")
+
+
+def world_dir(preset_name: str, seed: int) -> Path:
+    """Where `onevision world build` and the quickstart put a preset's world by default."""
+    return DEFAULT_ROOT / (preset_name if seed == 0 else f"{preset_name}-seed{seed}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The pruning distillation recipe on the tiny world: the curriculum of eq. 12 per epoch, eq. 11's
+"""The pruning distillation recipe on the tiny world: the curriculum of eq. 12 per epoch, OneVision eq. 11's
 KL against the frozen teacher, the student published as the served version with its lineage, and
 a rerun reusing it."""
 
@@ -15,8 +15,9 @@ from training.offline_models import ensure_generator
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import current_version, load_version, publish, resolve_ref, trained_run, versions
-from training.distill import DistillConfig, distill, ensure_distilled, kl_loss, preset_config
-from training.generator import ALL_STAGES
+from onevision.generator.losses import distill_kl_per_level
+from training.distill import DistillConfig, distill, ensure_distilled, preset_config
+from training.generator import GeneratorRecipe
 
 
 def test_kl_is_zero_against_itself_and_positive_once_pruned(tiny_generator):
@@ -25,14 +26,14 @@ def test_kl_is_zero_against_itself_and_positive_once_pruned(tiny_generator):
     ex, _ = data.evaluation("val")
     prompts, targets = ex.prompts(data.tokens, data.bank, slice(0, 16)), torch.from_numpy(ex.target[:16])
     with torch.no_grad():
-        assert float(kl_loss(teacher, teacher, prompts, targets)) < 1e-6
+        assert float(distill_kl_per_level(teacher, teacher, prompts, targets)) < 1e-6
     pruned = OneVisionGenerator.load(version)
     pruned.visual_keep = 1
     enc, mask = pruned.encode(prompts)
     full, _ = teacher.encode(prompts)
     assert enc.shape[1] == full.shape[1] - data.tokens.n_visual + 1 and mask.shape == enc.shape[:2]
     with torch.no_grad():
-        assert float(kl_loss(pruned, teacher, prompts, targets)) > 1e-4
+        assert float(distill_kl_per_level(pruned, teacher, prompts, targets)) > 1e-4
 
 
 def test_curriculum_per_epoch_and_the_teacher_left_alone(tiny_generator, tmp_path):
@@ -93,8 +94,8 @@ def test_cli_publishes_the_served_student_and_reruns_reuse_it(tiny_generator, ti
     assert trained_run(student) == mine / name / version.name
     catalog = load_catalog(tiny_world)
     tokenizer = resolve_ref(config["tokenizer"], student)
-    assert ensure_generator(catalog, tokenizer, name, ALL_STAGES, mine, cache, tmp_path / "runs",
-                            "tiny", progress=False) == mine / name / version.name
+    assert ensure_generator(catalog, tokenizer, mine, cache, tmp_path / "runs", GeneratorRecipe("tiny", name=name),
+                            progress=False) == mine / name / version.name
     # the streaming DPO job's update of the student serves now: the student is still found, not redone
     update = publish(mine, name, {f: student / f for f in ("generator.safetensors", "item_embedding.safetensors")},
                      {**config, "trained_by": "dpo-stream"}, parent=student.name)

@@ -161,16 +161,30 @@ class Prompts:
         return self.slots[:, 1:1 + SHORT_LEN].numpy()
 
 
-def build_prompts(tokens: PromptTokens, grid: np.ndarray, embedding: np.ndarray, scene: np.ndarray,
-                  long_sid: np.ndarray | None = None, short_sids: np.ndarray | None = None,
-                  title: np.ndarray | None = None, image_sid: np.ndarray | None = None,
-                  hint_similarity: np.ndarray | None = None, content: SIDContent | None = None,
-                  recent_sids: np.ndarray | None = None) -> Prompts:
-    """Prompts from arrays: scene token ids (B,), long-term SIDs (B, L), short-term SIDs
-    (B, 5, L) and the images' SIDs (B, H, L) with -1 rows for missing ones and their cosines to
-    the image (B, H), title token ids (B, T) with PAD; `content` gives each SID slot its items'
-    V embedding; `recent_sids` (B, M, L) the SIDs of the user's recent clicks and orders (-1 rows
-    pad; none = a user without them)."""
+@dataclass
+class PromptInputs:
+    """One batch of requests as arrays (B rows): V's visual-token grid (B, T, 320) and embedding
+    (B, D), scene token ids (B,), long-term SIDs (B, L), short-term SIDs (B, 5, L) and the images'
+    SIDs (B, H, L) with -1 rows for missing ones and their cosines to the image (B, H), title token
+    ids (B, T) with PAD, and `recent_sids` (B, M, L) the SIDs of the user's recent clicks and orders
+    (-1 rows pad). A part left None is blank (e.g. a user without history)."""
+
+    grid: np.ndarray
+    embedding: np.ndarray
+    scene: np.ndarray
+    long_sid: np.ndarray | None = None
+    short_sids: np.ndarray | None = None
+    title: np.ndarray | None = None
+    image_sid: np.ndarray | None = None
+    hint_similarity: np.ndarray | None = None
+    recent_sids: np.ndarray | None = None
+
+
+def build_prompts(tokens: PromptTokens, inputs: PromptInputs, content: SIDContent | None = None) -> Prompts:
+    """The model's prompts for `inputs`; `content` gives each SID slot its items' V embedding."""
+    grid, embedding, scene, long_sid, short_sids, title, image_sid, hint_similarity, recent_sids = (
+        inputs.grid, inputs.embedding, inputs.scene, inputs.long_sid, inputs.short_sids, inputs.title,
+        inputs.image_sid, inputs.hint_similarity, inputs.recent_sids)
     b, levels = len(grid), tokens.levels
     slots = np.full((b, len(tokens.sid_slots), levels), -1, np.int64)  # long, short x 5, image SIDs
     vocab = tokens.vocab

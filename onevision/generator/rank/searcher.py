@@ -45,27 +45,51 @@ class SearchResult:
 SIMILARITY_WEIGHT = 80.0
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the searcher ranks: the weights of its score's terms, the look-ahead, the confidence
+    threshold (a calibrated cosine) and the batch size of one beam search."""
+
+    similarity_weight: float = SIMILARITY_WEIGHT  # 0: SIDs in beam order, items by S_conv inside each
+    price_weight: float = PRICE_WEIGHT
+    category_weight: float = CATEGORY_WEIGHT
+    lookahead: bool = True
+    threshold: float = 0.0
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class SearchCatalog:
+    """The catalog as the searcher reads it, row i = item i: SIDs (N, L), S_conv (N,), V's
+    embeddings (N, D) and, for the personalization terms, relative prices and category indices."""
+
+    sids: np.ndarray
+    s_conv: np.ndarray
+    embedding: np.ndarray
+    relative_price: np.ndarray | None = None
+    category: np.ndarray | None = None
+
+
 class GenerativeSearcher:
-    def __init__(self, model: OneVisionGenerator, item_sids: np.ndarray, s_conv: np.ndarray,
-                 item_embedding: np.ndarray, threshold: float = 0.0, batch_size: int = 64,
-                 similarity_weight: float = SIMILARITY_WEIGHT, item_relative_price: np.ndarray | None = None,
-                 price_weight: float = PRICE_WEIGHT, lookahead: bool = True, item_category: np.ndarray | None = None,
-                 category_weight: float = CATEGORY_WEIGHT):
-        self.model = model.eval()
-        self.item_sids = np.asarray(item_sids, np.int64)  # (N, L) each item's SID
+    def __init__(self, model: OneVisionGenerator, catalog: SearchCatalog, config: SearchConfig = SearchConfig()):
+        self.model, self.config = model.eval(), config
+        self.item_sids = np.asarray(catalog.sids, np.int64)  # (N, L) each item's SID
         self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
-        self.s_conv = np.asarray(s_conv, np.float64)  # (N,) the catalog's; `items` may follow live values (ImageSearch.use_s_conv)
-        self.items = SIDItems.build(item_sids, s_conv)
-        self.item_embedding = np.asarray(item_embedding, np.float32)
-        self.threshold, self.batch_size, self.similarity_weight = threshold, batch_size, similarity_weight
+        # (N,) the catalog's S_conv; `items` may follow live values (ImageSearch.use_s_conv)
+        self.s_conv = np.asarray(catalog.s_conv, np.float64)
+        self.items = SIDItems.build(catalog.sids, catalog.s_conv)
+        self.item_embedding = np.asarray(catalog.embedding, np.float32)
+        self.threshold, self.batch_size, self.similarity_weight = config.threshold, config.batch_size, \
+            config.similarity_weight
         # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
-        self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if lookahead else None
+        self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if config.lookahead else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
-        self.price = PriceAffinity(self.items, item_relative_price, price_weight) \
-            if item_relative_price is not None and price_weight else None
-        # the categories the shopper's recent clicks and orders favour (category_affinity); none without categories or weight
-        self.category = CategoryAffinity(self.items, item_category, category_weight) \
-            if item_category is not None and category_weight else None
+        self.price = PriceAffinity(self.items, catalog.relative_price, config.price_weight) \
+            if catalog.relative_price is not None and config.price_weight else None
+        # the categories the shopper's recent clicks and orders favour (category_affinity); none without
+        # categories or weight
+        self.category = CategoryAffinity(self.items, catalog.category, config.category_weight) \
+            if catalog.category is not None and config.category_weight else None
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []

@@ -3,7 +3,7 @@
 Several items can share a SID (near duplicates); inside a SID they are ordered by S_conv
 (OneVision eq. 13: w1 clicks_30d + w2 GMV_30d + w3 orders_30d), and SIDs keep the beam's order.
 The beam's log-probabilities can be re-scored with the photo's similarity to the items
-(`GenerativeSearcher(similarity_weight=...)`): the generator's runners-up are poorly calibrated
+(`SearchConfig.similarity_weight`): the generator's runners-up are poorly calibrated
 (its 4th beam averages log-prob -11.6), and the items' own V similarity separates them. The
 re-score is per item (its SID's log-prob + weight x its own cosine), so S_conv then only orders
 items the photo cannot tell apart.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-S_CONV_WEIGHTS = (1.0, 0.01, 5.0)  # clicks, GMV, orders (same defaults as streaming.item_stats)
+S_CONV_WEIGHTS = (1.0, 0.01, 5.0)  # eq. 13: clicks, GMV, orders in the 30-day window
 
 
 def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEIGHTS) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from onevision.generator.prompt.builder import SHORT_LEN, PromptTokens, build_prompts
+from onevision.behaviour.short_term import SHORT_LEN
+from onevision.generator.prompt.builder import PromptInputs, PromptTokens, build_prompts
 from onevision.generator.prompt.vocab import BOS, EOS, MASK, PAD, SEP
 
 SIZES = (8, 4, 4)
@@ -17,8 +18,8 @@ def test_layout_positions_and_cold_start():
     long_sid = np.array([[1, 2, 3], [-1, -1, -1]])
     short = np.full((2, SHORT_LEN, 3), -1)
     short[0, 0] = [7, 3, 0]
-    p = build_prompts(t, np.zeros((2, 4, 320)), np.zeros((2, 256)), t.scene_ids(["image_search", "nowhere"]),
-                      long_sid, short, t.title_ids(["red bag", ""]), np.array([[2, 1, 0], [-1, -1, -1]]))
+    p = build_prompts(t, PromptInputs(np.zeros((2, 4, 320)), np.zeros((2, 256)), t.scene_ids(["image_search", "nowhere"]),
+                                      long_sid, short, t.title_ids(["red bag", ""]), np.array([[2, 1, 0], [-1, -1, -1]])))
     ids, L = p.ids.numpy(), 3
     assert ids.shape == (2, t.length) and t.length == 1 + 1 + L + 1 + SHORT_LEN * L + 1 + t.title_len + 1 + L + 1 + 5 + 1
     assert (ids[:, 0] == BOS).all() and (ids[:, -1] == EOS).all()
@@ -58,8 +59,8 @@ def test_hint_similarities_reach_only_the_hint_tokens():
 
     t = PromptTokens.from_catalog(SIZES, ["shoes", "bags"], ["red shoe"], n_visual=5, n_hints=2)
     hints = np.array([[[2, 1, 0], [3, 0, 1]]])
-    p = build_prompts(t, np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
-                      image_sid=hints, hint_similarity=np.array([[0.9, 0.7]]))
+    p = build_prompts(t, PromptInputs(np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
+                                      image_sid=hints, hint_similarity=np.array([[0.9, 0.7]])))
     assert p.hint_similarity.tolist() == [[np.float32(0.9), np.float32(0.7)]]
     assert (p.ids[0, t.hint_start:t.hint_start + 3].numpy() == t.vocab.tokens(np.array([2, 1, 0]))).all()
     torch.manual_seed(0)
@@ -90,8 +91,8 @@ def test_sid_slots_carry_their_items_embedding():
     t = PromptTokens.from_catalog(SIZES, ["shoes"], ["red shoe"], n_visual=5, n_hints=1)
     short = np.full((1, SHORT_LEN, 3), -1)
     short[0, 0] = [3, 0, 1]
-    p = build_prompts(t, np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
-                      np.array([[2, 1, 0]]), short, image_sid=np.array([[[2, 1, 0]]]), content=content)
+    p = build_prompts(t, PromptInputs(np.zeros((1, 4, 320)), np.zeros((1, 256)), t.scene_ids(["image_search"]),
+                                      np.array([[2, 1, 0]]), short, image_sid=np.array([[[2, 1, 0]]])), content)
     assert p.sid_content.shape == (1, 1 + SHORT_LEN + 1, 256)
     assert np.allclose(p.sid_content[0, 0], emb[0]) and np.allclose(p.sid_content[0, 6], emb[0])
     assert np.allclose(p.sid_content[0, 1], looked[1]) and not p.sid_content[0, 2:6].any()
