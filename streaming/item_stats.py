@@ -17,7 +17,7 @@ import redis
 
 from features.client import ITEM_VIEW
 from features.redis_writer import entity_key, field_key
-from onevision.generator.rank.sid_items import S_CONV_WEIGHTS
+from onevision.generator.sid_items import S_CONV_WEIGHTS
 
 DAY_MS = 86_400_000
 

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 
 from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays, registry_name
 from onevision.catalog.format import Catalog
-from onevision.generator.rank.sid_items import calibrate_threshold
+from onevision.generator.sid_items import calibrate_threshold
 from onevision.registry import publish
 
 

@@ -4,7 +4,7 @@ generator's `ImageSearch` so the two are interchangeable behind one interface.
 
 The cascade's user features are item rows; the feature store holds SIDs. Each short-term SID
 stands for its best item by S_conv and the long-term SID for all of its items (the same grouping
-the generator's results use, `generator.rank.sid_items.SIDItems`).
+the generator's results use, `generator.sid_items.SIDItems`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_search import Hit, SearchAnswer
 from onevision.behaviour.short_term import SHORT_LEN
-from onevision.generator.rank.sid_items import SIDItems, low_confidence
+from onevision.generator.sid_items import SIDItems, low_confidence
 from onevision.images import load_rgb
 from onevision.items import parse_sid
 
@@ -64,7 +64,7 @@ class CascadeSearch:
     @classmethod
     def from_registry(cls, version: Path, catalog, ranking: bool = True) -> "CascadeSearch":
         """A published `mca-<catalog>` (training/mca.py) over `catalog`, the catalog it was fitted on."""
-        from onevision.generator.rank.sid_items import s_conv
+        from onevision.generator.sid_items import s_conv
         from onevision.items import load_item_table
         from onevision.registry import load_version, read_version, resolve_ref
 

@@ -23,7 +23,7 @@ from onevision.generator.prompt.image_sids import ImageSIDs
 from onevision.behaviour.short_term import SHORT_LEN
 from onevision.generator.prompt.builder import PromptInputs, Prompts, build_prompts
 from onevision.generator.prompt.sid_content import SIDContent
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
 from onevision.images import load_rgb
 from onevision.items import parse_sid
@@ -110,7 +110,7 @@ class ImageSearch:
         from onevision.generator.rank.category_affinity import category_index
         from onevision.generator.model import OneVisionGenerator
         from onevision.generator.rank.price_affinity import relative_price
-        from onevision.generator.rank.sid_items import s_conv
+        from onevision.generator.sid_items import s_conv
         from safetensors.numpy import load_file
 
         from onevision.registry import load_version, resolve_ref

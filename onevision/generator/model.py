@@ -171,15 +171,6 @@ class OneVisionGenerator(torch.nn.Module):
         end = start + len(self.tokens.categories)
         return hidden @ self.bart.lm_head.weight[start:end].T + self.bart.final_logits_bias[0, start:end]
 
-    @torch.no_grad()
-    def search(self, prompts, trie, beam: int = 10, constrained: bool = True, guide=None):
-        """Constrained beam search (`beam.decode`; `guide`: its similarity look-ahead)."""
-        from onevision.generator.decode.beam import decode
-
-        self.eval()
-        enc, mask = self.encode(prompts)
-        return decode(self.bart, enc, mask, trie, beam=beam, constrained=constrained, guide=guide)
-
     def config(self) -> dict:
         out = {"kind": "onevision-generator", "preset": self.preset, "tokens": self.tokens.config()}
         return out if self.visual_keep is None else {**out, "visual_keep": self.visual_keep}

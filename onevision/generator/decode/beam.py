@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onevision.generator.model import SIDBart
+from onevision.generator.model import OneVisionGenerator, SIDBart
+from onevision.generator.prompt.builder import Prompts
 from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.prompt.vocab import BOS
 
@@ -149,3 +150,12 @@ def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDT
         tokens = code + int(offsets[level])
         width = top
     return BeamResult(codes.numpy(), scores.numpy())
+
+
+@torch.no_grad()
+def generate_sids(model: OneVisionGenerator, prompts: Prompts, trie: SIDTrie, beam: int = 10, constrained: bool = True,
+                  guide: list[np.ndarray] | None = None) -> BeamResult:
+    """The generator's SIDs for `prompts`: encode, then `decode` (`guide`: the similarity look-ahead)."""
+    model.eval()
+    enc, mask = model.encode(prompts)
+    return decode(model.bart, enc, mask, trie, beam=beam, constrained=constrained, guide=guide)

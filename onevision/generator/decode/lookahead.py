@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 from onevision.generator.decode.trie import SIDTrie
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 
 
 class SIDContent:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 
 CATEGORY_WEIGHT = 2.0
 CATEGORY_PRIOR = 1.0

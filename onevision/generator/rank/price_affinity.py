@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 
 PRICE_WEIGHT = 4.0
 

@@ -21,11 +21,12 @@ from functools import partial
 import numpy as np
 
 from onevision.generator.rank.category_affinity import CATEGORY_WEIGHT, CategoryAffinity
+from onevision.generator.decode.beam import generate_sids
 from onevision.generator.decode.lookahead import SimilarityGuide
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.rank.price_affinity import PRICE_WEIGHT, PriceAffinity
 from onevision.generator.prompt.builder import Prompts
-from onevision.generator.rank.sid_items import SIDItems, low_confidence
+from onevision.generator.sid_items import SIDItems, low_confidence
 from onevision.generator.decode.trie import SIDTrie
 
 
@@ -98,7 +99,8 @@ class GenerativeSearcher:
             sl = slice(start, start + self.batch_size)
             guide = self.guide.bonuses(query[sl], self.similarity_weight) \
                 if self.guide is not None and self.similarity_weight and constrained else None
-            parts.append(self.model.search(prompts[sl], self.trie, beam=beam, constrained=constrained, guide=guide))
+            parts.append(generate_sids(self.model, prompts[sl], self.trie, beam=beam, constrained=constrained,
+                                       guide=guide))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from onevision.generator.rank.category_affinity import CategoryAffinity, category_index
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 
 
 def test_category_index_follows_the_sorted_names():

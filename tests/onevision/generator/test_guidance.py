@@ -10,7 +10,7 @@ import torch
 from onevision.generator.decode.beam import beam_search
 from onevision.generator.decode.lookahead import SimilarityGuide
 from onevision.generator.model import SIDBart, bart_config
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.prompt.vocab import SIDVocab
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from onevision.generator.rank.price_affinity import PriceAffinity, relative_price
-from onevision.generator.rank.sid_items import SIDItems
+from onevision.generator.sid_items import SIDItems
 
 
 def test_relative_price_is_against_the_category_median():

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from onevision.generator.rank.sid_items import SIDItems, calibrate_threshold, low_confidence, s_conv
+from onevision.generator.sid_items import SIDItems, calibrate_threshold, low_confidence, s_conv
 
 
 def test_s_conv_is_eq_13():
