@@ -31,7 +31,7 @@ def load_rgb(source: bytes | str | Path | Image.Image, max_pixels: int = MAX_PIX
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("empty image")
-        fp = io.BytesIO(source)
+        fp: io.BytesIO | Path = io.BytesIO(source)
     else:
         fp = Path(source)
         if not fp.is_file():

@@ -80,8 +80,9 @@ def resolve(path_or_model: str | Path, root: str | Path | None = None) -> Path:
         return p
     if (p / CURRENT).is_file():
         return p / (p / CURRENT).read_text().strip()
-    if root is not None and current_version(root, str(path_or_model)):
-        return Path(root) / str(path_or_model) / current_version(root, str(path_or_model))
+    current = current_version(root, str(path_or_model)) if root is not None else None
+    if root is not None and current:
+        return Path(root) / str(path_or_model) / current
     raise RegistryError(f"{path_or_model}: not a registry version or model (no {MANIFEST} or {CURRENT})")
 
 

@@ -2,17 +2,18 @@
 
 The teacher is a frozen post-trained generator (the trained run of `train all`); the student
 starts as a copy of it whose encoder output keeps only V_sub of the prompt's V_max visual tokens
-(`generator.token_pruning`: k-means++ over the visual tokens, the token nearest each centre).
-The student learns to match the teacher's next-code distribution at every SID level,
+(`generator/prompt/token_pruning.py`: k-means++ over the visual tokens, the token nearest each
+centre). The student learns to match the teacher's next-code distribution at every SID level,
 
     L_dis = sum_k KL(pi_ref(t_k | u, t_<k) || pi_theta(t_k | u, t_<k))       (eq. 11)
 
-teacher-forced along each example's target SID, on the personalized SFT examples (photos with
-their request-time user features: the inputs the teacher was post-trained on). With the
-curriculum, epoch e keeps v(e) = floor(V_max - e/E (V_max - V_sub)) tokens (eq. 12), so the
-student loses visual tokens gradually and ends at V_sub. The ablations of the pruning benchmark
-are options: `curriculum=False` prunes to V_sub from the first epoch, and `loss="ntp"` fine-tunes
-the pruned model on the targets' next-token loss with no teacher.
+(`losses.distill_kl_per_level`; OneSearch's eq. 11 is a different loss), teacher-forced along
+each example's target SID, on the personalized SFT examples (photos with their request-time user
+features: the inputs the teacher was post-trained on). With the curriculum, epoch e keeps
+v(e) = floor(V_max - e/E (V_max - V_sub)) tokens (eq. 12), so the student loses visual tokens
+gradually and ends at V_sub. The ablations of the pruning benchmark are options:
+`curriculum=False` prunes to V_sub from the first epoch, and `loss="ntp"` fine-tunes the pruned
+model on the targets' next-token loss (eq. 9) with no teacher.
 
 Published as a new version of the teacher's model (parent: the teacher, `trained_by: distill`,
 `visual_keep`), so it becomes CURRENT and serving, which follows CURRENT, hot-swaps it in.
@@ -30,15 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from onevision.catalog.format import Catalog
+from onevision.generator.data import GeneratorData, data_for_version, fingerprint
+from onevision.generator.losses import distill_kl_per_level
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
-from onevision.generator.data import GeneratorData, data_for_version, fingerprint
 from training.loop import StageConfig, run_stage
-from training.sft import ntp_loss
+from training.sft import batch_ntp_loss
 
 LOSSES = ("kl", "ntp")
 
@@ -57,15 +58,6 @@ PRESETS = {"tiny": DistillConfig(epochs=2, batch_size=64, lr=5e-4, keep=3),
 
 def preset_config(preset: str, **overrides) -> DistillConfig:
     return DistillConfig(**{**asdict(PRESETS.get(preset, PRESETS["small"])), **overrides})
-
-
-def kl_loss(student: OneVisionGenerator, teacher: OneVisionGenerator, prompts, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 11: the sum over SID levels of KL(teacher || student), teacher-forced along `targets`
-    (N, L), averaged over the examples."""
-    with torch.no_grad():
-        ref = teacher.level_logprobs(prompts, targets)
-    ours = student.level_logprobs(prompts, targets)
-    return sum(F.kl_div(s, r, log_target=True, reduction="batchmean") for s, r in zip(ours, ref))
 
 
 def schedule(v_max: int, config: DistillConfig) -> list[int]:
@@ -91,8 +83,9 @@ def distill(teacher: OneVisionGenerator, data: GeneratorData, config: DistillCon
 
     def loss_fn(idx: np.ndarray) -> torch.Tensor:
         if config.loss == "ntp":
-            return ntp_loss(student, data, ex, idx)
-        return kl_loss(student, teacher, ex.prompts(data.tokens, data.bank, idx), torch.from_numpy(ex.target[idx]))
+            return batch_ntp_loss(student, data, ex, idx)
+        prompts = ex.prompts(data.tokens, data.bank, idx)
+        return distill_kl_per_level(student, teacher, prompts, torch.from_numpy(ex.target[idx]))
 
     log = run_stage("distill", student, len(ex), loss_fn, config, workdir, progress, on_epoch=on_epoch)
     student.visual_keep = config.keep
@@ -124,7 +117,8 @@ def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, c
         scores[name] = evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"]
     metrics = {"val": scores["student"], "teacher_val": scores["teacher"], "confidence_threshold": searcher.threshold,
                "train_seconds": round(time.perf_counter() - t0, 1),
-               "stages": {"distill": {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
+               "stages": {"distill": {"epochs": log["epoch"],
+                                      "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                                       "seconds": round(log["seconds"], 1), "keep_schedule": log["keep_schedule"]}}}
     (workdir / "training_log.json").write_text(json.dumps(log))
     files = {"training_log.json": workdir / "training_log.json"}

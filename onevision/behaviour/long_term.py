@@ -64,6 +64,7 @@ def _weighted_mean(table: ItemTable, history, config: LongTermConfig) -> np.ndar
     idx = np.array([table.index(h[1]) for h in history])
     age_days = (ts.max() - ts) / DAY_MS
     w = np.where(kind == ORDER, config.order_weight, config.click_weight) * 0.5 ** (age_days / config.half_life_days)
+    assert table.vectors is not None  # checked by long_sids
     return (w[:, None] * table.vectors[idx]).sum(0) / w.sum()
 
 

@@ -86,12 +86,12 @@ class Examples:
         return len(self.image)
 
     def take(self, idx) -> "Examples":
-        return Examples(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
+        return Examples(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])  # type: ignore[arg-type]
                            for f in fields(self)})
 
     @staticmethod
     def concat(parts: list["Examples"]) -> "Examples":
-        return Examples(**{f.name: (None if getattr(parts[0], f.name) is None
+        return Examples(**{f.name: (None if getattr(parts[0], f.name) is None  # type: ignore[arg-type]
                                     else np.concatenate([getattr(p, f.name) for p in parts]))
                            for f in fields(Examples)})
 
@@ -130,8 +130,9 @@ class GeneratorData:
             title=title if title is not None else np.zeros((n, self.tokens.title_len), np.int64),
             target=self.table.sids[items], category=self.item_category[items],
             task=np.full(n, task, np.int64), target_item=np.asarray(items, np.int64),
-            image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, h, L), -1, np.int64),
-            hint_similarity=self.bank.hint_similarity[image_rows] if image_sid else np.zeros((n, h), np.float32),
+            image_sid=self.bank.sids[image_rows] if image_sid else np.full((n, h, L), -1, np.int64),  # type: ignore[index]
+            hint_similarity=self.bank.hint_similarity[image_rows] if image_sid  # type: ignore[index]
+            else np.zeros((n, h), np.float32),
             recent_sids=context.recent_sids if context is not None else np.full((n, LONG_LEN, L), -1, np.int64))
 
     # -- stage data -------------------------------------------------------------------

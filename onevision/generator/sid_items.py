@@ -27,7 +27,7 @@ def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEI
     """Eq. 13 from a catalog's 30-day columns (missing columns count as zero)."""
     cols = [items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
             for c in ("clicks_30d", "gmv_30d", "orders_30d")]
-    return sum(w * c for w, c in zip(weights, cols))
+    return np.sum([w * c for w, c in zip(weights, cols)], axis=0)
 
 
 @dataclass
@@ -126,6 +126,7 @@ class SIDItems:
         if scores is not None:
             key = -scores[rows, pos].astype(np.float64)
             if similarity_weight:
+                assert query_embedding is not None and item_embedding is not None, "a similarity weight needs both"
                 cos = _cosines(items, rows, query_embedding, item_embedding)
                 key -= similarity_weight * cos
                 best = _best_per_sid(scores.shape, rows, pos, cos)

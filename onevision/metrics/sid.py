@@ -105,6 +105,6 @@ def sid_report(item_sids: np.ndarray, sizes: Sequence[int], categories: Sequence
         "entropy": level_entropy(item_sids, sizes),
         "category_purity_l1": category_purity(_rows(item_sids)[:, 0], categories),
     }
-    if view_sids is not None and len(view_sids):
+    if view_sids is not None and view_item is not None and len(view_sids):
         report["view_consistency"] = view_consistency(item_sids, view_sids, view_item)
     return report

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -85,3 +89,13 @@ def expect(state: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> n
     if tuple(arr.shape) != tuple(shape):
         raise TokenizerError(f"tokenizer array {name!r} has shape {tuple(arr.shape)}, config implies {tuple(shape)}")
     return arr
+
+
+def load_module(module: nn.Module, state: dict[str, np.ndarray], prefix: str) -> None:
+    """Load `prefix.*` arrays of a state into a torch module (VRQ's fusion, RQ-VAE's MLPs),
+    checking every shape first."""
+    import torch  # here, so that the faiss-only tokenizers never import torch
+
+    own = module.state_dict()
+    module.load_state_dict({k: torch.from_numpy(expect(state, f"{prefix}.{k}", tuple(v.shape)))
+                            for k, v in own.items()})

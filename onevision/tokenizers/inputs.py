@@ -41,7 +41,7 @@ class CatalogFeatures:
         arrays.update({"pairs.item": self.pairs.item, "views.item": self.views.item, "queries.target": self.query_target})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub takes the names for flags
         tmp.replace(path)
 
     @classmethod

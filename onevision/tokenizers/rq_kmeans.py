@@ -29,6 +29,7 @@ class ResidualKMeans:
             km = faiss.Kmeans(residual.shape[1], k, niter=niter, seed=seed + level, verbose=False,
                               min_points_per_centroid=1, max_points_per_centroid=100_000)
             km.train(residual)
+            assert km.centroids is not None  # set by train
             books.append(km.centroids.copy())
             _, idx = km.index.search(residual, 1)
             residual -= books[-1][idx[:, 0]]

@@ -1,14 +1,6 @@
-"""Residual vector quantizer with EMA codebooks (RQ-VAE, Lee et al. 2022), plus the TIGER baseline.
-
-`EMAResidualQuantizer` quantizes level by level (eq. 5): code = nearest codeword of the
-residual, residual -= codeword. Codebooks are not trained by gradients but by exponential
-moving averages of the residuals assigned to each code, which is stabler; a code that gets
-(almost) nothing for a while is restarted on a random residual of the batch (dead-code
-restart), which keeps codebooks from collapsing. The commitment loss (eq. 6) pulls inputs
-toward their codewords; the straight-through estimator passes gradients through.
-
-`RQVAETokenizer` is TIGER's RQ-VAE: MLP encoder, this quantizer, MLP decoder, trained with
-reconstruction + commitment only (no contrastive terms) on the visual embedding.
+"""TIGER's RQ-VAE baseline (`rqvae` in Table 4): MLP encoder, the EMA residual quantizer of
+`residual_quantizer.py` (eqs. 5-6), MLP decoder, trained with reconstruction + commitment only
+(no contrastive terms) on the visual embedding.
 """
 
 from __future__ import annotations
@@ -19,85 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from onevision.tokenizers.base import PairData, Tokenizer, TokenizerInputs, expect
+from onevision.tokenizers.base import PairData, Tokenizer, TokenizerInputs, expect, load_module
+from onevision.tokenizers.residual_quantizer import EMAResidualQuantizer
 from onevision.tokenizers.rq_kmeans import ResidualKMeans
-
-
-class EMAResidualQuantizer(nn.Module):
-    def __init__(self, sizes: tuple[int, ...], dim: int, decay: float = 0.95, eps: float = 1e-5,
-                 dead_threshold: float = 0.5):
-        super().__init__()
-        self.sizes, self.dim, self.decay, self.eps, self.dead_threshold = tuple(sizes), dim, decay, eps, dead_threshold
-        for level, k in enumerate(sizes):
-            self.register_buffer(f"codebook{level}", torch.randn(k, dim) * 0.1)
-            self.register_buffer(f"cluster_size{level}", torch.ones(k))
-            self.register_buffer(f"embed_sum{level}", getattr(self, f"codebook{level}").clone())
-        self.restarts = 0
-
-    def codebook(self, level: int) -> torch.Tensor:
-        return getattr(self, f"codebook{level}")
-
-    @torch.no_grad()
-    def init_from(self, rq: ResidualKMeans) -> None:
-        """Start from RQ-KMeans centroids (VRQ 3.1.3: 'perform RQ-KMeans first')."""
-        for level, book in enumerate(rq.codebooks):
-            t = torch.from_numpy(book)
-            self.codebook(level).copy_(t)
-            getattr(self, f"embed_sum{level}").copy_(t)
-            getattr(self, f"cluster_size{level}").fill_(1.0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """(codes (B, L), straight-through quantized x (B, d), partial sums f^(l) per level, commitment loss)."""
-        residual = x
-        quantized = torch.zeros_like(x)
-        codes, partials = [], []
-        commit = x.new_zeros(())
-        for level in range(len(self.sizes)):
-            book = self.codebook(level)
-            idx = torch.cdist(residual.detach(), book).argmin(dim=1)
-            chosen = book[idx]
-            commit = commit + F.mse_loss(residual, chosen.detach(), reduction="sum") / len(x)
-            if self.training:
-                self._ema_update(level, residual.detach(), idx)
-            quantized = quantized + chosen
-            partials.append(x + (quantized - x).detach())  # straight-through f^(l)
-            residual = residual - chosen.detach()
-            codes.append(idx)
-        return torch.stack(codes, 1), partials[-1], partials, commit
-
-    @torch.no_grad()
-    def _ema_update(self, level: int, residual: torch.Tensor, idx: torch.Tensor) -> None:
-        k = self.sizes[level]
-        onehot = F.one_hot(idx, k).to(residual.dtype)
-        size = getattr(self, f"cluster_size{level}")
-        esum = getattr(self, f"embed_sum{level}")
-        size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        esum.mul_(self.decay).add_(onehot.T @ residual, alpha=1 - self.decay)
-        n = size.sum()
-        smoothed = (size + self.eps) / (n + k * self.eps) * n
-        self.codebook(level).copy_(esum / smoothed.unsqueeze(1))
-        dead = size < self.dead_threshold
-        if dead.any():  # restart dead codes on random residuals of this batch
-            pick = torch.randint(len(residual), (int(dead.sum()),), device=residual.device)
-            self.codebook(level)[dead] = residual[pick]
-            esum[dead] = residual[pick]
-            size[dead] = 1.0
-            self.restarts += int(dead.sum())
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes, final residual) without EMA updates."""
-        residual = x
-        codes = []
-        for level in range(len(self.sizes)):
-            book = self.codebook(level)
-            idx = torch.cdist(residual, book).argmin(dim=1)
-            residual = residual - book[idx]
-            codes.append(idx)
-        return torch.stack(codes, 1), residual
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return sum(self.codebook(level)[codes[:, level]] for level in range(len(self.sizes)))
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -153,7 +69,7 @@ class RQVAETokenizer(Tokenizer):
     def state(self) -> dict[str, np.ndarray]:
         out = {f"encoder.{k}": v.numpy() for k, v in self.encoder.state_dict().items()}
         out.update({f"decoder.{k}": v.numpy() for k, v in self.decoder.state_dict().items()})
-        out.update({f"rq.codebook{l}": self.rq.codebook(l).numpy() for l in range(self.levels)})
+        out.update({f"rq.codebook{level}": self.rq.codebook(level).numpy() for level in range(self.levels)})
         return out
 
     def config(self) -> dict:
@@ -170,8 +86,3 @@ class RQVAETokenizer(Tokenizer):
         tok.rq.eval()
         return tok
 
-
-def load_module(module: nn.Module, state: dict[str, np.ndarray], prefix: str) -> None:
-    """Load `prefix.*` arrays into a module, checking every shape first."""
-    own = module.state_dict()
-    module.load_state_dict({k: torch.from_numpy(expect(state, f"{prefix}.{k}", tuple(v.shape))) for k, v in own.items()})

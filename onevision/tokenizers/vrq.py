@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from onevision.tokenizers.base import PairData, Tokenizer, TokenizerError, TokenizerInputs, expect
+from onevision.tokenizers.base import PairData, Tokenizer, TokenizerError, TokenizerInputs, expect, load_module
 from onevision.tokenizers.opq import OPQLevels
+from onevision.tokenizers.residual_quantizer import EMAResidualQuantizer
 from onevision.tokenizers.rq_kmeans import ResidualKMeans
-from onevision.tokenizers.rq_vae import EMAResidualQuantizer, load_module
 from onevision.tokenizers.vrq_losses import consistency_loss, hierarchical_consistency_loss, margin_loss, vrq_loss
 
 

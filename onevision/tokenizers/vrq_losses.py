@@ -1,5 +1,5 @@
 """The VRQ training losses (OneVision 3.1.3, eqs. 3, 4, 7 and 8); commitment (eq. 6) lives
-beside its quantizer in rq_vae.py.
+beside its quantizer in residual_quantizer.py (`commitment_term`).
 
 All take a batch of N positive pairs: row i of the "1" tensors and row i of the "2" tensors
 show the same product (two views, or a view and a shopper photo); other rows are negatives.

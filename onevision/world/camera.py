@@ -134,7 +134,7 @@ def photograph(rng: np.random.Generator, texture: Image.Image, size: int, style:
         x0, y0 = rng.uniform(0, size - side, 2)
         img = img.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
     if style.light or style.noise:
-        arr = np.asarray(img, dtype=np.float32)
+        arr: np.ndarray = np.asarray(img, dtype=np.float32)
         if style.light:
             arr = _relight(rng, arr, style.light)
         if style.noise:

@@ -9,15 +9,15 @@ import torch
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision_cli.main import app
 from onevision.eval.generative import searcher_for
-from training.offline_models import ensure_generator
+from onevision.generator.losses import distill_kl_per_level
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import current_version, load_version, publish, resolve_ref, trained_run, versions
-from onevision.generator.losses import distill_kl_per_level
+from onevision_cli.main import app
 from training.distill import DistillConfig, distill, ensure_distilled, preset_config
 from training.generator import GeneratorRecipe
+from training.offline_models import ensure_generator
 
 
 def test_kl_is_zero_against_itself_and_positive_once_pruned(tiny_generator):
@@ -100,5 +100,6 @@ def test_cli_publishes_the_served_student_and_reruns_reuse_it(tiny_generator, ti
     update = publish(mine, name, {f: student / f for f in ("generator.safetensors", "item_embedding.safetensors")},
                      {**config, "trained_by": "dpo-stream"}, parent=student.name)
     n = len(versions(mine, name))
-    assert ensure_distilled(catalog, name, mine, cache, tmp_path / "runs", preset_config("tiny"), progress=False) == student
+    found = ensure_distilled(catalog, name, mine, cache, tmp_path / "runs", preset_config("tiny"), progress=False)
+    assert found == student
     assert len(versions(mine, name)) == n and current_version(mine, name) == update.name

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from training.dpo import listwise_dpo_loss
+from onevision.generator.losses import listwise_dpo_loss
 
 
 def test_matches_eq_10_by_hand():

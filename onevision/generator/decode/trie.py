@@ -28,7 +28,10 @@ class SIDTrie:
         self.n_nodes = [int(n.max()) + 1 for n in node]
         # the SIDs are sorted, so each node of level l is a run of them: the row its run starts at
         self.node_starts = [np.searchsorted(n, np.arange(c)) for n, c in zip(node, self.n_nodes)]
-        self.keys, self.child, self.dense, self.dense_child = [], [], [], []
+        self.keys: list[np.ndarray] = []
+        self.child: list[np.ndarray] = []
+        self.dense: list[torch.Tensor | None] = []  # per level, a (nodes, codes) mask where small enough
+        self.dense_child: list[np.ndarray | None] = []
         self.ptr, self.codes = [], []
         for level, k in enumerate(self.sizes):
             keys, first = np.unique(node[level] * k + sids[:, level], return_index=True)
@@ -42,7 +45,7 @@ class SIDTrie:
                 table[keys // k, keys % k] = self.child[-1]
                 self.dense_child.append(table)
             else:
-                self.dense.append(None)
+                self.dense.append(None)  # a level too wide for a dense table
                 self.dense_child.append(None)
             self.ptr.append(np.searchsorted(keys, np.arange(self.n_nodes[level] + 1, dtype=np.int64) * k))
             self.codes.append(keys % k)
@@ -53,8 +56,9 @@ class SIDTrie:
 
     def allowed(self, level: int, nodes: np.ndarray) -> torch.Tensor:
         """(len(nodes), K_level) booleans: the codes that extend each node to a valid prefix."""
-        if self.dense[level] is not None:
-            return self.dense[level][torch.from_numpy(np.asarray(nodes, dtype=np.int64))]
+        dense = self.dense[level]
+        if dense is not None:
+            return dense[torch.from_numpy(np.asarray(nodes, dtype=np.int64))]
         mask = torch.zeros((len(nodes), self.sizes[level]), dtype=torch.bool)
         rows, idx = self._edges(level, nodes)
         mask[torch.from_numpy(rows), torch.from_numpy(self.codes[level][idx])] = True
@@ -62,8 +66,9 @@ class SIDTrie:
 
     def children(self, level: int, nodes: np.ndarray) -> np.ndarray:
         """(len(nodes), K_level) the child node (level + 1) each code leads to, -1 where none."""
-        if self.dense_child[level] is not None:
-            return self.dense_child[level][np.asarray(nodes, dtype=np.int64)]
+        dense_child = self.dense_child[level]
+        if dense_child is not None:
+            return dense_child[np.asarray(nodes, dtype=np.int64)]
         out = np.full((len(nodes), self.sizes[level]), -1, dtype=np.int64)
         rows, idx = self._edges(level, nodes)
         out[rows, self.codes[level][idx]] = self.child[level][idx]

@@ -130,7 +130,7 @@ class PromptTokens:
     @classmethod
     def from_config(cls, config: dict) -> "PromptTokens":
         config = {"hint_similarity": False, "sid_content": False, **config}  # models saved before these existed
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})  # type: ignore[arg-type]
 
 
 @dataclass

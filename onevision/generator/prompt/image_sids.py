@@ -56,6 +56,7 @@ class ImageSIDs:
             from onevision.ann import search_scored
 
             sims, rows = search_scored(self.item_embedding, embedding, self.hints)
+            assert self.item_sids is not None  # set in nearest-item mode
             return self.item_sids[rows], sims.astype(np.float32)
         text = _predicted_category_text(embedding, self.item_embedding, self.item_category, self.category_text)
         if self.without == "category":

@@ -15,6 +15,7 @@ other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -109,7 +110,10 @@ class GenerativeSearcher:
             terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
         if self.category is not None:
             terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.numpy())))
-        bonus = (lambda rows, items: sum(term(rows, items) for term in terms)) if terms else None
+        bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+        if terms:
+            def bonus(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+                return sum(term(rows, items) for term in terms)  # type: ignore[return-value]  # >= 1 term
         items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from onevision.tokenizers.opq import OPQLevels
+from onevision.tokenizers.residual_quantizer import EMAResidualQuantizer
 from onevision.tokenizers.rq_kmeans import ResidualKMeans
-from onevision.tokenizers.rq_vae import EMAResidualQuantizer
 
 
 def _clusters(n=600, d=16, k=12, seed=0):
