@@ -15,17 +15,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("quickstart")(quickstart)
-app.add_typer(world.app, name="world")
-app.add_typer(catalog.app, name="catalog")
-app.add_typer(encoder.app, name="encoder")
-app.add_typer(tokenizer.app, name="tokenizer")
-app.add_typer(train.app, name="train")
-app.add_typer(eval.app, name="eval")
-app.add_typer(infra.app, name="infra")
-app.add_typer(stream.app, name="stream")
-app.add_typer(features.app, name="features")
-app.add_typer(serve.app, name="serve")
-app.add_typer(registry.app, name="registry")
+for group in (world, catalog, encoder, tokenizer, train, eval, infra, stream, features, serve, registry):
+    app.add_typer(group.app, name=group.__name__.rsplit(".", 1)[-1])
 app.add_typer(experiment.sim, name="sim")
 app.add_typer(experiment.ab, name="ab")
 

@@ -119,7 +119,7 @@ class SIDItems:
         (B, beam; -1 where it holds no item), and the score each ranked item was ranked by (B, k;
         -inf padded; 0 in plain order): all from one expansion of the beam. With the similarity
         re-score, `item_bonus(rows, items)` adds to each item's score (e.g. the shopper's price
-        affinity, `generator.price_affinity`)."""
+        affinity, `generator.rank.price_affinity`)."""
         live = None if scores is None else np.isfinite(scores)
         rows, pos, items = self.expand(beam_sids, live)
         key, best = np.zeros(len(items)), None

@@ -8,7 +8,7 @@
 - Each step computes logits only for the current level's codes (`SIDBart.level_logits`).
 - Validity comes from the compiled trie (`SIDTrie.allowed` / `advance`), for whole batches.
 - Many queries decode together.
-- Optionally a look-ahead (`guidance.SimilarityGuide`) ranks hypotheses by log-probability + the
+- Optionally a look-ahead (`decode.lookahead.SimilarityGuide`) ranks hypotheses by log-probability + the
   best photo-item similarity under their prefix, so a narrow beam keeps the prefix that holds
   the photo's product; the returned scores stay log-probabilities.
 

@@ -1,7 +1,7 @@
 """Image search with a trained generator: prompts in, ranked items and a confidence flag out.
 
 Constrained beam search over the catalog's SID trie, its hypotheses ranked with a look-ahead of
-the same similarity term (`guidance.SimilarityGuide`, `lookahead`), so a narrow beam keeps the
+the same similarity term (`decode.lookahead.SimilarityGuide`, `lookahead`), so a narrow beam keeps the
 SIDs that hold items like the photo; the SIDs' items ranked by their SID's log-prob +
 similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
 of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) + category_weight x
