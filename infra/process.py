@@ -7,14 +7,23 @@ session (process group), and stopping it signals the whole group: nothing is lef
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _die_with_parent() -> None:
@@ -69,6 +78,7 @@ class ManagedProcess:
     port: int | None  # None: a worker that listens on nothing
     healthy: Callable[[], bool]
     env: dict[str, str] | None = None  # added to the environment of the started process
+    _child: subprocess.Popen | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def home(self) -> Path:
@@ -120,9 +130,11 @@ class ManagedProcess:
                                     cwd=self.data_dir, start_new_session=True,
                                     preexec_fn=_die_with_parent if tie_to_parent else None)
         self.pid_path.write_text(f"{proc.pid}\n")
+        self._child = proc
         if not self._wait_healthy(proc.pid, timeout, proc):
             self.stop()
-            raise ServiceError(f"{self.name} did not become healthy within {timeout:.0f}s; log tail:\n{self._log_tail()}")
+            raise ServiceError(f"{self.name} did not become healthy within {timeout:.0f}s; log tail:\n"
+                               f"{self._log_tail()}")
         return proc.pid
 
     def _wait_healthy(self, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -144,6 +156,11 @@ class ManagedProcess:
             return bool(self.healthy())
         except Exception:  # a health probe that fails in any way means "not yet"
             return False
+
+    def exit_code(self) -> int | None:
+        """The exit status of the process this object started, once it has ended; None while it
+        runs, and for an adopted process (not our child: its status is not ours to read)."""
+        return self._child.poll() if self._child is not None else None
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the process group (TERM, then KILL); True when something was running."""
@@ -169,5 +186,43 @@ class ManagedProcess:
 
     def status(self) -> dict:
         pid = self.pid()
-        return {"name": self.name, "address": f"{self.host}:{self.port}" if self.port else "-", "pid": pid, "running": pid is not None,
+        return {"name": self.name, "address": f"{self.host}:{self.port}" if self.port else "-", "pid": pid,
+                "running": pid is not None,
                 "healthy": pid is not None and self.is_healthy(), "log": str(self.log_path)}
+
+
+# ---- a process's config on its command line ----------------------------------------------------
+def module_argv(module: str, config: Any) -> list[str]:
+    """`python -m <module> --config '<json>'` for a dataclass config: how a layer starts a process
+    of its own (read back by `config_from_argv`), so that no launcher depends on the CLI."""
+    return [sys.executable, "-m", module, "--config", json.dumps(dataclasses.asdict(config), default=str)]
+
+
+def config_from_argv(cls: type[T], argv: list[str] | None = None) -> T:
+    """The `cls` instance a `module_argv` command line carries."""
+    parser = argparse.ArgumentParser(description=f"run with a {cls.__name__} given as JSON")
+    parser.add_argument("--config", required=True, help=f"the {cls.__name__} as JSON (its fields; defaults fill in)")
+    return config_from_dict(cls, json.loads(parser.parse_args(argv).config))
+
+
+def config_from_dict(cls: type[T], data: dict) -> T:
+    """A dataclass from `dataclasses.asdict`'s JSON form: nested dataclasses, tuples and paths are
+    rebuilt from the field types; missing fields keep their defaults; unknown ones are an error."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    if unknown := sorted(set(data) - names):
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; it has {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return value if value is None or len(options) != 1 else _typed(options[0], value)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return config_from_dict(hint, value)
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        return tuple(value)
+    if isinstance(hint, type) and issubclass(hint, PurePath) and isinstance(value, str):
+        return hint(value)
+    return value

@@ -3,75 +3,56 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import typer
 
+from onevision.behaviour.long_term import LongTermConfig
 from onevision_cli.errors import user_errors
+from streaming.run_worker import WorkerRun, run_worker
+from streaming.worker_config import DEFAULT_GROUP, WorkerConfig
 
 app = typer.Typer(help="Kafka -> Feast streaming: feature workers, replays, status.", no_args_is_help=True)
 
-ITEMS_HELP = "item SID table: a tokenizer version folder in the registry or an item_sids.parquet"
+ITEMS = typer.Option(..., help="item SID table: a tokenizer version folder in the registry or an item_sids.parquet")
+LONG_TERM = typer.Option(LongTermConfig.mode, help="long-term SID: mean (re-quantized mean) or onesearch (eq. 3)")
+FEATURE_WORKERS = typer.Option(1, min=1, help="feature worker processes sharing the partitions")
+SESSION_WORKERS = typer.Option(1, min=0, help="sessionizer processes")
 
 
 @app.command("worker")
 @user_errors
-def worker(items: Path = typer.Option(..., help=ITEMS_HELP),
-           role: str = typer.Option("features", help="features (Feast rows) or sessions (session logs)"),
-           group: str = typer.Option("", help="consumer group and Redis namespace (default: onevision-<role>)"),
-           long_term: str = typer.Option("mean", help="long-term SID: mean (re-quantized mean) or onesearch (eq. 3)"),
-           max_idle: float = typer.Option(None, help="exit after this many seconds without events"),
-           session_idle: float = typer.Option(60.0, help="sessions: close one after this many seconds without events"),
-           log_level: str = typer.Option("INFO")) -> None:
+def worker(items: Path = ITEMS,
+           role: str = typer.Option(WorkerConfig.role, help="features (Feast rows) or sessions (session logs)"),
+           group: str = typer.Option(WorkerConfig.group, help="consumer group and Redis namespace "
+                                                              "(default: onevision-<role>)"),
+           long_term: str = LONG_TERM,
+           max_idle: float = typer.Option(WorkerRun.max_idle_s, help="exit after this many seconds without events"),
+           session_idle: float = typer.Option(WorkerConfig.session_idle_s,
+                                              help="sessions: close one after this many seconds without events"),
+           log_level: str = typer.Option(WorkerRun.log_level)) -> None:
     """Run one feature worker in the foreground (several share the partitions of a group)."""
-    import logging
-
-    from infra.settings import load_settings
-    from onevision.items import load_item_table
-    from onevision.behaviour.long_term import LongTermConfig
-    from streaming.worker import FeatureWorker, WorkerConfig
-
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    if long_term not in ("mean", "onesearch"):
-        raise ValueError(f"--long-term must be mean or onesearch, not {long_term!r}")
-    table = load_item_table(items)
-    if long_term == "mean" and table.vectors is None:
-        logging.warning("%s has no item vectors (tokenizer trained before they were written); "
-                        "long-term SIDs use OneSearch eq. 3 instead", items)
-        long_term = "onesearch"
     config = WorkerConfig(role=role, group=group, long_term=LongTermConfig(mode=long_term), session_idle_s=session_idle)
-    FeatureWorker(load_settings(), table, config).run(max_idle_s=max_idle)
+    run_worker(WorkerRun(items, config, max_idle, log_level))
+
+
+def _show(rows: list[dict]) -> None:
+    for row in rows:
+        typer.echo(f"{row['name']:<20} pid {row['pid']}  log {row['log']}")
 
 
 @app.command("run")
 @user_errors
-def run(items: Path = typer.Option(..., help=ITEMS_HELP),
-        workers: int = typer.Option(1, min=1, help="feature worker processes sharing the partitions"),
-        session_workers: int = typer.Option(1, min=0, help="sessionizer processes"),
-        long_term: str = typer.Option("mean")) -> None:
-    """Start the feature and session workers and wait for them (Ctrl-C stops all, each flushing first)."""
-    from streaming.launch import worker_argv
+def run(items: Path = ITEMS, workers: int = FEATURE_WORKERS, session_workers: int = SESSION_WORKERS,
+        long_term: str = LONG_TERM) -> None:
+    """Run the feature and session workers and wait for them (Ctrl-C stops all, each flushing first;
+    pid files and logs under the state dir, as `start`)."""
+    from infra.settings import load_settings
+    from streaming.launch import run_workers
 
-    roles = ["features"] * workers + ["sessions"] * session_workers
-    procs = [subprocess.Popen(worker_argv(items, role, long_term)) for role in roles]
-    typer.echo(f"started {workers} feature and {session_workers} session worker(s): "
-               f"pids {', '.join(str(p.pid) for p in procs)}")
-
-    def stop(*_):
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        stop()
-        codes = [p.wait() for p in procs]
-    if any(codes):
-        raise typer.Exit(max(codes))
+    code = run_workers(load_settings(), items, workers, session_workers, long_term, started=_show)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("replay")
@@ -84,7 +65,8 @@ def replay(catalog: Path = typer.Option(..., help="catalog folder whose events.p
 
     from infra.services import ensure_topics
     from infra.settings import load_settings
-    from streaming.replay import load_events, replay as produce
+    from streaming.replay import load_events
+    from streaming.replay import replay as produce
 
     settings = load_settings()
     ensure_topics(settings)
@@ -98,7 +80,7 @@ def replay(catalog: Path = typer.Option(..., help="catalog folder whose events.p
 
 @app.command("status")
 @user_errors
-def status(group: str = typer.Option("onevision-features"),
+def status(group: str = typer.Option(DEFAULT_GROUP),
            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Lag per partition, events/s and freshness per worker, DLQ and session counts."""
     from infra.settings import load_settings
@@ -120,16 +102,13 @@ def status(group: str = typer.Option("onevision-features"),
 
 @app.command("start")
 @user_errors
-def start(items: Path = typer.Option(..., help=ITEMS_HELP),
-          workers: int = typer.Option(1, min=1, help="feature workers"),
-          session_workers: int = typer.Option(1, min=0, help="sessionizers"),
-          long_term: str = typer.Option("mean")) -> None:
+def start(items: Path = ITEMS, workers: int = FEATURE_WORKERS, session_workers: int = SESSION_WORKERS,
+          long_term: str = LONG_TERM) -> None:
     """Start workers in the background (pid files and logs under the state dir)."""
     from infra.settings import load_settings
     from streaming.launch import start_workers
 
-    for row in start_workers(load_settings(), items, workers, session_workers, long_term):
-        typer.echo(f"{row['name']:<20} pid {row['pid']}  log {row['log']}")
+    _show(start_workers(load_settings(), items, workers, session_workers, long_term))
 
 
 @app.command("stop")

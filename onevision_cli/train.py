@@ -8,7 +8,10 @@ import typer
 
 from onevision_cli.errors import user_errors
 from onevision_cli.options import CACHE, CATALOG, REGISTRY, RUNS
+from training.dpo_gate import GateConfig
+from training.dpo_stream import StreamConfig
 from training.generator import GeneratorRecipe
+from training.run_dpo_stream import DPOStreamRun
 
 app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; pruning distillation; "
                   "near-streaming DPO; the MCA baseline.", no_args_is_help=True)
@@ -77,53 +80,46 @@ def train_mca_cmd(
     typer.echo(f"mca -> {version}")
 
 
+S, G = StreamConfig(), GateConfig()
+
+
 @app.command("dpo-stream")
 @user_errors
 def train_dpo_stream(
     catalog: Path = CATALOG,
     model: str = typer.Option(None, help="registry model to improve and publish to (default generator-vrq-<catalog>, "
                                          "the one serving follows)"),
-    group: str = typer.Option("onevision-dpo", help="Kafka consumer group (also names this job's versions)"),
-    micro_batch: int = typer.Option(32, min=1, help="examples (sessions with a purchase) per update"),
-    max_wait: float = typer.Option(15.0, help="seconds after the first pending example to update anyway"),
-    steps: int = typer.Option(4, min=1, help="AdamW steps per micro-batch"),
-    lr: float = typer.Option(5e-5),
-    beta: float = typer.Option(0.1, help="eq. 10's beta"),
-    nll_weight: float = typer.Option(1.0, help="OneSearch eq. 11's NLL weight (0: pure eq. 10)"),
-    replay: int = typer.Option(512, min=0, help="examples the replay buffer keeps"),
-    tolerance: float = typer.Option(2.0, help="gate: ORDER HR@4 points a candidate may lose against its reference"),
-    canary_tolerance: float = typer.Option(2.0, help="gate: canary HR@1 points a candidate may lose"),
-    gate_orders: int = typer.Option(300, help="gate: held-out ORDER queries scored"),
-    max_idle: float = typer.Option(None, help="exit after this many seconds without sessions (default: run until stopped)"),
-    threads: int = typer.Option(1, min=1, help="torch threads (the job shares the machine with serving)"),
-    seed: int = typer.Option(0),
+    group: str = typer.Option(S.group, help="Kafka consumer group (also names this job's versions)"),
+    micro_batch: int = typer.Option(S.micro_batch, min=1, help="examples (sessions with a purchase) per update"),
+    max_wait: float = typer.Option(S.max_wait_s, help="seconds after the first pending example to update anyway"),
+    steps: int = typer.Option(S.steps, min=1, help="AdamW steps per micro-batch"),
+    lr: float = typer.Option(S.lr),
+    beta: float = typer.Option(S.beta, help="eq. 10's beta"),
+    nll_weight: float = typer.Option(S.nll_weight, help="OneSearch eq. 11's NLL weight (0: pure eq. 10)"),
+    replay: int = typer.Option(S.replay, min=0, help="examples the replay buffer keeps"),
+    tolerance: float = typer.Option(G.tolerance, help="gate: ORDER HR@4 points a candidate may lose against its "
+                                                      "reference"),
+    canary_tolerance: float = typer.Option(G.canary_tolerance, help="gate: canary HR@1 points a candidate may lose"),
+    gate_orders: int = typer.Option(G.orders, help="gate: held-out ORDER queries scored"),
+    max_idle: float = typer.Option(DPOStreamRun.max_idle_s, help="exit after this many seconds without sessions "
+                                                                 "(default: run until stopped)"),
+    threads: int = typer.Option(DPOStreamRun.threads, min=1, help="torch threads (the job shares the machine with "
+                                                                  "serving)"),
+    seed: int = typer.Option(S.seed),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
-    log_level: str = typer.Option("INFO"),
+    log_level: str = typer.Option(DPOStreamRun.log_level),
 ) -> None:
     """Near-streaming list-wise DPO: session logs from Kafka -> micro-batch updates -> eval gate ->
     registry (serving hot-swaps accepted versions). Resumes from its last published offsets."""
-    import logging
-
-    import torch
-
-    from infra.settings import load_settings
-    from onevision.catalog.format import load_catalog
     from serving.models import default_model
-    from training.dpo_gate import GateConfig
-    from training.dpo_stream import DPOStreamJob, StreamConfig
+    from training.run_dpo_stream import run_dpo_stream, summary
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    torch.set_num_threads(threads)
-    c = load_catalog(catalog)
     config = StreamConfig(group=group, micro_batch=micro_batch, max_wait_s=max_wait, steps=steps, lr=lr, beta=beta,
                           nll_weight=nll_weight, replay=replay, seed=seed,
                           gate=GateConfig(orders=gate_orders, tolerance=tolerance, canary_tolerance=canary_tolerance))
-    job = DPOStreamJob(load_settings(), c, registry, model or default_model(c.root), cache, config)
-    totals = job.run(max_idle_s=max_idle)
-    typer.echo(f"dpo-stream: {totals['versions']} versions ({totals['accepted']} accepted, {totals['rejected']} rejected) "
-               f"from {totals['sessions']} sessions, {totals['examples']} examples")
+    run = DPOStreamRun(catalog, registry, model or default_model(catalog), cache, config, max_idle, threads, log_level)
+    typer.echo(summary(run_dpo_stream(run)))
 
 
 @app.command("distill")

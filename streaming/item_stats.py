@@ -11,23 +11,14 @@ totals depend only on which events were applied, never on their interleaving.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import redis
 
 from features.client import ITEM_VIEW
 from features.redis_writer import entity_key, field_key
-from onevision.generator.sid_items import S_CONV_WEIGHTS
+from streaming.worker_config import ItemStatsConfig
 
 DAY_MS = 86_400_000
-
-
-@dataclass(frozen=True)
-class ItemStatsConfig:
-    window_days: int = 30
-    w_clicks: float = S_CONV_WEIGHTS[0]  # eq. 13 weights: clicks, GMV and orders in the window
-    w_gmv: float = S_CONV_WEIGHTS[1]
-    w_orders: float = S_CONV_WEIGHTS[2]
 
 
 # KEYS: per item (state hash, Feast row key). ARGV: w_clicks, w_gmv, w_orders, window_days,

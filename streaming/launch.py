@@ -1,26 +1,32 @@
-"""Feature and session workers as managed background processes (pid file and log under the
-state dir), for the quickstart and `onevision stream start | stop`."""
+"""Feature and session workers as managed processes (pid file and log under the state dir): in
+the background (`start_workers`, `stop_workers`), or in the foreground, stopped together
+(`run_workers`). Each runs `streaming.run_worker`."""
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
-import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from infra.process import ManagedProcess
+from infra.process import ManagedProcess, module_argv
 from infra.settings import Settings
-from streaming.worker import ROLE_GROUPS, namespace
+from onevision.behaviour.long_term import LongTermConfig
+from streaming.run_worker import WorkerRun
+from streaming.worker_config import ROLE_GROUPS, WorkerConfig, namespace
 
 
-def worker_argv(items: Path, role: str = "features", long_term: str = "mean", group: str = "",
-                log_level: str = "INFO", session_idle_s: float = 60.0) -> list[str]:
-    """The command line of one `onevision stream worker` process."""
-    argv = [sys.executable, "-m", "onevision_cli.main", "stream", "worker", "--items", str(Path(items).resolve()),
-            "--role", role, "--long-term", long_term, "--log-level", log_level, "--session-idle", str(session_idle_s)]
-    return argv + (["--group", group] if group else [])
+def worker_argv(items: Path, role: str = WorkerConfig.role, long_term: str = LongTermConfig.mode,
+                group: str = WorkerConfig.group, log_level: str = WorkerRun.log_level,
+                session_idle_s: float = WorkerConfig.session_idle_s) -> list[str]:
+    """The command line of one worker process (its items path absolute: the process runs elsewhere)."""
+    config = WorkerConfig(role=role, group=group, long_term=LongTermConfig(mode=long_term),
+                          session_idle_s=session_idle_s)
+    return module_argv("streaming.run_worker", WorkerRun(Path(items).resolve(), config, log_level=log_level))
 
 
 def _published(settings: Settings, group: str, pid: int | None) -> bool:
@@ -32,8 +38,8 @@ def _published(settings: Settings, group: str, pid: int | None) -> bool:
     return raw is not None and bool(json.loads(raw))
 
 
-def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = "mean",
-                   session_idle_s: float = 60.0) -> ManagedProcess:
+def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = LongTermConfig.mode,
+                   session_idle_s: float = WorkerConfig.session_idle_s) -> ManagedProcess:
     group = ROLE_GROUPS[role]
     proc = ManagedProcess(
         name=f"stream-{role}-{index}", state_dir=settings.resolved_state_dir(), host="-", port=None,
@@ -42,15 +48,47 @@ def worker_process(settings: Settings, role: str, items: Path, index: int = 0, l
     return proc
 
 
-def start_workers(settings: Settings, items: Path, features: int = 1, sessions: int = 1, long_term: str = "mean",
-                  timeout: float = 90.0, session_idle_s: float = 60.0) -> list[dict]:
+def worker_processes(settings: Settings, items: Path, features: int = 1, sessions: int = 1,
+                     long_term: str = LongTermConfig.mode,
+                     session_idle_s: float = WorkerConfig.session_idle_s) -> list[ManagedProcess]:
     """`session_idle_s`: wall-clock seconds without events that close a session (and send its
     log to the DPO job): shorter means fresher training data, longer catches late orders."""
     procs = [worker_process(settings, "features", items, i, long_term) for i in range(features)]
-    procs += [worker_process(settings, "sessions", items, i, long_term, session_idle_s) for i in range(sessions)]
+    return procs + [worker_process(settings, "sessions", items, i, long_term, session_idle_s) for i in range(sessions)]
+
+
+def start_workers(settings: Settings, items: Path, features: int = 1, sessions: int = 1,
+                  long_term: str = LongTermConfig.mode, timeout: float = 90.0,
+                  session_idle_s: float = WorkerConfig.session_idle_s) -> list[dict]:
+    """Start workers in the background (or adopt running ones); their status rows once healthy."""
+    procs = worker_processes(settings, items, features, sessions, long_term, session_idle_s)
     for p in procs:
         p.start(timeout)
     return [p.status() for p in procs]
+
+
+def run_workers(settings: Settings, items: Path, features: int = 1, sessions: int = 1,
+                long_term: str = LongTermConfig.mode, timeout: float = 90.0,
+                started: Callable[[list[dict]], None] | None = None) -> int:
+    """Run workers in the foreground: start them (tied to this process), report their status rows
+    to `started`, wait until they have all exited or Ctrl-C / TERM arrives, then stop them all
+    (TERM: each flushes and commits first). Returns the highest exit status."""
+    procs = worker_processes(settings, items, features, sessions, long_term)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # TERM stops them like Ctrl-C
+    try:
+        for p in procs:
+            p.start(timeout, tie_to_parent=True)
+        if started is not None:
+            started([p.status() for p in procs])
+        while any(p.pid() is not None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            p.stop(timeout=30)
+        signal.signal(signal.SIGTERM, previous)
+    return max((p.exit_code() or 0 for p in procs), default=0)
 
 
 def stop_workers(settings: Settings) -> list[str]:

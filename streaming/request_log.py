@@ -47,8 +47,10 @@ class RequestContext:
     def to_bytes(self) -> bytes:
         return json.dumps({"request_id": self.request_id, "user_id": self.user_id, "scene": self.scene, "ts": self.ts,
                            "variant": self.variant, "model_version": self.model_version,
-                           "user": {"short_sids": self.user.get("short_sids") or [], "long_sid": self.user.get("long_sid") or []},
-                           "grid": _pack(self.grid.astype(np.float16)), "embedding": _pack(self.embedding.astype(np.float32))},
+                           "user": {"short_sids": self.user.get("short_sids") or [],
+                                    "long_sid": self.user.get("long_sid") or []},
+                           "grid": _pack(self.grid.astype(np.float16)),
+                           "embedding": _pack(self.embedding.astype(np.float32))},
                           separators=(",", ":")).encode()
 
     @classmethod

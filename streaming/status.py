@@ -10,7 +10,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.settings import Settings
-from streaming.worker import DEFAULT_GROUP, namespace
+from streaming.worker_config import DEFAULT_GROUP, namespace
 
 
 def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[int, tuple[int, int]]:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from onevision.eval.generative import evaluate_generator, searcher_for
-from onevision.generator.model import OneVisionGenerator
 from onevision.generator.data import GeneratorData
-
+from onevision.generator.model import OneVisionGenerator
 
 # how the gate searches; change it with the search, so that scores a manifest stored from
 # another search are scored again instead of compared with (`Gate.stored`)

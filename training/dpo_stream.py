@@ -35,8 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -44,22 +42,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from infra.settings import Settings
 from onevision.catalog.format import Catalog
+from onevision.generator.data import data_for_version
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import current_version, history, load_version
-from streaming.producer import kafka_producer, now_ms, send_dead_letter
+from streaming.consumer import ConsumerJob
+from streaming.producer import now_ms
 from streaming.request_log import RequestContext, RequestLog
-from streaming.schema import DeadLetter, SessionLog
+from streaming.schema import SessionLog
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate, GateConfig
 from training.generator import publish_derived
-from onevision.generator.data import data_for_version
 
 log = logging.getLogger(__name__)
 GROUP = "onevision-dpo"
@@ -245,14 +243,17 @@ class TrainedSessions:
         return out
 
 
-class DPOStreamJob(ConsumerRebalanceListener):
+class DPOStreamJob(ConsumerJob):
+    """Sessions -> micro-batches -> gated versions; the registry's manifests hold its offsets."""
+
+    offsets_home = "the registry"
+
     def __init__(self, settings: Settings, catalog: Catalog, registry: Path, model: str, cache: Path,
                  config: StreamConfig = StreamConfig(), progress: bool = False):
         self.settings, self.catalog, self.model, self.config = settings, catalog, model, config
         self.registry = Path(registry)
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
         self.requests = RequestLog.from_url(settings.redis.url)
-        self.producer = kafka_producer(settings)
         self._open(progress)
         mine = job_versions(self.registry, model, config.group)
         offsets, self.marks = resume_offsets(mine, self.topic)
@@ -269,19 +270,13 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.first_pending: float | None = None
         self.counts = self._zero_counts()
         self.totals = {"versions": 0, "accepted": 0, "rejected": 0, "sessions": 0, "examples": 0}
-        self._stop = threading.Event()
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap_servers, group_id=config.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=500, session_timeout_ms=10_000, heartbeat_interval_ms=2_500,
-            max_partition_fetch_bytes=8 * 1024 * 1024)
-        self.consumer.subscribe([self.topic], listener=self)
-        self._status_at = 0.0
-        self.publish_status()  # "ready": what a launcher's health check looks for
+        self._worked = False  # this round trained or published: no idle exit yet
+        super().__init__(settings, self.topic, config.group, max_poll_records=500, session_timeout_ms=10_000,
+                         heartbeat_interval_ms=2_500, max_partition_fetch_bytes=8 * 1024 * 1024)
 
-    def publish_status(self) -> None:
+    def write_stats(self) -> None:
         """The job's state in Redis (`ov:<group>:status`, expiring unless refreshed), for
-        launchers and operators."""
-        self._status_at = time.monotonic()
+        launchers ("ready") and operators."""
         self.requests.redis.set(status_key(self.config.group), json.dumps(
             {"pid": os.getpid(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
              "pending": len(self.pending), **self.totals}), ex=120)
@@ -323,9 +318,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
 
     # ---- Kafka --------------------------------------------------------------------------------
     def on_partitions_assigned(self, assigned):
-        for tp in assigned:
-            if tp.partition in self.published:
-                self.consumer.seek(tp, self.published[tp.partition])
+        self.seek_stored(assigned, self.published, rebuild_missing=False)
         log.info("assigned %s (resuming at %s)", sorted(tp.partition for tp in assigned), self.published)
 
     def on_partitions_revoked(self, revoked):
@@ -346,15 +339,13 @@ class DPOStreamJob(ConsumerRebalanceListener):
                     sessions.append(SessionLog.model_validate_json(m.value))
                 except (ValidationError, ValueError) as exc:
                     self.counts["dlq"] += 1
-                    raw = m.value.decode("utf-8", "replace") if isinstance(m.value, bytes) else str(m.value)
-                    send_dead_letter(self.producer, self.settings, DeadLetter(
-                        reason="malformed session log", detail=str(exc)[:500], topic=self.topic, partition=tp.partition,
-                        offset=m.offset, key=m.key.decode("utf-8", "replace") if m.key else None, raw=raw))
+                    self.send_dead_letter(self.dead_letter(m, "malformed session log", str(exc)[:500]))
         self.counts["sessions"] += len(sessions)
         useful = []
         pending = {e.request_id for e in self.pending}
         for s in sessions:
-            if s.request_id in self.trained or s.request_id in pending:  # a redelivered log (a session's id is its request's)
+            # a redelivered log (a session's id is its request's)
+            if s.request_id in self.trained or s.request_id in pending:
                 self.counts["duplicates"] += 1
                 continue
             pending.add(s.request_id)
@@ -370,12 +361,6 @@ class DPOStreamJob(ConsumerRebalanceListener):
             self.pending.append(StreamExample(s.request_id, s.end_ts, ctx, cands))
             self.counts["examples"] += 1
             self.first_pending = self.first_pending or time.monotonic()
-
-    def _commit(self) -> None:
-        try:
-            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in self.through.items()})
-        except Exception as err:  # the manifests hold the truth; a failed commit only shows as lag
-            log.warning("Kafka offset commit failed (%s); the registry's offsets stay authoritative", err)
 
     # ---- one micro-batch --------------------------------------------------------------------
     def cycle(self) -> dict:
@@ -394,7 +379,7 @@ class DPOStreamJob(ConsumerRebalanceListener):
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
                   "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
         version = self._publish(verdict, stream)
-        self._commit()
+        self.commit(self.through)
         if verdict.accepted:
             self.learner.accept()
             self.ref_version, self.ref_scores = version.name, verdict.candidate
@@ -404,8 +389,9 @@ class DPOStreamJob(ConsumerRebalanceListener):
         self.totals["accepted" if verdict.accepted else "rejected"] += 1
         self.totals["sessions"] += self.counts["sessions"]
         self.totals["examples"] += self.counts["examples"]
-        log.info("%s %s: %d examples, loss %s, gate %s %s", version.name, "accepted" if verdict.accepted else "REJECTED",
-                 self.counts["examples"], stats["loss"], verdict.candidate, "; ".join(verdict.reasons))
+        log.info("%s %s: %d examples, loss %s, gate %s %s", version.name,
+                 "accepted" if verdict.accepted else "REJECTED", self.counts["examples"], stats["loss"],
+                 verdict.candidate, "; ".join(verdict.reasons))
         self.trained.add(e.request_id for e in self.pending)
         self.published, self.published_marks = dict(self.through), dict(self.marks)
         self.cycle_from = dict(self.through)
@@ -413,46 +399,34 @@ class DPOStreamJob(ConsumerRebalanceListener):
         return {"version": version.name, "accepted": verdict.accepted, **stats}
 
     def _publish(self, verdict, stream: dict) -> Path:
-        metrics = {"gate": verdict.candidate, "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
+        metrics = {"gate": verdict.candidate,
+                   "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
         return publish_derived(self.registry, self.registry / self.model / self.ref_version, self.ref_config,
                                self.learner.policy, "dpo-stream", metrics, make_current=verdict.accepted,
-                               extra={"status": "accepted" if verdict.accepted else "rejected", "gate": self.gate.record(verdict),
-                                      "stream": stream})
+                               extra={"status": "accepted" if verdict.accepted else "rejected",
+                                      "gate": self.gate.record(verdict), "stream": stream})
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> dict:
         """Consume until stopped (SIGTERM/SIGINT) or, with `max_idle_s`, that long without sessions
         and nothing left to train. What was read but not yet published is simply read again next
-        time, so stopping never loses a session."""
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self._stop.set())
-        idle_since = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                # never read past one micro-batch: its offsets are exactly what it trained on
-                records = self.consumer.poll(timeout_ms=500, max_records=max(1, self.config.micro_batch - len(self.pending)))
-                if records:
-                    self._read(records)
-                    idle_since = time.monotonic()
-                due = self.pending and (len(self.pending) >= self.config.micro_batch
-                                        or time.monotonic() - self.first_pending >= self.config.max_wait_s)
-                if due:
-                    self.cycle()
-                    self.publish_status()
-                elif time.monotonic() - self._status_at > 10:
-                    self.publish_status()
-                elif max_idle_s is not None and not self.pending and time.monotonic() - idle_since > max_idle_s \
-                        and self.consumer.assignment():
-                    break
-        finally:
-            self.close()
+        time, so stopping never loses a session. Returns the totals."""
+        super().run(max_idle_s, install_signals)
         return self.totals
 
-    def stop(self) -> None:
-        self._stop.set()
+    def tick(self) -> None:
+        # never read past one micro-batch: its offsets are exactly what it trained on
+        records = self.consumer.poll(timeout_ms=500, max_records=max(1, self.config.micro_batch - len(self.pending)))
+        if records:
+            self._read(records)
+            self.active()
+        due = self.pending and (len(self.pending) >= self.config.micro_batch
+                                or time.monotonic() - self.first_pending >= self.config.max_wait_s)
+        self._worked = bool(due) or self.stats_due()
+        if due:
+            self.cycle()
+        if self._worked:
+            self.publish_stats()
 
-    def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
-        self.consumer.close(autocommit=False)
+    def idle_done(self) -> bool:
+        return not self._worked and not self.pending and bool(self.consumer.assignment())

@@ -1,29 +1,25 @@
 """The near-streaming DPO job as a managed background process (pid file and log under the state
-dir), for the quickstart and the closed-loop benchmark; `onevision infra down` stops it too."""
+dir), for the quickstart and the closed-loop benchmark; it runs `training.run_dpo_stream`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import redis
 
-from infra.process import ManagedProcess
+from infra.process import ManagedProcess, module_argv
 from infra.settings import Settings
 from training.dpo_stream import GROUP, status_key
+from training.run_dpo_stream import dpo_stream_run
 
 NAME = "dpo-stream"
 
 
 def dpo_argv(catalog: Path, registry: Path, model: str, cache: Path, options: dict | None = None) -> list[str]:
-    """The command line of one `onevision train dpo-stream` process; `options` are its flags
-    (e.g. {"micro-batch": 16, "max-wait": 10})."""
-    argv = [sys.executable, "-m", "onevision_cli.main", "train", "dpo-stream", "--catalog", str(Path(catalog).resolve()),
-            "--registry", str(Path(registry).resolve()), "--model", model, "--cache", str(Path(cache).resolve())]
-    for key, value in (options or {}).items():
-        argv += [f"--{key}", str(value)]
-    return argv
+    """The command line of one job process (`training.run_dpo_stream`); `options` set its fields
+    by name (`dpo_stream_run`, e.g. {"micro_batch": 16, "max_wait_s": 10})."""
+    return module_argv("training.run_dpo_stream", dpo_stream_run(catalog, registry, model, cache, options))
 
 
 def dpo_process(settings: Settings, catalog: Path | None = None, registry: Path | None = None, model: str = "",

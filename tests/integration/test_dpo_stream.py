@@ -42,8 +42,8 @@ def world(tiny_generator, tiny_tokenizers, tmp_path_factory):
     search = ImageSearch.from_registry(shared, catalog)
     q = catalog.queries[catalog.queries["split"] == "train"].reset_index(drop=True)
     vis = search.encode([catalog.path(p) for p in q["image"]])
-    return {"shared": shared, "catalog": catalog, "search": search, "queries": q, "vis": vis, "cache": tiny_tokenizers[1],
-            "tmp": tmp_path_factory}
+    return {"shared": shared, "catalog": catalog, "search": search, "queries": q, "vis": vis,
+            "cache": tiny_tokenizers[1], "tmp": tmp_path_factory}
 
 
 def fresh_registry(world, name: str):
@@ -68,15 +68,17 @@ def send_sessions(settings, world, rows, malformed: int = 0, without_purchase: i
                          end_ts=int(time.time() * 1000), exposed=[q["target_item_id"][r], *others],
                          purchased=[q["target_item_id"][r]], clicked_not_bought=[], exposed_not_clicked=others,
                          user_features={})
-        producer.send(settings.kafka.sessions_topic, key=log.user_id.encode(), value=log.model_dump_json(by_alias=True).encode())
+        producer.send(settings.kafka.sessions_topic, key=log.user_id.encode(),
+                      value=log.model_dump_json(by_alias=True).encode())
         sent += 1
     for i in range(without_purchase):
-        log = SessionLog(session_id=f"np{i}", request_id=f"np{i}", user_id="u1", scene="image_search", start_ts=1, end_ts=2,
+        log = SessionLog(session_id=f"np{i}", request_id=f"np{i}", user_id="u1", scene="image_search", start_ts=1,
+                         end_ts=2,
                          exposed=[items[0]], purchased=[], clicked_not_bought=[], exposed_not_clicked=[items[0]],
                          user_features={})
         producer.send(settings.kafka.sessions_topic, key=b"u1", value=log.model_dump_json(by_alias=True).encode())
         sent += 1
-    for i in range(malformed):
+    for _ in range(malformed):
         producer.send(settings.kafka.sessions_topic, key=b"u1", value=b'{"schema": 1, "session_id": "broken"')
         sent += 1
     producer.flush()
@@ -200,9 +202,9 @@ def test_a_scrambled_candidate_is_rejected_and_never_served(services, world, tmp
 def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tmp_path):
     settings = isolated(services, "dpo-kill")
     registry, model = fresh_registry(world, "dpo-kill")
-    argv = dpo_argv(world["catalog"].root, registry, model, world["cache"],
-                    {"group": "kill", "micro-batch": 8, "max-wait": 1, "steps": 1, "gate-orders": 40, "tolerance": 100,
-                     "canary-tolerance": 100, "log-level": "WARNING"})
+    options = {"group": "kill", "micro_batch": 8, "max_wait_s": 1, "steps": 1, "orders": 40, "tolerance": 100,
+               "canary_tolerance": 100, "log_level": "WARNING"}
+    argv = dpo_argv(world["catalog"].root, registry, model, world["cache"], options)
     env = {**os.environ, **settings.to_env()}
     sent = send_sessions(settings, world, range(40))
     log = open(tmp_path / "job.log", "wb")
@@ -216,7 +218,8 @@ def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tm
     first = len(versions(registry, model))
     sent += send_sessions(settings, world, range(40, 56))
     sent += send_sessions(settings, world, range(40))  # redelivered: known from the manifests or the micro-batch
-    job = subprocess.run(argv + ["--max-idle", "5"], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400)
+    until_idle = dpo_argv(world["catalog"].root, registry, model, world["cache"], {**options, "max_idle_s": 5})
+    job = subprocess.run(until_idle, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400)
     assert job.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
     rows, tail = assert_exactly_once(registry, model, "kill", settings, sent)
     assert len(versions(registry, model)) > first and sum(r["stream"]["examples"] for r in rows) == 56
@@ -238,7 +241,8 @@ def test_a_recreated_sessions_topic_is_read_from_its_start(services, world):
     config = StreamConfig(group="recreated", **FAST, gate=GateConfig(orders=40, canary=40, tolerance=100,
                                                                      canary_tolerance=100))
     send_sessions(settings, world, range(8))
-    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4, install_signals=False)
+    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4,
+                                                                                           install_signals=False)
     first = job_versions(registry, model, "recreated")
     offsets, marks = resume_offsets(first, settings.kafka.sessions_topic)
     assert set(marks) == {p for p, o in offsets.items() if o > 0} and offsets
@@ -263,7 +267,8 @@ def test_a_recreated_sessions_topic_is_read_from_its_start(services, world):
     assert not any(end_offsets(settings).values())
     assert sorted(check_resume(settings, settings.kafka.sessions_topic, offsets, marks)[1]) == sorted(marks)
     send_sessions(settings, world, range(8, 14))
-    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4, install_signals=False)
+    DPOStreamJob(settings, world["catalog"], registry, model, world["cache"], config).run(max_idle_s=4,
+                                                                                           install_signals=False)
     later = job_versions(registry, model, "recreated")[len(first):]
     assert sum(r["stream"]["examples"] for r in later) == 6  # none of the new log's sessions skipped
     assert all(int(o) == 0 for o in later[0]["stream"]["from"].values())

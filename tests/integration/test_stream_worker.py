@@ -110,7 +110,8 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_apply(services):
     ts = 1_767_225_600_000
     p.send(event("click", "u1", good[0], ts=ts, request_id="r1"))
     p.send_raw("u1", b"{this is not json")
-    p.send_raw("u1", json.dumps({**json.loads(event("click", "u1", good[1], ts=ts + 1).to_json()), "type": "like"}).encode())
+    like = {**json.loads(event("click", "u1", good[1], ts=ts + 1).to_json()), "type": "like"}
+    p.send_raw("u1", json.dumps(like).encode())
     p.send(event("click", "u1", "no-such-item", ts=ts + 2))
     raw = json.loads(event("click", "u1", good[2], ts=ts + 3).to_json())
     p.send_raw("u1", json.dumps({k: v for k, v in raw.items() if k != "item_id"}).encode())
@@ -238,7 +239,8 @@ def test_features_match_a_batch_recomputation(services):
     users = sorted(set(events[events.type != "exposure"].user_id))
     rows = {r["user_id"]: r for r in user_features(store, users)}
     for user in users:
-        latest = search_clicks[search_clicks.user_id == user].sort_values("ts", kind="stable").item_id.tolist()[::-1][:5]
+        mine = search_clicks[search_clicks.user_id == user]
+        latest = mine.sort_values("ts", kind="stable").item_id.tolist()[::-1][:5]
         assert rows[user]["short_sids"] == [table.sid(i) for i in latest]
         assert table.is_valid(rows[user]["long_sid"])
     # the long-term window's SIDs, as training's point-in-time backfill computes them from the log

@@ -16,7 +16,8 @@ def test_good_event_round_trips():
 
 
 def test_optional_fields_may_be_absent():
-    e = parse_event(json.dumps({k: GOOD[k] for k in ("schema", "event_id", "type", "ts", "user_id", "item_id", "scene")}))
+    required = ("schema", "event_id", "type", "ts", "user_id", "item_id", "scene")
+    e = parse_event(json.dumps({k: GOOD[k] for k in required}))
     assert e.request_id is None and e.price is None
 
 

@@ -69,8 +69,8 @@ def test_a_non_finite_batch_is_skipped_and_counted(parts):
     search, _, examples = parts
     learner = StreamLearner(search, search.searcher.model, StreamConfig(steps=3, lr=1e-3))
     bad = examples[0]
-    poisoned = StreamExample(bad.request_id, 0, RequestContext(**{**bad.context.__dict__,
-                                                                 "embedding": np.full_like(bad.context.embedding, np.nan)}),
+    nan = np.full_like(bad.context.embedding, np.nan)
+    poisoned = StreamExample(bad.request_id, 0, RequestContext(**{**bad.context.__dict__, "embedding": nan}),
                              bad.candidates)
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
     stats = learner.update([poisoned, *examples[1:4]])
@@ -129,3 +129,24 @@ def test_stored_scores_count_only_when_this_gate_scored_them(gate):
     assert gate.stored({k: v for k, v in record.items() if k != "scored_by"}) is None
     assert gate.stored({**record, "scored_by": {**record["scored_by"], "search": "with look-ahead"}}) is None
     assert gate.stored({**record, "scored_by": {**record["scored_by"], "orders": 41}}) is None
+
+
+def test_the_job_process_runs_its_own_entry_point_with_the_config_it_was_given(tmp_path):
+    """`dpo_argv` starts `training.run_dpo_stream` (never the CLI) with the whole run as JSON, which
+    reads back equal; options name fields, in their flag spellings too."""
+    from infra.process import config_from_argv
+    from training.launch import dpo_argv
+    from training.run_dpo_stream import DPOStreamRun, dpo_stream_run
+
+    options = {"group": "g", "micro-batch": 8, "max-wait": 1.5, "gate-orders": 40, "tolerance": 100.0,
+               "canary_tolerance": 50.0, "log-level": "WARNING", "max_idle_s": 5.0, "seed": 3}
+    argv = dpo_argv(tmp_path / "catalog", "registry", "m", tmp_path / "cache", options)
+    assert argv[1:4] == ["-m", "training.run_dpo_stream", "--config"] and "onevision_cli" not in " ".join(argv)
+    run = config_from_argv(DPOStreamRun, argv[3:])
+    assert run == dpo_stream_run(tmp_path / "catalog", "registry", "m", tmp_path / "cache", options)
+    assert run.registry.is_absolute() and (run.max_idle_s, run.log_level) == (5.0, "WARNING")
+    want = StreamConfig(group="g", micro_batch=8, max_wait_s=1.5, seed=3,
+                        gate=GateConfig(orders=40, tolerance=100.0, canary_tolerance=50.0))
+    assert run.config == want
+    with pytest.raises(ValueError, match="no option 'bogus'"):
+        dpo_stream_run("c", "r", "m", "x", {"bogus": 1})

@@ -1,0 +1,136 @@
+"""The consumer-group member both Kafka jobs are built on (the feature and session workers, the
+near-streaming DPO job): the run loop and its signals, dead letters, liveness stats, the Kafka
+offset commit and the rebalance listener.
+
+Each job keeps its offsets in its own store (Redis, the model registry), writes them together
+with what it made of the records, and seeks to them on assignment. The Kafka commit only follows
+that store, so a failed commit costs a re-read, never a loss or a second application.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from infra.settings import Settings
+from streaming.producer import kafka_producer, send_dead_letter
+from streaming.schema import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw is not None else None
+
+
+class ConsumerJob(ConsumerRebalanceListener):
+    """Subclasses set up their state, then call `__init__` (it joins `group` on `topic` and says
+    "alive"), implement `tick`, `write_stats` and the rebalance callbacks, and may refine
+    `idle_done` (when an idle job may stop), `drain` (what the loop writes out when it ends) and
+    `settle` (what must finish before closing)."""
+
+    offsets_home = "the job's store"  # where the authoritative offsets live (for the log)
+    stats_every_s = 10.0  # an idle job still says "alive" this often
+
+    def __init__(self, settings: Settings, topic: str, group: str, **consumer_options) -> None:
+        self.settings, self.topic = settings, topic
+        self._stop = threading.Event()
+        self.producer = kafka_producer(settings)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group,
+                                      enable_auto_commit=False, auto_offset_reset="earliest", **consumer_options)
+        self.consumer.subscribe([topic], listener=self)
+        self.publish_stats()  # "alive": what a launcher's health check looks for
+
+    # ---- what a job defines -------------------------------------------------------------------
+    def tick(self) -> None:
+        """One round of polling and work; `active` when it consumed something."""
+        raise NotImplementedError
+
+    def idle_done(self) -> bool:
+        """Whether a job idle for `max_idle_s` may stop now (nothing half-done)."""
+        return True
+
+    def drain(self) -> None:
+        """Write out what was read when the loop ends (before `close`)."""
+
+    def settle(self) -> None:
+        """Finish what is in flight before the job closes."""
+
+    def write_stats(self) -> None:
+        """Write the job's stats where operators and launchers look."""
+        raise NotImplementedError
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> None:
+        """Consume until stopped (SIGTERM/SIGINT) or, with `max_idle_s`, until that long without
+        records and `idle_done`; drains and closes the job either way."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self._stop.set())
+        self.active()
+        try:
+            while not self._stop.is_set():
+                self.tick()
+                if max_idle_s is not None and time.monotonic() - self._active > max_idle_s and self.idle_done():
+                    break
+        finally:
+            self.drain()
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        try:
+            self.settle()
+            self.consumer.close(autocommit=False)  # the offsets are committed where they are stored
+        finally:
+            self.producer.flush()
+            self.producer.close()
+
+    # ---- shared pieces ------------------------------------------------------------------------
+    def active(self) -> None:
+        """Restart the idle clock (the job consumed something)."""
+        self._active = time.monotonic()
+
+    def publish_stats(self) -> None:
+        self._published = time.monotonic()
+        self.write_stats()
+
+    def stats_due(self) -> bool:
+        """Nothing said "alive" for `stats_every_s`."""
+        return time.monotonic() - self._published > self.stats_every_s
+
+    def dead_letter(self, m: ConsumerRecord, reason: str, detail: str) -> DeadLetter:
+        """The dead letter of a record this job cannot use, with its place in the log and its bytes."""
+        return DeadLetter(reason=reason, detail=detail, topic=m.topic, partition=m.partition, offset=m.offset,
+                          key=_text(m.key), raw=_text(m.value) or "")
+
+    def send_dead_letter(self, letter: DeadLetter) -> None:
+        send_dead_letter(self.producer, self.settings, letter)
+
+    def seek_stored(self, assigned, stored: dict[int, int | None], rebuild_missing: bool) -> None:
+        """Seek each assigned partition to the offset the job stored; one without a stored offset
+        reads from the start of the topic (`rebuild_missing`) or from the group's Kafka offset."""
+        for tp in assigned:
+            offset = stored.get(tp.partition)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+            elif rebuild_missing:
+                self.consumer.seek_to_beginning(tp)
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit partition -> next offset to Kafka, after the job stored them."""
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                                  for p, o in offsets.items()})
+        except Exception as err:  # the job's store holds the truth; a failed commit only costs a re-read
+            log.warning("Kafka offset commit failed (%s); the offsets in %s stay authoritative", err, self.offsets_home)

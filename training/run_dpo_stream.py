@@ -1,0 +1,82 @@
+"""One near-streaming DPO job process, however it is started: `training.launch` runs it as
+`python -m training.run_dpo_stream --config '<json>'` (a `DPOStreamRun`), and a foreground
+command calls `run_dpo_stream` itself, so the job runs the same way either way."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.process import config_from_argv
+from infra.settings import load_settings
+from training.dpo_gate import GateConfig
+from training.dpo_stream import StreamConfig
+
+
+@dataclass
+class DPOStreamRun:
+    catalog: Path
+    registry: Path
+    model: str  # the registry model to improve and publish to
+    cache: Path
+    config: StreamConfig = field(default_factory=StreamConfig)
+    max_idle_s: float | None = None  # exit after this long without sessions (None: run until stopped)
+    threads: int = 1  # torch threads (the job shares the machine with serving)
+    log_level: str = "INFO"
+
+
+OPTIONS = {"run": ("max_idle_s", "threads", "log_level"),
+           "stream": tuple(f.name for f in dataclasses.fields(StreamConfig) if f.name != "gate"),
+           "gate": tuple(f.name for f in dataclasses.fields(GateConfig))}
+
+
+def dpo_stream_run(catalog: Path, registry: Path, model: str, cache: Path, options: dict | None = None) -> DPOStreamRun:
+    """A run with absolute paths (a started process runs elsewhere); `options` set fields of the
+    run, of its `StreamConfig` or of that config's `GateConfig` by name ({"micro_batch": 16,
+    "orders": 40}); flag spellings name the same fields ("micro-batch", "max-wait", "gate-orders")."""
+    placed: dict[str, dict] = {"run": {}, "stream": {}, "gate": {}}
+    for key, value in (options or {}).items():
+        where, name = _place(key)
+        placed[where][name] = value
+    gate = dataclasses.replace(StreamConfig().gate, **placed["gate"])
+    return DPOStreamRun(Path(catalog).resolve(), Path(registry).resolve(), model, Path(cache).resolve(),
+                        StreamConfig(**placed["stream"], gate=gate), **placed["run"])
+
+
+def _place(key: str) -> tuple[str, str]:
+    """("run" | "stream" | "gate", field) of an option; the first that has it wins."""
+    name = key.replace("-", "_")
+    for where, names in OPTIONS.items():
+        for candidate in (name, f"{name}_s", name.removeprefix("gate_")):
+            if candidate in names:
+                return where, candidate
+    raise ValueError(f"the DPO stream job has no option {key!r}")
+
+
+def run_dpo_stream(run: DPOStreamRun) -> dict:
+    """Run the job with the environment's settings until stopped or idle for `max_idle_s`; its totals."""
+    import torch
+
+    from onevision.catalog.format import load_catalog
+    from training.dpo_stream import DPOStreamJob
+
+    logging.basicConfig(level=run.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    torch.set_num_threads(run.threads)
+    job = DPOStreamJob(load_settings(), load_catalog(run.catalog), run.registry, run.model, run.cache, run.config)
+    return job.run(max_idle_s=run.max_idle_s)
+
+
+def summary(totals: dict) -> str:
+    return (f"dpo-stream: {totals['versions']} versions ({totals['accepted']} accepted, {totals['rejected']} rejected) "
+            f"from {totals['sessions']} sessions, {totals['examples']} examples")
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(summary(run_dpo_stream(config_from_argv(DPOStreamRun, argv))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
