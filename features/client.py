@@ -80,8 +80,8 @@ def user_features(store: FeatureStore, user_ids: list[str]) -> list[dict]:
                                      entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
     out = []
     for i, u in enumerate(user_ids):
-        out.append({"user_id": u, "short_sids": _codes(rows["short_sids"][i]), "long_sid": list(rows["long_sid"][i] or []),
-                    "recent_sids": _codes(rows["recent_sids"][i])})
+        out.append({"user_id": u, "short_sids": _codes(rows["short_sids"][i]),
+                    "long_sid": list(rows["long_sid"][i] or []), "recent_sids": _codes(rows["recent_sids"][i])})
     return out
 
 

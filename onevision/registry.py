@@ -134,7 +134,8 @@ def version_status(manifest: dict) -> str:
 def read_manifest(root: str | Path, model: str, version: str) -> dict:
     path = Path(root) / model / version / MANIFEST
     if not path.is_file():
-        raise RegistryError(f"{model} has no version {version!r} (versions: {', '.join(versions(root, model)) or 'none'})")
+        raise RegistryError(f"{model} has no version {version!r} "
+                            f"(versions: {', '.join(versions(root, model)) or 'none'})")
     return json.loads(path.read_text())
 
 
@@ -142,7 +143,8 @@ def promote(root: str | Path, model: str, version: str, force: bool = False) -> 
     """Point CURRENT at `version` after checking its files; a rejected version only with `force`."""
     manifest = read_manifest(root, model, version)
     if version_status(manifest) == REJECTED and not force:
-        raise RegistryError(f"{model}/{version} was rejected by its eval gate ({manifest.get('gate', {}).get('reasons', '')}); "
+        raise RegistryError(f"{model}/{version} was rejected by its eval gate "
+                            f"({manifest.get('gate', {}).get('reasons', '')}); "
                             "promote it with force to serve it anyway")
     load_version(Path(root) / model / version)  # its files must still match before it serves
     set_current(root, model, version)

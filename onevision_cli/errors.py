@@ -14,7 +14,8 @@ from onevision.images import ImageError
 F = TypeVar("F", bound=Callable)
 
 # errors whose message is meant for the user; anything else is a bug and keeps its traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (CatalogError, ImageError, FileExistsError, FileNotFoundError, ValueError)
+USER_ERRORS: tuple[type[BaseException], ...] = (CatalogError, ImageError, FileExistsError, FileNotFoundError,
+                                                ValueError)
 
 
 def user_errors(fn: F) -> F:

@@ -41,7 +41,8 @@ def traffic(
     producer.close()
     typer.echo(f"{stats.requests} searches ({stats.errors} failed), {stats.clicks} clicks, {stats.orders} orders")
     for variant, v in sorted(stats.by_variant.items()):
-        typer.echo(f"  {variant or '(failed)':<16} {v['requests']:>6} searches {v['clicks']:>6} clicks {v['orders']:>5} orders")
+        typer.echo(f"  {variant or '(failed)':<16} {v['requests']:>6} searches {v['clicks']:>6} clicks "
+                   f"{v['orders']:>5} orders")
     if stats.errors:
         raise typer.Exit(1)
 

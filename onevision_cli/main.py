@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from onevision_cli import (catalog, encoder, eval, experiment, features, infra, registry, serve, stream, tokenizer,
-                           train, world)
+from onevision_cli import (
+    catalog,
+    encoder,
+    eval,
+    experiment,
+    features,
+    infra,
+    registry,
+    serve,
+    stream,
+    tokenizer,
+    train,
+    world,
+)
 from onevision_cli.quickstart import quickstart
 
 app = typer.Typer(

@@ -13,8 +13,8 @@ from training.dpo_stream import StreamConfig
 from training.generator import GeneratorRecipe
 from training.run_dpo_stream import DPOStreamRun
 
-app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; pruning distillation; "
-                  "near-streaming DPO; the MCA baseline.", no_args_is_help=True)
+app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; "
+                  "pruning distillation; near-streaming DPO; the MCA baseline.", no_args_is_help=True)
 
 
 R = GeneratorRecipe()
@@ -25,13 +25,15 @@ R = GeneratorRecipe()
 def train_all(
     catalog: Path = CATALOG,
     preset: str = typer.Option(R.preset, help="model size and training lengths: tiny | small | paper"),
-    tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if missing)"),
+    tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if "
+                                              "missing)"),
     stages: str = typer.Option(",".join(R.stages), help="stages to run, in order"),
     name: str = typer.Option(R.name, help="registry model name (default generator-<method>-<catalog>)"),
     image_sid: str = typer.Option(R.image_sid, help="prompt's image SIDs: nearest-item | tokenizer | none"),
     hints: int = typer.Option(R.hints, help="how many image SIDs (nearest items) the prompt holds (1 for tokenizer, "
                                             "0 for none)"),
-    hint_similarity: bool = typer.Option(R.hint_similarity, help="the model also reads each hint's cosine to the photo"),
+    hint_similarity: bool = typer.Option(R.hint_similarity, help="the model also reads each hint's cosine to the "
+                                                                 "photo"),
     sid_content: bool = typer.Option(R.sid_content, help="every SID slot of the prompt also carries its items' V "
                                                          "embedding"),
     seed: int = typer.Option(R.seed),
@@ -41,8 +43,8 @@ def train_all(
 ) -> None:
     """Run the stages and publish the generator with its validation metrics."""
     from onevision.catalog.format import load_catalog
-    from training.offline_models import ensure_tokenizer
     from training.generator import train_generator
+    from training.offline_models import ensure_tokenizer
     from training.tokenizer import recipe
 
     c = load_catalog(catalog)
@@ -64,19 +66,20 @@ def train_all(
 @user_errors
 def train_mca_cmd(
     catalog: Path = CATALOG,
-    preset: str = typer.Option("small", help="tokenizer preset, if the VRQ tokenizer (and its encoder V) must be trained first"),
+    preset: str = typer.Option("small", help="tokenizer preset, if the VRQ tokenizer (and its encoder V) must be "
+                                             "trained first"),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
 ) -> None:
     """Fit the MCA cascade's ranker (the serving baseline) and publish it as mca-<catalog>."""
     from onevision.catalog.format import load_catalog
-    from training.offline_models import ensure_tokenizer
     from training.mca import train_mca
+    from training.offline_models import ensure_tokenizer
 
     c = load_catalog(catalog)
     version, fit = train_mca(c, ensure_tokenizer(c, "vrq", registry, cache, preset), registry, cache)
-    typer.echo(f"  ranker trained on {fit['trained_on']} photos (recall hit share {100 * fit['recall_hit_share']:.1f}%), "
-               f"final loss {fit['final_loss']:.4f}")
+    typer.echo(f"  ranker trained on {fit['trained_on']} photos "
+               f"(recall hit share {100 * fit['recall_hit_share']:.1f}%), final loss {fit['final_loss']:.4f}")
     typer.echo(f"mca -> {version}")
 
 
@@ -132,7 +135,8 @@ def train_distill(
                                          "published to (default generator-vrq-<catalog>, the one serving follows)"),
     epochs: int = typer.Option(None, min=1, help="epochs (default: the preset's)"),
     curriculum: bool = typer.Option(True, help="eq. 12: lower the kept tokens from V_max to V_sub over the epochs"),
-    loss: str = typer.Option("kl", help="kl (eq. 11, against the frozen teacher) | ntp (the targets' loss, no teacher)"),
+    loss: str = typer.Option("kl", help="kl (eq. 11, against the frozen teacher) | ntp (the targets' loss, "
+                                        "no teacher)"),
     seed: int = typer.Option(0),
     registry: Path = REGISTRY,
     cache: Path = CACHE,
@@ -157,5 +161,6 @@ def train_distill(
         t = (metrics.get("teacher_val") or {}).get(set_name, {})
         if "HR@4" in m:
             ref = f" (teacher {100 * t['HR@4']:.2f})" if "HR@4" in t else ""
-            typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@4 {100 * m['HR@4']:.2f}{ref}  MRR@4 {100 * m['MRR@4']:.2f}")
+            typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@4 {100 * m['HR@4']:.2f}{ref}  "
+                       f"MRR@4 {100 * m['MRR@4']:.2f}")
     typer.echo(f"pruned generator (keeps {config.keep} visual tokens, teacher {teacher.name}) -> {version} (CURRENT)")

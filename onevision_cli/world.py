@@ -8,7 +8,8 @@ import typer
 
 from onevision_cli.errors import user_errors
 
-app = typer.Typer(help="Synthetic e-commerce worlds (catalog, shoppers, history, shopper photos).", no_args_is_help=True)
+app = typer.Typer(help="Synthetic e-commerce worlds (catalog, shoppers, history, shopper photos).",
+                  no_args_is_help=True)
 
 @app.command("build")
 @user_errors

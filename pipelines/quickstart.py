@@ -17,7 +17,6 @@ from pathlib import Path
 
 import typer
 
-
 SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
 
 
@@ -50,7 +49,8 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
     typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
     s = build_world(get_preset(preset, seed=seed), out)
-    typer.echo("  already built, reused" if s.skipped else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
+    typer.echo("  already built, reused" if s.skipped
+               else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
     catalog = load_catalog(out)
 
     typer.secho("[2/7] ANN baselines (faiss over image embeddings, test split)", bold=True)
@@ -72,7 +72,9 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     else:
         tok_version, metrics = train_tokenizer(catalog, "vrq", registry, cache, preset=training)
     typer.echo(markdown({"vrq": metrics}))
-    path, table = write_report(catalog, evaluate_ann(catalog, cached_aligned_encoder(catalog, registry, cache, training)), reports)
+    path, table = write_report(catalog, evaluate_ann(catalog,
+                                                     cached_aligned_encoder(catalog, registry, cache, training)),
+                               reports)
     typer.echo(table)
 
     gen_version, student = generator_step(catalog, Path(tok_version), registry, cache, training)
@@ -89,7 +91,8 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
         url = serving_step(catalog, Path(tok_version), registry, cache, reports, port, sim_duration, sim_rate)
 
     typer.secho("\nsummary", bold=True)
-    typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, {catalog.items['category'].nunique()} categories, "
+    typer.echo(f"  catalog : {catalog.root} ({len(catalog.items)} items, "
+               f"{catalog.items['category'].nunique()} categories, "
                f"{len(catalog.queries)} shopper photos, {len(catalog.events)} events)")
     typer.echo(f"  reports : {path} (and .md)")
     typer.echo(f"  VRQ     : {tok_version} (item_sids.parquet inside)")
@@ -103,15 +106,16 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
 def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> tuple[Path, Path]:
     """[4/7]: the generator's four stages (reused when already trained), its pruned student (OneVision
     3.3, the model serving runs), then a few searches with CURRENT. Returns (trained run, student)."""
-    from training.offline_models import ensure_generator
-    from onevision.generator.image_search import ImageSearch
-    from onevision.registry import read_version, resolve
     from onevision.behaviour.backfill import user_context
+    from onevision.generator.image_search import ImageSearch
     from onevision.items import load_item_table
+    from onevision.registry import read_version, resolve
     from training.distill import ensure_distilled, preset_config
     from training.generator import GeneratorRecipe, generator_name
+    from training.offline_models import ensure_generator
 
-    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation", bold=True)
+    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation",
+                bold=True)
     runs, name = Path("data/runs"), generator_name(tokenizer)
     version = ensure_generator(catalog, tokenizer, registry, cache, runs, GeneratorRecipe(preset, name=name))
     config = preset_config(preset)
@@ -127,8 +131,8 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     for set_name in ("click", "order"):
         for label, m in ((version.name, trained[set_name]), (student.name, pruned[set_name])):
             if "HR@1" in m:
-                typer.echo(f"  val {set_name:<5} {label} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
-                           f"MRR@10 {100 * m['MRR@10']:.2f}")
+                typer.echo(f"  val {set_name:<5} {label} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  "
+                           f"HR@4 {100 * m['HR@4']:.2f}  MRR@10 {100 * m['MRR@10']:.2f}")
     search = ImageSearch.from_registry(served, catalog)
     test = catalog.queries[catalog.queries["split"] == "test"].head(3)
     users = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(),
@@ -219,7 +223,8 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     producer = EventProducer(settings)
     stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration)
     producer.close()
-    typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, {stats.orders} orders")
+    typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, "
+               f"{stats.orders} orders")
     time.sleep(2)  # the last exposures are logged just after their answers
     try:
         path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca")
@@ -230,7 +235,8 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
     rows = [r for r in job_versions(registry, model, GROUP) if r["stream"].get("published_ms", 0) >= started_ms]
     typer.echo(f"  DPO job so far (this run): {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
-               f"{sum(r['status'] == 'rejected' for r in rows)} rejected, from {sum(r['stream']['examples'] for r in rows)} "
-               f"purchases; CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
+               f"{sum(r['status'] == 'rejected' for r in rows)} rejected, "
+               f"from {sum(r['stream']['examples'] for r in rows)} purchases; "
+               f"CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
     typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")
     return row["url"]

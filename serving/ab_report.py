@@ -44,7 +44,8 @@ def read_events(settings, experiment: str | None = None, timeout_s: float = 30.0
                     e = json.loads(m.value)
                 except (ValueError, TypeError):
                     continue  # malformed events are the DLQ's business, not the report's
-                if isinstance(e, dict) and e.get("variant") and (experiment is None or e.get("experiment") == experiment):
+                if (isinstance(e, dict) and e.get("variant")
+                        and (experiment is None or e.get("experiment") == experiment)):
                     out.append(e)
             if c.position(tp) >= end[tp]:
                 done.add(tp)
@@ -86,7 +87,8 @@ def summarize(requests: dict[str, np.ndarray], control: str, resamples: int = 20
         lo, hi = np.nanpercentile(boot[variant], [2.5, 97.5], axis=0)
         out[variant] = {"requests": len(rows), "exposures": int(rows[:, 0].sum()), "clicks": int(rows[:, 1].sum()),
                         "orders": int(rows[:, 2].sum()),
-                        **{m: {"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]} for i, m in enumerate(METRICS)}}
+                        **{m: {"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]}
+                           for i, m in enumerate(METRICS)}}
     for variant in out:
         for i, m in enumerate(METRICS):
             if variant == control:
@@ -100,7 +102,8 @@ def summarize(requests: dict[str, np.ndarray], control: str, resamples: int = 20
 
 def markdown(report: dict) -> str:
     head = "| variant | requests | " + " | ".join(LABELS[m] for m in METRICS) + " |"
-    lines = [f"# A/B report{' for ' + report['experiment'] if report.get('experiment') else ''} (control: {report['control']})",
+    lines = [f"# A/B report{' for ' + report['experiment'] if report.get('experiment') else ''} "
+             f"(control: {report['control']})",
              "", head, "|---|---:|" + "---:|" * len(METRICS)]
     for v, row in report["variants"].items():
         cells = []

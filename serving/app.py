@@ -65,8 +65,8 @@ class SearchModel:
 
         if torch_threads:  # Ray sets one thread per reserved CPU; the model may use more
             torch.set_num_threads(torch_threads)
-        self.models = ServedModels(load_catalog(Path(catalog)), Path(registry), ExperimentConfig.load(Path(experiments)),
-                                   beam=beam)
+        self.models = ServedModels(load_catalog(Path(catalog)), Path(registry),
+                                   ExperimentConfig.load(Path(experiments)), beam=beam)
         self.search.set_max_batch_size(max_batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
         self.stopped = threading.Event()
@@ -207,8 +207,8 @@ class Ingress:
             assignment.experiment, answer["hits"], user, answer)
         task.add_done_callback(self._logged)
         self.batch_size.observe(answer["batch_size"])
-        for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2), ("model_compute", answer["compute_s"]),
-                          ("total", t3 - t0)):
+        for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2),
+                          ("model_compute", answer["compute_s"]), ("total", t3 - t0)):
             self.latency.labels(stage).observe(dt)
         self.requests.labels(assignment.variant, "200").inc()
         return SearchResponse(
@@ -280,7 +280,9 @@ def build(args: dict) -> serve.Application:
     catalog, experiments = str(args["catalog"]), str(args.get("experiments", DEFAULT_EXPERIMENTS))
     threads = args.get("torch_threads")
     model = SearchModel.bind(catalog, str(args.get("registry", "data/registry")), experiments,
-                             beam=int(args.get("beam", 256)), max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
-                             torch_threads=int(threads) if threads else None, watch_s=float(args.get("watch_s", WATCH_S)),
+                             beam=int(args.get("beam", 256)),
+                             max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
+                             torch_threads=int(threads) if threads else None,
+                             watch_s=float(args.get("watch_s", WATCH_S)),
                              settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)))
     return Ingress.bind(model, catalog, settings, experiments)

@@ -58,7 +58,8 @@ async def read_search(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> tu
         elif ctype in ("application/json", ""):
             params, image = _json(body)
         else:
-            raise BadRequest(415, f"content type {ctype!r} is not supported: use multipart/form-data or application/json")
+            raise BadRequest(415, f"content type {ctype!r} is not supported: "
+                                  "use multipart/form-data or application/json")
     except ValidationError as exc:
         raise BadRequest(422, validation_reason(exc)) from None
     try:

@@ -18,7 +18,8 @@ def service_process(settings: Settings, catalog: Path | None = None, registry: P
                     port: int = 8000, host: str = "127.0.0.1", experiments: Path | None = None) -> ManagedProcess:
     argv = [sys.executable, "-m", "serving.run", "--host", host, "--port", str(port)]
     if catalog is not None:
-        argv += ["--catalog", str(Path(catalog).resolve()), "--registry", str(Path(registry or "data/registry").resolve())]
+        argv += ["--catalog", str(Path(catalog).resolve()),
+                 "--registry", str(Path(registry or "data/registry").resolve())]
     if experiments is not None:
         argv += ["--experiments", str(Path(experiments).resolve())]
 

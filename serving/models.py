@@ -121,7 +121,8 @@ class ServedModels:
             version = versions[variant]
             k = max(queries[i]["top_k"] for i in rows)
             answers = searches[self.method[variant], version].search([queries[i]["image"] for i in rows],
-                                                    [queries[i]["user"] for i in rows], scene=scene, beam=self.beam, k=k)
+                                                                     [queries[i]["user"] for i in rows], scene=scene,
+                                                                     beam=self.beam, k=k)
             for i, ans in zip(rows, answers):
                 hits = [{"item_id": h.item_id, "score": h.score, "sid": h.sid} for h in ans.hits[: queries[i]["top_k"]]]
                 out[i] = {"hits": hits, "low_confidence": ans.low_confidence, "similarity": ans.similarity,

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path, required=True)
     ap.add_argument("--registry", type=Path, default=Path("data/registry"))
-    ap.add_argument("--experiments", type=Path, default=None, help="experiment config (default serving/experiments.yaml)")
+    ap.add_argument("--experiments", type=Path, default=None,
+                    help="experiment config (default serving/experiments.yaml)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--beam", type=int, default=256)

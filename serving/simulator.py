@@ -67,7 +67,8 @@ class ShopperWorld:
         w = self.shoppers.activity * self.shoppers.category_pref[:, c]
         return p, int(rng.choice(len(w), p=w / w.sum()))
 
-    def react(self, rng: np.random.Generator, user: int, photo_item: int, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def react(self, rng: np.random.Generator, user: int, photo_item: int,
+              shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(clicked, ordered) masks over the shown item rows, in display order."""
         u = utility(self.model, self.shoppers, user, self.arrays, shown)
         same_family = self.family[shown] == self.family[photo_item]

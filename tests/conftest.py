@@ -62,9 +62,9 @@ def tiny_tokenizers(tiny_world, tmp_path_factory) -> tuple[Path, Path, Path]:
 def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
     """(version, GeneratorData): the tiny world's generator after all four stages (read-only)."""
     from onevision.catalog.format import load_catalog
+    from onevision.generator.data import load_generator_data
     from onevision.registry import resolve
     from training.generator import HINTS, IMAGE_SID, GeneratorRecipe, train_generator
-    from onevision.generator.data import load_generator_data
 
     registry, cache, _ = tiny_tokenizers
     catalog = load_catalog(tiny_world)

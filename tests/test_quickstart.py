@@ -41,12 +41,14 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     generators = tmp_path / "data" / "registry" / "generator-vrq-tiny"
     assert (generators / "v0001" / "loss_dpo.png").is_file()
     served = json.loads((generators / "v0002" / "config.json").read_text())  # the pruned student serves
-    assert served["trained_by"] == "distill" and served["visual_keep"] == 3 and "pruned to 3 of 17 visual tokens" in result.output
+    assert (served["trained_by"] == "distill" and served["visual_keep"] == 3
+            and "pruned to 3 of 17 visual tokens" in result.output)
     assert sorted(stopped) == ["dpo-stream", "kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
     assert "near-streaming DPO job" in result.output and "DPO job so far (this run): " in result.output
     assert "| aligned | all |" in result.output and "| vrq |" in result.output
     assert (tmp_path / "reports" / "eval_ann_tiny.json").is_file()
-    sids = pd.read_parquet(next((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny").glob("v0001/item_sids.parquet")))
+    sids = pd.read_parquet(next((tmp_path / "data" / "registry" / "tokenizer-vrq-tiny")
+                                .glob("v0001/item_sids.parquet")))
     assert {"item_id", "sid", "vector"} <= set(sids.columns)
     n_events = len(pd.read_parquet(tmp_path / "data" / "worlds" / "tiny" / "events.parquet"))
     assert f"replayed {n_events:,} events" in result.output and f": {n_events:,} events" in result.output

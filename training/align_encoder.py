@@ -55,10 +55,12 @@ def positive_groups(catalog: Catalog) -> tuple[list[Path], list[list[int]]]:
 
 
 @torch.inference_mode()
-def cache_trunk(model: AlignedEfficientNet, paths: list[Path], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+def cache_trunk(model: AlignedEfficientNet, paths: list[Path], batch_size: int = 64,
+                progress: bool = True) -> torch.Tensor:
     """Frozen-trunk feature maps of every image, float16 (N, C, h, w)."""
     out = None
-    for start in tqdm(range(0, len(paths), batch_size), desc="encoding trunk features", unit="batch", disable=not progress):
+    for start in tqdm(range(0, len(paths), batch_size), desc="encoding trunk features", unit="batch",
+                      disable=not progress):
         imgs = [load_rgb(p) for p in paths[start : start + batch_size]]
         h = model.trunk(model.preprocess(imgs)).half()
         if out is None:
@@ -67,7 +69,8 @@ def cache_trunk(model: AlignedEfficientNet, paths: list[Path], batch_size: int =
     return out
 
 
-def train_aligned_encoder(catalog: Catalog, recipe: AlignRecipe, progress: bool = True) -> tuple[AlignedEfficientNet, dict]:
+def train_aligned_encoder(catalog: Catalog, recipe: AlignRecipe,
+                          progress: bool = True) -> tuple[AlignedEfficientNet, dict]:
     """Align V on `catalog`; return the model and a training log (losses, timings)."""
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)

@@ -20,10 +20,10 @@ import torch
 from safetensors.numpy import save_file
 
 from onevision.catalog.format import Catalog
+from onevision.generator.data import GeneratorData, fingerprint, load_generator_data
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
-from onevision.generator.data import GeneratorData, fingerprint, load_generator_data
 
 STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
 ALL_STAGES = tuple(STAGES)
@@ -101,7 +101,8 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
     searcher = searcher_for(model, data)
     metrics = {"val": evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"],
                "confidence_threshold": searcher.threshold, "train_seconds": round(time.perf_counter() - t0, 1),
-               "stages": {s: {"epochs": log["epoch"], "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
+               "stages": {s: {"epochs": log["epoch"],
+                              "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                               "seconds": round(log["seconds"], 1)} for s, log in logs.items()}}
     config = {**model.config(), "tokenizer": str(tokenizer_version), "tokenizer_files": tok_manifest["files"],
               "catalog": catalog.name, "stages": list(stages), "image_sid": image_sid,

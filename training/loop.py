@@ -132,7 +132,8 @@ def plot_losses(log: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(losses, lw=0.6, alpha=0.4, label="batch")
     k = max(1, len(losses) // 50)
-    ax.plot(np.arange(len(losses))[k - 1:], np.convolve(losses, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
+    ax.plot(np.arange(len(losses))[k - 1:], np.convolve(losses, np.ones(k) / k, mode="valid"), lw=1.5,
+            label=f"mean of {k}")
     ax.set(title=f"{log['stage']} loss", xlabel="step", ylabel="loss")
     ax.legend()
     fig.tight_layout()

@@ -3,7 +3,8 @@
 ANN recall and pre-rank need no training; the ranker is fitted list-wise on the train split's
 shopper photos with the user features at request time, exactly as the offline evaluation fits
 it (`fit_mca` is shared). Published as `mca-<catalog>`: the ranker and its feature scaling and V's
-item embeddings (catalog order) in safetensors, the config (cascade sizes, the tokenizer whose encoder V embeds photos and items),
+item embeddings (catalog order) in safetensors, the config (cascade sizes, the tokenizer whose
+encoder V embeds photos and items),
 the fit's figures and a confidence threshold for the low-confidence flag.
 """
 
@@ -30,7 +31,8 @@ def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MC
     train, tq = data.evaluation("train")
     ctx = data.context(tq)
     fit = mca.fit(emb[train.image], UserArrays(ctx.short_items, ctx.long_items), train.target_item)
-    fit["confidence_threshold"] = calibrate_threshold(emb[train.image], mca.emb[train.target_item]) if len(train) else 0.0
+    fit["confidence_threshold"] = (calibrate_threshold(emb[train.image], mca.emb[train.target_item]) if len(train)
+                                   else 0.0)
     return mca, fit
 
 
@@ -45,6 +47,7 @@ def train_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, pr
         save_file(mca.arrays(), str(ranker))
         save_file({"embedding": mca.emb}, str(embedding))  # V of each catalog item, catalog order
         version = publish(registry, registry_name(catalog.name), {RANKER_FILE: ranker, ITEM_EMBEDDING_FILE: embedding},
-                          config={"kind": "mca", "catalog": catalog.name, "tokenizer": str(tokenizer), "mca": asdict(config)},
+                          config={"kind": "mca", "catalog": catalog.name, "tokenizer": str(tokenizer),
+                                  "mca": asdict(config)},
                           metrics=fit)
     return version, fit

@@ -19,10 +19,10 @@ import numpy as np
 from onevision.catalog.format import Catalog
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
+from onevision.items import ITEM_SIDS
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_version, publish, resolve
 from onevision.tokenizers import PAPER_SIZES, Tokenizer, default_sizes, make_tokenizer, save_tokenizer
-from onevision.items import ITEM_SIDS
 from onevision.tokenizers.encode_items import write_item_sids
 from onevision.tokenizers.inputs import CatalogFeatures, build_features
 from onevision.tokenizers.vrq import VRQTraining
@@ -43,8 +43,8 @@ class TokenizerRecipe:
 
 
 RECIPES: dict[str, TokenizerRecipe] = {
-    "tiny": TokenizerRecipe(AlignRecipe(steps=30, batch_size=32), VRQTraining(warmup_steps=30, steps=90, batch_size=128),
-                            rqvae_steps=100),
+    "tiny": TokenizerRecipe(AlignRecipe(steps=30, batch_size=32),
+                            VRQTraining(warmup_steps=30, steps=90, batch_size=128), rqvae_steps=100),
     "small": TokenizerRecipe(),
     "paper": TokenizerRecipe(sizes=PAPER_SIZES),
 }
@@ -72,7 +72,8 @@ class PrecomputedEncoder(ImageEncoder):
         return np.stack([self.known[str(p)] for p in paths]) if len(paths) else np.zeros((0, self.dim), np.float32)
 
 
-def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progress: bool = True) -> tuple[Path, ImageEncoder]:
+def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe,
+                   progress: bool = True) -> tuple[Path, ImageEncoder]:
     """The current aligned encoder of this catalog, aligning one first if there is none."""
     model = f"encoder-{catalog.name}"
     if current_version(registry, model):
@@ -93,7 +94,8 @@ def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignR
     from onevision.registry import load_version
 
     encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
-    weights_sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]  # a rebuilt registry never hits a stale cache
+    # a rebuilt registry never hits a stale cache
+    weights_sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]
     path = cache / catalog.name / f"{encoder_version.parent.name}-{encoder_version.name}-{weights_sha}.npz"
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)

@@ -144,7 +144,8 @@ class MCACascade:
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-        return {"trained_on": int(keep.sum()), "recall_hit_share": float(keep.mean()), "final_loss": float(np.mean(losses[-20:]))}
+        return {"trained_on": int(keep.sum()), "recall_hit_share": float(keep.mean()),
+                "final_loss": float(np.mean(losses[-20:]))}
 
     @torch.no_grad()
     def rank(self, query: np.ndarray, users: UserArrays | None, k: int = 10, ranking: bool = True) -> np.ndarray:

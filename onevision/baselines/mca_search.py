@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image
 
 from onevision.baselines.mca import MCACascade, UserArrays, load_mca
+from onevision.behaviour.short_term import SHORT_LEN
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import encode_images
 from onevision.generator.image_search import Hit, SearchAnswer
-from onevision.behaviour.short_term import SHORT_LEN
 from onevision.generator.sid_items import SIDItems, low_confidence
 from onevision.images import load_rgb
 from onevision.items import parse_sid
@@ -58,7 +58,8 @@ class CascadeSearch:
         rows = self.mca.rank(query, self.users(users or [{}] * len(pil)), k=k, ranking=self.ranking)
         sims = np.einsum("bd,bkd->bk", query, self.mca.emb[np.maximum(rows, 0)])
         flag, best = low_confidence(query, self.mca.emb, rows, self.threshold)
-        return [SearchAnswer([Hit(self.item_ids[i], self.item_sids[i].tolist(), float(s)) for i, s in zip(r, sim) if i >= 0],
+        return [SearchAnswer([Hit(self.item_ids[i], self.item_sids[i].tolist(), float(s))
+                              for i, s in zip(r, sim) if i >= 0],
                              bool(f), float(b)) for r, sim, f, b in zip(rows, sims, flag, best)]
 
     @classmethod

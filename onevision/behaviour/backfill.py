@@ -4,7 +4,8 @@ at each request time, computed in batch for training and offline evaluation.
 Only events strictly before the request's time count (no leakage of the request's own clicks or
 of anything later). Short-term = the items of the 5 latest image-search clicks, newest first;
 long-term = `long_term.long_sids` over the latest 50 clicks and orders in every scene, and those
-50 items' SIDs (`recent_sids`): the same modules and rules as the worker, so training sees the features serving will read.
+50 items' SIDs (`recent_sids`): the same modules and rules as the worker, so training sees the
+features serving will read.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from onevision.items import ItemTable, sid_string
 from onevision.behaviour.long_term import CLICK, LONG_LEN, ORDER, LongTermConfig, long_sids
 from onevision.behaviour.short_term import SCENE, SHORT_LEN
+from onevision.items import ItemTable, sid_string
 
 
 @dataclass
@@ -46,7 +47,8 @@ def _sid_strings(sids: np.ndarray) -> list[str]:
     return [sid_string(s) for s in sids if s[0] >= 0]
 
 
-def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts, config: LongTermConfig = LongTermConfig()) -> UserContext:
+def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts,
+                 config: LongTermConfig = LongTermConfig()) -> UserContext:
     """Features of each (user_id, ts) request from the clicks and orders before ts."""
     user_ids, ts = np.asarray(user_ids), np.asarray(ts, dtype=np.int64)
     acts = events[events["type"].isin(["click", "order"])]

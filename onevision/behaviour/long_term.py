@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from onevision.items import ItemTable, ItemTableError
+
 DAY_MS = 86_400_000
 LONG_LEN = 50  # recent clicks and orders kept for the long-term SID
 CLICK, ORDER = 0, 1  # the kind of each kept action

@@ -64,7 +64,8 @@ def _kind_ok(series: pd.Series, kind: str) -> bool:
     return True  # lists are checked where they are used
 
 
-def _read_table(root: Path, name: str, required: dict[str, str], optional: dict[str, str] | None = None) -> pd.DataFrame:
+def _read_table(root: Path, name: str, required: dict[str, str],
+                optional: dict[str, str] | None = None) -> pd.DataFrame:
     path = root / name
     if not path.is_file():
         raise CatalogError(f"catalog {root}: {name} is missing")
@@ -94,7 +95,8 @@ def _unique(root: Path, name: str, df: pd.DataFrame, col: str) -> None:
 def _allowed(root: Path, name: str, df: pd.DataFrame, col: str, allowed: tuple[str, ...]) -> None:
     bad = df[col][~df[col].isin(allowed)]
     if len(bad):
-        raise CatalogError(f"catalog {root}: {name} column {col!r} has value {bad.iloc[0]!r}; allowed: {', '.join(allowed)}")
+        raise CatalogError(f"catalog {root}: {name} column {col!r} has value {bad.iloc[0]!r}; "
+                           f"allowed: {', '.join(allowed)}")
 
 
 def _images_exist(root: Path, name: str, paths: pd.Series) -> None:
@@ -120,7 +122,8 @@ def load_catalog(root: str | Path, check_images: bool = True) -> Catalog:
     _allowed(root, "queries.parquet", queries, "split", SPLITS)
     _allowed(root, "events.parquet", events, "type", EVENT_TYPES)
     if (items["price"] < 0).any():
-        raise CatalogError(f"catalog {root}: items.parquet has a negative price for item {items.loc[items['price'] < 0, 'item_id'].iloc[0]!r}")
+        raise CatalogError(f"catalog {root}: items.parquet has a negative price for item "
+                           f"{items.loc[items['price'] < 0, 'item_id'].iloc[0]!r}")
     known = set(items["item_id"])
     unknown = queries["target_item_id"][~queries["target_item_id"].isin(known)]
     if len(unknown):
@@ -128,7 +131,8 @@ def load_catalog(root: str | Path, check_images: bool = True) -> Catalog:
     if check_images:
         _images_exist(root, "items.parquet", items["image"])
         if "views" in items.columns:
-            _images_exist(root, "items.parquet views", pd.Series([p for v in items["views"] if v is not None for p in v]))
+            _images_exist(root, "items.parquet views",
+                          pd.Series([p for v in items["views"] if v is not None for p in v]))
         _images_exist(root, "queries.parquet", queries["image"])
     return Catalog(root=root, items=items, queries=queries, events=events, users=users)
 

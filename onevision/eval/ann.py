@@ -28,7 +28,8 @@ def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k
         raise ValueError(f"catalog {catalog.name} has no queries in split {split!r}")
     t0 = time.perf_counter()
     item_vecs = encoder.encode_files(catalog.item_images(), desc=f"{encoder.name}: catalog", progress=progress)
-    query_vecs = encoder.encode_files([catalog.path(p) for p in queries["image"]], desc=f"{encoder.name}: queries", progress=progress)
+    query_vecs = encoder.encode_files([catalog.path(p) for p in queries["image"]], desc=f"{encoder.name}: queries",
+                                      progress=progress)
     encode_s = time.perf_counter() - t0
     ranked = search(item_vecs, query_vecs, k)
     index_of = {item_id: i for i, item_id in enumerate(catalog.items["item_id"])}
@@ -39,7 +40,8 @@ def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k
         sets[name] = {"n": int(mask.sum()), **(retrieval_metrics(ranked[mask], targets[mask]) if mask.any() else {})}
     return {
         "encoder": encoder.name, "split": split, "n_items": len(catalog.items), "n_queries": len(queries),
-        "encode_seconds": round(encode_s, 2), "images_per_second": round((len(item_vecs) + len(query_vecs)) / encode_s, 1),
+        "encode_seconds": round(encode_s, 2),
+        "images_per_second": round((len(item_vecs) + len(query_vecs)) / encode_s, 1),
         "sets": sets,
     }
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 
 from onevision.generator.rank.price_affinity import relative_price
-from onevision.generator.sid_items import calibrate_threshold, s_conv
 from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
+from onevision.generator.sid_items import calibrate_threshold, s_conv
 from onevision.metrics.retrieval import retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")

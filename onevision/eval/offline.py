@@ -23,15 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from onevision.ann import search
 from onevision.baselines.mca import UserArrays, load_mca
 from onevision.catalog.format import Catalog
-from onevision.ann import search
 from onevision.eval.generative import evaluate_generator, searcher_for, set_metrics
 from onevision.generator.data import GeneratorData, load_generator_data
 from onevision.generator.model import OneVisionGenerator
 from onevision.metrics.retrieval import DEFAULT_CUTOFFS
 from onevision.registry import read_version, resolve_ref
-
 
 ANN = "ANN (aligned V + faiss)"
 IRGEN = "RQ-KMeans GR (IRGen-like: single-stage, beam order)"
@@ -138,7 +137,8 @@ def markdown(report: dict) -> str:
     cols = [f"{m}@{k}" for m, k in DEFAULT_CUTOFFS]
 
     def table(names: list[str]) -> list[str]:
-        head = "| method | " + " | ".join(f"CLICK {c}" for c in cols) + " | " + " | ".join(f"ORDER {c}" for c in cols) + " |"
+        head = ("| method | " + " | ".join(f"CLICK {c}" for c in cols) + " | "
+                + " | ".join(f"ORDER {c}" for c in cols) + " |")
         lines = [head, "|---|" + "---:|" * (2 * len(cols))]
         for name in names:
             m = report["methods"][name]["sets"]
@@ -147,9 +147,9 @@ def markdown(report: dict) -> str:
         return lines
 
     n = report["n_queries"]
-    return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: CLICK {n['click']}, ORDER {n['order']} "
-                      f"shopper photos; beam {report['beam']})", "", "## Table 1: methods", "", *table(report["table1"]),
-                      "", "## Table 2: ablations", "", *table(report["table2"]), "",
+    return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: CLICK {n['click']}, "
+                      f"ORDER {n['order']} shopper photos; beam {report['beam']})", "", "## Table 1: methods", "",
+                      *table(report["table1"]), "", "## Table 2: ablations", "", *table(report["table2"]), "",
                       f"## {OURS} against", "", "| versus | set | metric | ours | theirs | lead | required | holds |",
                       "|---|---|---|---:|---:|---:|---:|---|",
                       *(f"| {c['versus']} | {c['set'].upper()} | {c['metric']} | {c['ours']:.2f} | {c['theirs']:.2f} | "

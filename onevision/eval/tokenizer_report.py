@@ -14,7 +14,8 @@ COLUMNS = (
     ("CUR total", lambda m: f"{100 * m['CUR'][-1]:.3g}"),
     ("min usage", lambda m: f"{100 * min(m['usage']):.1f}"),
     ("view cons.@1", lambda m: f"{100 * m['view_consistency'][0]:.1f}" if "view_consistency" in m else "-"),
-    ("view cons.@3", lambda m: f"{100 * m['view_consistency'][min(2, len(m['view_consistency']) - 1)]:.1f}" if "view_consistency" in m else "-"),
+    ("view cons.@3", lambda m: f"{100 * m['view_consistency'][min(2, len(m['view_consistency']) - 1)]:.1f}"
+                               if "view_consistency" in m else "-"),
     ("L1 purity", lambda m: f"{100 * m['category_purity_l1']:.1f}"),
     ("sizes", lambda m: "-".join(map(str, m["sizes"]))),
 )
@@ -38,7 +39,8 @@ def usage_plot(results: dict[str, dict], path: Path) -> None:
     width = 0.8 / max(len(results), 1)
     levels = max(len(m["usage"]) for m in results.values())
     panels = ((axes[0], "codes used (%)", "Codebook usage per level", lambda m: m["usage"]),
-              (axes[1], "normalised entropy (%)", "Code balance per level", lambda m: [e["normalised"] for e in m["entropy"]]))
+              (axes[1], "normalised entropy (%)", "Code balance per level",
+               lambda m: [e["normalised"] for e in m["entropy"]]))
     for ax, ylabel, title, values in panels:
         for k, (method, m) in enumerate(results.items()):
             v = values(m)

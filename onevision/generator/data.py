@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from onevision.behaviour.backfill import UserContext, user_context
+from onevision.behaviour.long_term import LONG_LEN
+from onevision.behaviour.short_term import SHORT_LEN
 from onevision.catalog.format import Catalog
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, cached_tokens
+from onevision.generator.prompt.builder import PromptInputs, Prompts, PromptTokens, build_prompts
 from onevision.generator.prompt.image_sids import ImageSIDs
-from onevision.behaviour.short_term import SHORT_LEN
-from onevision.generator.prompt.builder import PromptInputs, PromptTokens, Prompts, build_prompts
 from onevision.generator.prompt.sid_content import SIDContent
-from onevision.behaviour.backfill import UserContext, user_context
 from onevision.items import ItemTable, load_item_table
-from onevision.behaviour.long_term import LONG_LEN
 
 SID_TASK, CATEGORY_TASK = 0, 1
 
@@ -157,8 +157,8 @@ class GeneratorData:
         parts = []
         for task in (SID_TASK, CATEGORY_TASK):
             with_title = rng.random(len(rows)) < 0.5
-            parts.append(self._base(rows, owner, scene="unknown", title=np.where(with_title[:, None], titles, 0), task=task,
-                                    image_sid=False))
+            parts.append(self._base(rows, owner, scene="unknown", title=np.where(with_title[:, None], titles, 0),
+                                    task=task, image_sid=False))
         return Examples.concat(parts)
 
     def canary(self, n: int = 200, seed: int = 0) -> Examples:
@@ -188,7 +188,8 @@ class GeneratorData:
         built once per split (the user features are the slow part), so read-only."""
         if split not in self._evaluations:
             q = self.queries(split)
-            ex = self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]), context=self.context(q))
+            ex = self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]),
+                            context=self.context(q))
             self._evaluations[split] = (ex, q)
         return self._evaluations[split]
 
@@ -257,7 +258,8 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     bank = image_bank(catalog, resolve_ref(config["encoder"], tokenizer_version), cache_root, progress)
     n_items = len(catalog.items)
     item_emb = bank.tokens.embedding[:n_items]  # the bank starts with the catalog images, in item order
-    image_sids = ImageSIDs.from_version(tokenizer_version, catalog.items["category"], item_emb, mode=image_sid, hints=hints)
+    image_sids = ImageSIDs.from_version(tokenizer_version, catalog.items["category"], item_emb, mode=image_sid,
+                                        hints=hints)
     if image_sid == "tokenizer":  # a catalog image's SID is its item's
         own, own_sim = table.sids[:, None], np.zeros((n_items, 1), np.float32)
     else:
@@ -269,7 +271,8 @@ def load_generator_data(catalog: Catalog, tokenizer_version: Path, cache_root: P
     bank.content = SIDContent.from_item_sids(table.sids, item_emb)
     tokens = PromptTokens.from_catalog(sizes, catalog.items["category"], catalog.items["title"], n_visual=n_visual,
                                        n_hints=hints, hint_similarity=hint_similarity, sid_content=sid_content)
-    return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])), image_sid)
+    return GeneratorData(catalog, tokens, bank, table, tokens.category_index(list(catalog.items["category"])),
+                         image_sid)
 
 
 def data_for_version(catalog: Catalog, version: Path, cache_root: Path, progress: bool = True) -> GeneratorData:

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from onevision.behaviour.short_term import SHORT_LEN
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, encode_images
-from onevision.generator.prompt.image_sids import ImageSIDs
-from onevision.behaviour.short_term import SHORT_LEN
 from onevision.generator.prompt.builder import PromptInputs, Prompts, build_prompts
+from onevision.generator.prompt.image_sids import ImageSIDs
 from onevision.generator.prompt.sid_content import SIDContent
-from onevision.generator.sid_items import SIDItems
 from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
+from onevision.generator.sid_items import SIDItems
 from onevision.images import load_rgb
 from onevision.items import parse_sid
 
@@ -107,14 +107,14 @@ class ImageSearch:
     @classmethod
     def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
         """The generator of a registry version with its tokenizer's items and encoder V."""
-        from onevision.generator.rank.category_affinity import category_index
-        from onevision.generator.model import OneVisionGenerator
-        from onevision.generator.rank.price_affinity import relative_price
-        from onevision.generator.sid_items import s_conv
         from safetensors.numpy import load_file
 
-        from onevision.registry import load_version, resolve_ref
+        from onevision.generator.model import OneVisionGenerator
+        from onevision.generator.rank.category_affinity import category_index
+        from onevision.generator.rank.price_affinity import relative_price
+        from onevision.generator.sid_items import s_conv
         from onevision.items import load_item_table
+        from onevision.registry import load_version, resolve_ref
 
         manifest, config = load_version(generator_version)
         model = OneVisionGenerator.load(generator_version)
@@ -125,8 +125,9 @@ class ImageSearch:
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))
-        catalog_arrays = SearchCatalog(table.sids, s_conv(items), embedding, relative_price(items), category_index(items))
+        catalog_arrays = SearchCatalog(table.sids, s_conv(items), embedding, relative_price(items),
+                                       category_index(items))
         searcher = GenerativeSearcher(model, catalog_arrays, SearchConfig(threshold=threshold))
-        image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding, mode=config.get("image_sid", "tokenizer"),
-                                            hints=model.tokens.n_hints)
+        image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding,
+                                            mode=config.get("image_sid", "tokenizer"), hints=model.tokens.n_hints)
         return cls(encoder, searcher, image_sids, table.item_ids)

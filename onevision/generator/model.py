@@ -17,8 +17,8 @@ from transformers import BartConfig, BartForConditionalGeneration
 
 from onevision.generator.prompt.builder import PromptTokens
 from onevision.generator.prompt.token_pruning import prune_span
-
-from onevision.generator.prompt.vocab import BOS, EOS, PAD, SEP as SEP_TOKEN, SIDVocab
+from onevision.generator.prompt.vocab import BOS, EOS, PAD, SIDVocab
+from onevision.generator.prompt.vocab import SEP as SEP_TOKEN
 
 PRESETS = {  # (encoder layers, decoder layers, hidden, heads, ffn)
     "tiny": (1, 1, 32, 2, 64),

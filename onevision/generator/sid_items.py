@@ -136,7 +136,8 @@ class SIDItems:
         return ranked, best, -ranked_key
 
 
-def _cosines(items: np.ndarray, rows: np.ndarray, query_embedding: np.ndarray, item_embedding: np.ndarray) -> np.ndarray:
+def _cosines(items: np.ndarray, rows: np.ndarray, query_embedding: np.ndarray,
+             item_embedding: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", item_embedding[items], query_embedding[rows])
 
 

@@ -84,7 +84,8 @@ def category_purity(level1: np.ndarray, categories: Sequence[str]) -> float:
     return total / len(level1)
 
 
-def quantized_ann_score(item_vecs: np.ndarray, query_vecs: np.ndarray, targets: np.ndarray, k: int = 4) -> dict[str, float]:
+def quantized_ann_score(item_vecs: np.ndarray, query_vecs: np.ndarray, targets: np.ndarray,
+                        k: int = 4) -> dict[str, float]:
     """QAS: HR@k and MRR@k of exact L2 search of quantized queries among quantized items."""
     import faiss
 

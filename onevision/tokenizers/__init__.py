@@ -7,7 +7,7 @@
 | `rq-opq` | residual k-means | OPQ over the residual (OneSearch) |
 | `opq` | - | OPQ only (all levels) |
 | `rqvae` | RQ-VAE with reconstruction + commitment only (TIGER) | - |
-"""
+"""  # noqa: E501  (the `vrq` row: a markdown table row cannot wrap)
 
 from __future__ import annotations
 

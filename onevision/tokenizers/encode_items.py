@@ -17,7 +17,6 @@ from onevision.tokenizers import load_tokenizer
 from onevision.tokenizers.inputs import item_inputs
 
 
-
 def write_item_sids(item_ids: Sequence[str], sids: np.ndarray, path: Path, vectors: np.ndarray | None = None) -> None:
     """The item -> SID table (item_id, sid as a list of ints) every later stage reads, with each
     item's quantized vector (what its codes reconstruct) when given: the streaming long-term

@@ -22,7 +22,8 @@ BUSINESS_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d", "price")
 
 def business_features(items) -> np.ndarray:
     """log1p of clicks, orders, GMV and price (columns a catalog lacks are zeros)."""
-    cols = [np.log1p(items[c].to_numpy(np.float64)) if c in items.columns else np.zeros(len(items)) for c in BUSINESS_COLUMNS]
+    cols = [np.log1p(items[c].to_numpy(np.float64)) if c in items.columns else np.zeros(len(items))
+            for c in BUSINESS_COLUMNS]
     return np.stack(cols, 1).astype(np.float32)
 
 
@@ -36,9 +37,11 @@ class CatalogFeatures:
 
     def save(self, path: Path) -> None:
         arrays = {}
-        for name, inp in (("items", self.items), ("pairs", self.pairs.inputs), ("views", self.views.inputs), ("queries", self.queries)):
+        for name, inp in (("items", self.items), ("pairs", self.pairs.inputs), ("views", self.views.inputs),
+                          ("queries", self.queries)):
             arrays.update({f"{name}.visual": inp.visual, f"{name}.text": inp.text, f"{name}.business": inp.business})
-        arrays.update({"pairs.item": self.pairs.item, "views.item": self.views.item, "queries.target": self.query_target})
+        arrays.update({"pairs.item": self.pairs.item, "views.item": self.views.item,
+                       "queries.target": self.query_target})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub takes the names for flags
@@ -47,12 +50,14 @@ class CatalogFeatures:
     @classmethod
     def load(cls, path: Path) -> "CatalogFeatures":
         with np.load(path, allow_pickle=False) as z:
-            inp = {n: TokenizerInputs(z[f"{n}.visual"], z[f"{n}.text"], z[f"{n}.business"]) for n in ("items", "pairs", "views", "queries")}
+            inp = {n: TokenizerInputs(z[f"{n}.visual"], z[f"{n}.text"], z[f"{n}.business"])
+                   for n in ("items", "pairs", "views", "queries")}
             return cls(inp["items"], PairData(inp["pairs"], z["pairs.item"]), PairData(inp["views"], z["views.item"]),
                        inp["queries"], z["queries.target"])
 
 
-def _predicted_category_text(query_vecs: np.ndarray, item_vecs: np.ndarray, item_cat: np.ndarray, cat_text: np.ndarray, k: int = 10) -> np.ndarray:
+def _predicted_category_text(query_vecs: np.ndarray, item_vecs: np.ndarray, item_cat: np.ndarray, cat_text: np.ndarray,
+                             k: int = 10) -> np.ndarray:
     import faiss
 
     index = faiss.IndexFlatIP(item_vecs.shape[1])
@@ -63,7 +68,8 @@ def _predicted_category_text(query_vecs: np.ndarray, item_vecs: np.ndarray, item
     return cat_text[majority]
 
 
-def item_inputs(catalog: Catalog, encoder: ImageEncoder, progress: bool = True) -> tuple[TokenizerInputs, np.ndarray, np.ndarray]:
+def item_inputs(catalog: Catalog, encoder: ImageEncoder,
+                progress: bool = True) -> tuple[TokenizerInputs, np.ndarray, np.ndarray]:
     """Inputs of the catalog's items, plus each item's category index and the categories' text embeddings."""
     from onevision.encoders.text import TextEncoder
 
@@ -97,6 +103,8 @@ def build_features(catalog: Catalog, encoder: ImageEncoder, progress: bool = Tru
     views = PairData(pairs.inputs.take(slice(0, n_views)), extra_item[:n_views])
 
     q_vecs = encoder.encode_files([catalog.path(p) for p in test["image"]], desc="test photos", progress=progress)
-    q_text = _predicted_category_text(q_vecs, item_vecs, item_cat, cat_text) if len(q_vecs) else np.zeros((0, cat_text.shape[1]), np.float32)
+    q_text = (_predicted_category_text(q_vecs, item_vecs, item_cat, cat_text) if len(q_vecs)
+              else np.zeros((0, cat_text.shape[1]), np.float32))
     queries = TokenizerInputs(q_vecs, q_text, np.zeros((len(q_vecs), business.shape[1]), np.float32))
-    return CatalogFeatures(item_inputs_, pairs, views, queries, np.array([index_of[t] for t in test["target_item_id"]], dtype=np.int64))
+    return CatalogFeatures(item_inputs_, pairs, views, queries,
+                           np.array([index_of[t] for t in test["target_item_id"]], dtype=np.int64))

@@ -75,5 +75,5 @@ class RQKMeansTokenizer(Tokenizer):
     @classmethod
     def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "RQKMeansTokenizer":
         tok = cls(tuple(config["sizes"]), config.get("seed", 0))
-        tok.rq = ResidualKMeans([expect(state, f"rq.{l}", (k, config["dim"])) for l, k in enumerate(tok.sizes)])
+        tok.rq = ResidualKMeans([expect(state, f"rq.{level}", (k, config["dim"])) for level, k in enumerate(tok.sizes)])
         return tok

@@ -35,7 +35,7 @@ class RQOPQTokenizer(Tokenizer):
         return self.rq.decode(codes[:, :SHALLOW]) + self.opq.decode(codes[:, SHALLOW:])
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**{f"rq.{l}": b for l, b in enumerate(self.rq.codebooks)}, **self.opq.state("opq")}
+        return {**{f"rq.{level}": b for level, b in enumerate(self.rq.codebooks)}, **self.opq.state("opq")}
 
     def config(self) -> dict:
         return {**super().config(), "dim": int(self.rq.codebooks[0].shape[1])}
@@ -44,6 +44,6 @@ class RQOPQTokenizer(Tokenizer):
     def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "RQOPQTokenizer":
         tok = cls(tuple(config["sizes"]), config.get("seed", 0))
         d = config["dim"]
-        tok.rq = ResidualKMeans([expect(state, f"rq.{l}", (k, d)) for l, k in enumerate(tok.sizes[:SHALLOW])])
+        tok.rq = ResidualKMeans([expect(state, f"rq.{level}", (k, d)) for level, k in enumerate(tok.sizes[:SHALLOW])])
         tok.opq = OPQLevels.from_state(state, "opq", d, len(tok.sizes) - SHALLOW, tok.sizes[SHALLOW])
         return tok

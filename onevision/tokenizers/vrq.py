@@ -95,11 +95,13 @@ class VRQTokenizer(Tokenizer):
 
     def _fuse(self, x: TokenizerInputs) -> torch.Tensor:
         with torch.no_grad():
-            return self.fusion(torch.from_numpy(x.visual.astype(np.float32)), torch.from_numpy(x.text.astype(np.float32)))[0]
+            return self.fusion(torch.from_numpy(x.visual.astype(np.float32)),
+                               torch.from_numpy(x.text.astype(np.float32)))[0]
 
     def fit(self, items: TokenizerInputs, pairs: PairData | None = None, progress: bool = True) -> dict:
         if pairs is None or len(pairs.item) == 0:
-            raise ValueError("VRQ trains on multi-view pairs: the catalog needs other views or train photos of its items")
+            raise ValueError("VRQ trains on multi-view pairs: "
+                             "the catalog needs other views or train photos of its items")
         cfg = self.training
         self._build(items.visual.shape[1], items.text.shape[1], items.business.shape[1])
         xv, xt = torch.from_numpy(items.visual.astype(np.float32)), torch.from_numpy(items.text.astype(np.float32))
@@ -142,12 +144,14 @@ class VRQTokenizer(Tokenizer):
         self.business_mean, self.business_std = raw.mean(0), raw.std(0) + 1e-6
         if self.deep:
             _, residual = self.rq.encode(self._fuse(items))
-            self.opq = OPQLevels.fit(self._deep_input(residual.numpy(), items.business), len(self.deep), self.deep[0], self.seed)
+            self.opq = OPQLevels.fit(self._deep_input(residual.numpy(), items.business), len(self.deep), self.deep[0],
+                                     self.seed)
         return {**log, "restarts": self.rq.restarts}
 
     def _deep_input(self, residual: np.ndarray, business: np.ndarray) -> np.ndarray:
         b = (business.astype(np.float32) - self.business_mean) / self.business_std
-        return np.concatenate([residual, self.training.business_weight * b * (np.abs(business).sum(1, keepdims=True) > 0)], 1)
+        return np.concatenate([residual,
+                               self.training.business_weight * b * (np.abs(business).sum(1, keepdims=True) > 0)], 1)
 
     def _shallow(self, x: TokenizerInputs) -> tuple[np.ndarray, np.ndarray]:
         codes, residual = self.rq.encode(self._fuse(x))
@@ -169,7 +173,7 @@ class VRQTokenizer(Tokenizer):
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"fusion.{k}": v.numpy() for k, v in self.fusion.state_dict().items()}
-        out.update({f"rq.codebook{l}": self.rq.codebook(l).numpy() for l in range(len(self.shallow))})
+        out.update({f"rq.codebook{level}": self.rq.codebook(level).numpy() for level in range(len(self.shallow))})
         out.update({"business.mean": self.business_mean, "business.std": self.business_std})
         if self.deep:
             out.update(self.opq.state("opq"))

@@ -112,13 +112,15 @@ def build_world(cfg: WorldConfig, out: str | Path, force: bool = False, progress
 
     items = items.merge(business_stats(events, items["item_id"], cfg.epoch_ms), on="item_id")
     items.insert(1, "image", [f"images/items/{i}/catalog.jpg" for i in items["item_id"]])
-    items.insert(2, "views", [[f"images/items/{i}/view{k}.jpg" for k in range(1, cfg.n_views + 1)] for i in items["item_id"]])
+    items.insert(2, "views", [[f"images/items/{i}/view{k}.jpg" for k in range(1, cfg.n_views + 1)]
+                              for i in items["item_id"]])
 
     index_of = {item_id: k for k, item_id in enumerate(items["item_id"])}
     photos: dict[int, list[tuple[int, str]]] = {}
     for q, (photo_item, rel) in enumerate(zip(queries["photo_item_id"], queries["image"])):
         photos.setdefault(index_of[photo_item], []).append((q, rel))
-    tasks = [(cfg, tmp, _RenderTask(k, items["item_id"].iloc[k], specs[k], tuple(photos.get(k, ())))) for k in range(len(items))]
+    tasks = [(cfg, tmp, _RenderTask(k, items["item_id"].iloc[k], specs[k], tuple(photos.get(k, ()))))
+             for k in range(len(items))]
     workers = cfg.workers or os.cpu_count() or 1
     n_images = 0
     bar = tqdm(total=len(tasks), desc=f"rendering {cfg.name} world", unit="item", disable=not progress)

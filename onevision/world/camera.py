@@ -45,7 +45,8 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def projected_corners(size: int, yaw: float, pitch: float, roll: float, scale: float, cx: float, cy: float) -> np.ndarray:
+def projected_corners(size: int, yaw: float, pitch: float, roll: float, scale: float, cx: float,
+                      cy: float) -> np.ndarray:
     """Image positions (4, 2) of the texture's corners after a 3-D turn and a pinhole projection."""
     half = size / 2
     corners = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]], dtype=np.float64)
@@ -123,7 +124,8 @@ def photograph(rng: np.random.Generator, texture: Image.Image, size: int, style:
     dst = projected_corners(texture.width, yaw, pitch, roll, scale, cx, cy)
     w = texture.width
     src = np.array([[0, 0], [w, 0], [w, w], [0, w]], dtype=np.float64)
-    warped = texture.transform((size, size), Image.Transform.PERSPECTIVE, perspective_coeffs(dst, src), Image.Resampling.BICUBIC)
+    warped = texture.transform((size, size), Image.Transform.PERSPECTIVE, perspective_coeffs(dst, src),
+                               Image.Resampling.BICUBIC)
     img = _background(rng, size, style)
     img.paste(warped, (0, 0), warped)
     if style.occluders:

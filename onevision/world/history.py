@@ -121,8 +121,10 @@ class WorldSimulator:
         uid = f"u{user:06d}"
         add = self.sink.add
         add("exposure", start + pos * 500, uid, shown, request_id, scene, pos, self.prices, self.item_ids)
-        add("click", start + 5_000 + pos[clicked] * 1_000, uid, shown[clicked], request_id, scene, pos[clicked], self.prices, self.item_ids)
-        add("order", start + 60_000 + pos[ordered] * 1_000, uid, shown[ordered], request_id, scene, pos[ordered], self.prices, self.item_ids)
+        add("click", start + 5_000 + pos[clicked] * 1_000, uid, shown[clicked], request_id, scene, pos[clicked],
+            self.prices, self.item_ids)
+        add("order", start + 60_000 + pos[ordered] * 1_000, uid, shown[ordered], request_id, scene, pos[ordered],
+            self.prices, self.item_ids)
 
     def history(self, rng: np.random.Generator, progress: bool = False) -> None:
         cfg, sh = self.cfg, self.shoppers

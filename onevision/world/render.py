@@ -40,7 +40,8 @@ def pattern_field(spec: RenderSpec, size: int) -> np.ndarray:
     raise ValueError(f"unknown pattern {p!r}")
 
 
-def _draw_mark(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> None:
+def _draw_mark(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
+               fill: tuple[int, int, int]) -> None:
     outline = (255, 255, 255) if sum(fill) < 380 else (20, 20, 20)
     box = [cx - r, cy - r, cx + r, cy + r]
     width = max(1, int(r / 4))

@@ -70,7 +70,8 @@ def _bag(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
     bot_w = _lerp(0.55, 0.75, g[1]) * s
     top, bottom = 0.38 * s, _lerp(0.78, 0.88, g[2]) * s
     cx = 0.5 * s
-    d.polygon([(cx - top_w / 2, top), (cx + top_w / 2, top), (cx + bot_w / 2, bottom), (cx - bot_w / 2, bottom)], fill=255)
+    d.polygon([(cx - top_w / 2, top), (cx + top_w / 2, top), (cx + bot_w / 2, bottom), (cx - bot_w / 2, bottom)],
+              fill=255)
     hh = _lerp(0.12, 0.25, g[3]) * s
     d.arc([cx - top_w / 3, top - hh, cx + top_w / 3, top + hh], 180, 360, fill=255, width=max(2, int(0.04 * s)))
 
@@ -78,7 +79,8 @@ def _bag(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
 def _lamp(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
     cx = 0.5 * s
     sw_top, sw_bot = _lerp(0.12, 0.3, g[0]) * s, _lerp(0.4, 0.65, g[1]) * s
-    d.polygon([(cx - sw_top / 2, 0.12 * s), (cx + sw_top / 2, 0.12 * s), (cx + sw_bot / 2, 0.42 * s), (cx - sw_bot / 2, 0.42 * s)], fill=255)
+    d.polygon([(cx - sw_top / 2, 0.12 * s), (cx + sw_top / 2, 0.12 * s), (cx + sw_bot / 2, 0.42 * s),
+               (cx - sw_bot / 2, 0.42 * s)], fill=255)
     d.rectangle([cx - 0.025 * s, 0.42 * s, cx + 0.025 * s, 0.8 * s], fill=255)
     bw = _lerp(0.2, 0.4, g[2]) * s
     d.ellipse([cx - bw / 2, 0.78 * s, cx + bw / 2, _lerp(0.84, 0.9, g[3]) * s], fill=255)
@@ -101,7 +103,8 @@ def _cap(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
     base = _lerp(0.6, 0.7, g[1]) * s
     d.pieslice([cx - r, base - r * _lerp(0.8, 1.2, g[2]), cx + r, base + r * _lerp(0.8, 1.2, g[2])], 180, 360, fill=255)
     brim = _lerp(0.15, 0.32, g[3]) * s
-    d.polygon([(cx - r, base), (cx + r + brim, base - 0.02 * s), (cx + r + brim, base + 0.05 * s), (cx - r, base + 0.06 * s)], fill=255)
+    d.polygon([(cx - r, base), (cx + r + brim, base - 0.02 * s), (cx + r + brim, base + 0.05 * s),
+               (cx - r, base + 0.06 * s)], fill=255)
 
 
 def _vase(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
@@ -119,7 +122,8 @@ def _box(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
     x0, y0 = 0.5 * s - w / 2, 0.55 * s - h / 2
     d.rectangle([x0, y0, x0 + w, y0 + h], fill=255)
     d.polygon([(x0, y0), (x0 + depth, y0 - depth), (x0 + w + depth, y0 - depth), (x0 + w, y0)], fill=255)
-    d.polygon([(x0 + w, y0), (x0 + w + depth, y0 - depth), (x0 + w + depth, y0 + h - depth), (x0 + w, y0 + h)], fill=255)
+    d.polygon([(x0 + w, y0), (x0 + w + depth, y0 - depth), (x0 + w + depth, y0 + h - depth), (x0 + w, y0 + h)],
+              fill=255)
     if g[3] > 0.5:
         d.rectangle([x0 - 0.02 * s, y0 - 0.04 * s, x0 + w + 0.02 * s, y0 + 0.04 * s], fill=255)
 
@@ -139,7 +143,8 @@ def _chair(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
 def _headphones(d: ImageDraw.ImageDraw, s: float, g: Genes) -> None:
     cx = 0.5 * s
     r = _lerp(0.25, 0.35, g[0]) * s
-    d.arc([cx - r, 0.15 * s, cx + r, 0.15 * s + 2 * r], 180, 360, fill=255, width=max(2, int(_lerp(0.03, 0.06, g[1]) * s)))
+    d.arc([cx - r, 0.15 * s, cx + r, 0.15 * s + 2 * r], 180, 360, fill=255,
+          width=max(2, int(_lerp(0.03, 0.06, g[1]) * s)))
     cup_w, cup_h = _lerp(0.12, 0.2, g[2]) * s, _lerp(0.2, 0.32, g[3]) * s
     cy = 0.15 * s + r
     for x in (cx - r, cx + r):

@@ -21,7 +21,8 @@ def feast_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_feast_apply_from_the_repo_with_redis(services, tmp_path):
-    env = {"ONEVISION_FEAST_DIR": str(tmp_path), "ONEVISION_FEAST_REDIS": f"{services.redis.host}:{services.redis.port}"}
+    env = {"ONEVISION_FEAST_DIR": str(tmp_path),
+           "ONEVISION_FEAST_REDIS": f"{services.redis.host}:{services.redis.port}"}
     out = feast_cli("apply", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     listed = feast_cli("feature-views", "list", env=env)

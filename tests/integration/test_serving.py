@@ -20,16 +20,16 @@ from typer.testing import CliRunner
 
 from features.client import feature_store, user_features
 from infra.process import free_port
-from onevision_cli.main import app as cli
+from onevision.items import load_item_table
 from onevision.registry import current_version, load_version, publish, resolve_ref
+from onevision_cli.main import app as cli
 from serving.ab_report import read_events
 from serving.experiments import ExperimentConfig, Router
-from onevision.items import load_item_table
 from streaming.producer import EventProducer, event
 from streaming.request_log import RequestLog
 from streaming.worker import FeatureWorker, WorkerConfig
-from training.mca import train_mca
 from tests.integration.test_stream_worker import isolated
+from training.mca import train_mca
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (README: the test command installs it)
@@ -62,8 +62,9 @@ def app(services, tiny_world, tiny_tokenizers, tiny_generator, tmp_path_factory)
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build({"catalog": str(tiny_world), "registry": str(version.parent.parent), "experiments": str(experiments),
-                     "settings": settings.model_dump(mode="json"), "beam": 16}), name="onevision", route_prefix="/")
+    serve.run(build({"catalog": str(tiny_world), "registry": str(version.parent.parent),
+                     "experiments": str(experiments), "settings": settings.model_dump(mode="json"), "beam": 16}),
+              name="onevision", route_prefix="/")
     yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "version": version, "data": data,
            "world": tiny_world, "router": Router(ExperimentConfig.load(experiments))}
     serve.shutdown()
@@ -146,7 +147,8 @@ def test_bad_input_gets_a_4xx_with_a_reason_and_the_service_keeps_answering(app)
         "not an image": (dict(files=files(b"hello, this is text"), data=form), 400, "not an image"),
         "decompression bomb": (dict(files=files(bomb()), data=form), 413, "pixels"),
         "over-size upload": (dict(files=files(b"\xff" * (9 * 1024 * 1024)), data=form), 413, "over the limit"),
-        "bad JSON": (dict(data=b'{"user_id": "u", ', headers={"content-type": "application/json"}), 400, "not valid JSON"),
+        "bad JSON": (dict(data=b'{"user_id": "u", ', headers={"content-type": "application/json"}), 400,
+                     "not valid JSON"),
         "bad base64": (dict(json={"user_id": "u", "image_b64": "%%%"}), 400, "base64"),
         "unknown scene": (dict(files=files(good), data={**form, "scene": "moon"}), 422, "unknown scene"),
         "negative top_k": (dict(files=files(good), data={**form, "top_k": "-3"}), 422, "top_k"),
@@ -255,7 +257,8 @@ def test_hot_swap_and_rollback_under_load_fail_no_request(app):
     served = {v for s, v in results if s == 200}
     assert not failed, failed[:3]
     assert served == {f"{model}/{version.name}", f"{model}/{new.name}"}, served
-    assert results[-1][1] == f"{model}/{version.name}" and f"{model}/{new.name}" in {v for _, v in results[swapped - 5:swapped]}
+    assert (results[-1][1] == f"{model}/{version.name}"
+            and f"{model}/{new.name}" in {v for _, v in results[swapped - 5:swapped]})
     health = requests.get(f"{url}/healthz", timeout=10).json()
     assert health["variants"]["onevision-b"] == f"{model}/{version.name}" and health["swaps"] == 2
     assert health["variants"]["onevision"] == f"{model}/{version.name}"  # pinned: stays
@@ -313,7 +316,8 @@ def test_web_page_searches_and_sends_a_click(app, tmp_path):
             assert page.locator(".hit").count() == 12
             status = page.text_content("#status")
             assert "variant" in status and "model" in status, status
-            page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function("[...document.querySelectorAll('.hit img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)")
             first = page.locator(".hit").first
             item = first.get_attribute("data-item")
             first.click()
@@ -328,10 +332,12 @@ def test_web_page_searches_and_sends_a_click(app, tmp_path):
 
 def test_feedback_endpoint_refuses_bad_events(app):
     url = app["url"]
-    for body, reason in (({"type": "click", "user_id": "u"}, "item_id"), ({"type": "view", "user_id": "u", "item_id": "i"}, "type"),
+    for body, reason in (({"type": "click", "user_id": "u"}, "item_id"),
+                         ({"type": "view", "user_id": "u", "item_id": "i"}, "type"),
                          ({"type": "exposure", "user_id": "u", "item_id": "i"}, "exposures")):
         r = requests.post(f"{url}/v1/events", json=body, timeout=10)
         assert r.status_code == 422 and reason in r.json()["error"], (body, r.text)
-    assert requests.post(f"{url}/v1/events", data=b"{", headers={"content-type": "application/json"}, timeout=10).status_code == 422
+    assert requests.post(f"{url}/v1/events", data=b"{", headers={"content-type": "application/json"},
+                         timeout=10).status_code == 422
     assert requests.get(f"{url}/v1/items/nope/image", timeout=10).status_code == 404
     assert requests.get(f"{url}/v1/photos/nope", timeout=10).status_code == 404

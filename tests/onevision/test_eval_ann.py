@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog, write_table
-from onevision_cli.main import app
 from onevision.encoders import get_encoder
 from onevision.eval.ann import evaluate_ann
+from onevision_cli.main import app
 
 
 def test_queries_that_are_catalog_images_are_found_first(tiny_world, tmp_path):
@@ -31,7 +31,8 @@ def test_queries_that_are_catalog_images_are_found_first(tiny_world, tmp_path):
 def test_cli_writes_json_and_table_merging_encoders(tiny_world, tmp_path):
     runner = CliRunner()
     for enc in ("pixels", "efficientnet"):
-        r = runner.invoke(app, ["eval", "ann", "--catalog", str(tiny_world), "--encoder", enc, "--reports", str(tmp_path)])
+        r = runner.invoke(app, ["eval", "ann", "--catalog", str(tiny_world), "--encoder", enc,
+                                "--reports", str(tmp_path)])
         assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "eval_ann_tiny.json").read_text())
     assert set(report["encoders"]) == {"pixels", "efficientnet"}

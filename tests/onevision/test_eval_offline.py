@@ -19,7 +19,8 @@ def test_offline_report_has_every_method_and_both_tables(tiny_world, tiny_tokeni
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "reports" / "offline_tiny.json").read_text())
     want = {"ANN (aligned V + faiss)", "MCA", "MCA w/o P.", "MCA w/o ranking",
-            "RQ-KMeans GR (single-stage) + our similarity search", "RQ-KMeans GR (IRGen-like: single-stage, beam order)",
+            "RQ-KMeans GR (single-stage) + our similarity search",
+            "RQ-KMeans GR (IRGen-like: single-stage, beam order)",
             "OneVision (VRQ) w/ P.", "OneVision (VRQ) w/o P.", "OneVision w/o user SIDs",
             "OneVision w/o business features", "OneVision w/o category features",
             "OneVision (VRQ) w/ P., beam order", "OneVision (VRQ) w/ P., no look-ahead"}

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from onevision.behaviour.long_term import CLICK, DAY_MS, ORDER, LongTermConfig, add_action, long_sids
 from onevision.items import ItemTable, ItemTableError
-from onevision.behaviour.long_term import DAY_MS, LongTermConfig, add_action, long_sids
 from streaming.synthetic import synthetic_table
-from onevision.behaviour.long_term import CLICK, ORDER
 
 
 def table_2d() -> ItemTable:

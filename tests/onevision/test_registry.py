@@ -10,8 +10,8 @@ def _publish(root, tmp_path, name: str, parent=None, status=None, make_current=T
     src = tmp_path / f"{name}.bin"
     src.write_bytes(name.encode())
     extra = {"status": status} if status else None
-    return publish(root, "m", {"w.bin": src}, {"kind": "test"}, {"score": 1.0}, parent=parent, make_current=make_current,
-                   extra=extra).name
+    return publish(root, "m", {"w.bin": src}, {"kind": "test"}, {"score": 1.0}, parent=parent,
+                   make_current=make_current, extra=extra).name
 
 
 def test_promote_refuses_a_rejected_version_unless_forced(tmp_path):

@@ -7,8 +7,7 @@ import pytest
 from growthbook import core as gb
 from pydantic import ValidationError
 
-from serving.experiments import (ExperimentConfig, Router, choose_variation, get_bucket_ranges, hash,
-                                 in_namespace)
+from serving.experiments import ExperimentConfig, Router, choose_variation, get_bucket_ranges, hash, in_namespace
 
 # [seed, value, version, expected]
 HASH_CASES = [
@@ -135,7 +134,8 @@ def test_request_level_randomization_splits_each_users_requests():
     assert got == [router.assign("u1", f"r{i}") for i in range(3000)]  # deterministic per request
     in_a = [a for a in got if a.experiment == "ov-vs-mca"]
     assert abs(len(in_a) / 3000 - 0.5) < 0.04
-    assert all(abs(sum(a.variant == v for a in in_a) / len(in_a) - 1 / 3) < 0.05 for v in ("mca", "onevision", "mca-no-ranking"))
+    assert all(abs(sum(a.variant == v for a in in_a) / len(in_a) - 1 / 3) < 0.05
+               for v in ("mca", "onevision", "mca-no-ranking"))
     assert all(a.bucket == gb.gbhash("ov-vs-mca", f"r{i}", 2) for i, a in enumerate(got) if a.experiment == "ov-vs-mca")
 
 

@@ -65,7 +65,8 @@ def test_items_inside_a_sid_follow_the_live_s_conv(served):
     models.use_s_conv(dict(live))  # the next read, unchanged: nothing is rebuilt
     assert search.searcher.items is items
 
-    version = model_dir / current_version(model_dir.parent, model_dir.name)  # a hot swap loads the new one with them too
+    # a hot swap loads the new one with them too
+    version = model_dir / current_version(model_dir.parent, model_dir.name)
     manifest, config = load_version(version)
     publish(model_dir.parent, model_dir.name, {n: version / n for n in manifest["files"] if n != "config.json"}, config,
             metrics=manifest["metrics"], parent=version.name)

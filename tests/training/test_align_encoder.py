@@ -39,7 +39,8 @@ def test_training_lowers_the_loss_and_keeps_the_trunk_frozen(aligned):
 
 def test_artifact_round_trip_and_refusals(aligned, tmp_path):
     catalog, model, log = aligned
-    version = publish_encoder(model, AlignRecipe(steps=25, batch_size=32), catalog, log, tmp_path / "reg", tmp_path / "work")
+    version = publish_encoder(model, AlignRecipe(steps=25, batch_size=32), catalog, log, tmp_path / "reg",
+                              tmp_path / "work")
     loaded = AlignedEfficientNet.load(resolve(tmp_path / "reg" / "encoder-tiny"))
     paths = catalog.item_images()[:4]
     a = AlignedImageEncoder(model).encode_files(paths, progress=False)

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision_cli.main import app
 from onevision.eval.generative import evaluate_generator, searcher_for, without_user
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
 from onevision.images import ImageError
 from onevision.registry import load_version
+from onevision_cli.main import app
 from training.generator import ALL_STAGES
 
 
@@ -80,7 +80,8 @@ def test_cold_start_user_and_bad_photos(tiny_generator, tiny_world):
     assert len(cold.hits) == 10 and len({h.item_id for h in cold.hits}) == 10
     assert all(h.item_id in set(data.catalog.items["item_id"]) for h in cold.hits + warm.hits)
     assert isinstance(cold.low_confidence, bool) and -1 <= cold.similarity <= 1
-    for bad, reason in ((b"", "empty"), (b"not an image at all", "not an image"), (photo[: len(photo) // 3], "decoded")):
+    for bad, reason in ((b"", "empty"), (b"not an image at all", "not an image"),
+                        (photo[: len(photo) // 3], "decoded")):
         with pytest.raises(ImageError, match=reason):
             search.search([bad])
     with pytest.raises(ValueError, match="codes"):
@@ -93,7 +94,8 @@ def test_the_feature_stores_recent_items_reach_the_category_term(tiny_generator,
     photo = (tiny_world / data.catalog.queries["image"].iloc[0]).read_bytes()
     sids = search.searcher.item_sids
     vis = search.encode([photo, photo])
-    prompts = search.prompts(vis.tokens, vis.embedding, [{"recent_sids": [sids[3].tolist(), "-".join(map(str, sids[5]))]}, {}])
+    prompts = search.prompts(vis.tokens, vis.embedding,
+                             [{"recent_sids": [sids[3].tolist(), "-".join(map(str, sids[5]))]}, {}])
     assert prompts.recent_sids.tolist() == [[sids[3].tolist(), sids[5].tolist()], [[-1] * len(sids[0])] * 2]
 
     (cold,) = search.search([photo])
@@ -107,8 +109,8 @@ def test_the_feature_stores_recent_items_reach_the_category_term(tiny_generator,
 
 def test_cli_train_all_runs_the_named_stages(tiny_world, tiny_tokenizers, tmp_path):
     registry, cache, _ = tiny_tokenizers
-    result = CliRunner().invoke(app, ["train", "all", "--catalog", str(tiny_world), "--preset", "tiny", "--stages", "sft",
-                                      "--name", "generator-cli-test", "--registry", str(registry),
+    result = CliRunner().invoke(app, ["train", "all", "--catalog", str(tiny_world), "--preset", "tiny",
+                                      "--stages", "sft", "--name", "generator-cli-test", "--registry", str(registry),
                                       "--cache", str(cache), "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "sft" in result.output and "val order" in result.output and "generator-cli-test" in result.output

@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 from onevision.baselines.mca import UserArrays
 from onevision.baselines.mca_search import CascadeSearch
 from onevision.catalog.format import load_catalog
-from onevision_cli.main import app
 from onevision.encoders.visual_tokens import encode_images
+from onevision.generator.data import load_generator_data
 from onevision.images import ImageError, load_rgb
 from onevision.registry import load_version, resolve
-from onevision.generator.data import load_generator_data
+from onevision_cli.main import app
 from training.mca import fit_mca
 
 
@@ -49,7 +49,8 @@ def test_published_cascade_ranks_like_the_fitted_one(published, tiny_world):
 def test_cascade_search_answers_photos_with_user_sids(published, tiny_world):
     version, _ = published
     catalog = load_catalog(tiny_world)
-    ranked, plain = CascadeSearch.from_registry(version, catalog), CascadeSearch.from_registry(version, catalog, ranking=False)
+    ranked, plain = (CascadeSearch.from_registry(version, catalog),
+                     CascadeSearch.from_registry(version, catalog, ranking=False))
     photo = (tiny_world / catalog.queries["image"].iloc[0]).read_bytes()
     item = 5
     sid = ranked.item_sids[item]

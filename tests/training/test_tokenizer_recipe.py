@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision_cli.main import app
 from onevision.registry import RegistryError, load_version, resolve
 from onevision.tokenizers import TokenizerError, load_tokenizer
+from onevision_cli.main import app
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.model import OneVisionGenerator, SIDBart
 from onevision.generator.prompt.builder import Prompts
-from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.prompt.vocab import BOS
 
 
@@ -56,7 +56,8 @@ class _Decoder:
             self.qkv.append((torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),
                              torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])))
         # padding as an additive -inf, so the cross-attention is two matmuls and a softmax
-        self.enc_bias = torch.zeros(enc_mask.shape, dtype=enc.dtype).masked_fill(~enc_mask.bool(), float("-inf"))[:, None, None, :]
+        self.enc_bias = torch.zeros(enc_mask.shape, dtype=enc.dtype).masked_fill(~enc_mask.bool(),
+                                                                                 float("-inf"))[:, None, None, :]
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, W, heads, t, d)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, H) -> (B, heads, N, d)

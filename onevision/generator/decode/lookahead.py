@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onevision.generator.sid_items import SIDItems
 from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.sid_items import SIDItems
 
 
 class SimilarityGuide:

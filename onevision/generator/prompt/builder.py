@@ -98,7 +98,8 @@ class PromptTokens:
     def sid_slots(self) -> np.ndarray:
         """(1 + 5 + H, L) positions of the SID slots: long-term, short-term, the image's."""
         L = self.levels
-        starts = [2] + [3 + L + j * L for j in range(SHORT_LEN)] + [self.hint_start + h * L for h in range(self.n_hints)]
+        starts = ([2] + [3 + L + j * L for j in range(SHORT_LEN)]
+                  + [self.hint_start + h * L for h in range(self.n_hints)])
         return np.asarray(starts)[:, None] + np.arange(L)
 
     @property
@@ -152,8 +153,8 @@ class Prompts:
         return len(self.ids)
 
     def __getitem__(self, rows) -> "Prompts":
-        return Prompts(self.ids[rows], self.mask[rows], self.grid[rows], self.embedding[rows], self.hint_similarity[rows],
-                       self.sid_content[rows], self.slots[rows], self.recent_sids[rows])
+        return Prompts(self.ids[rows], self.mask[rows], self.grid[rows], self.embedding[rows],
+                       self.hint_similarity[rows], self.sid_content[rows], self.slots[rows], self.recent_sids[rows])
 
     @property
     def short_sids(self) -> np.ndarray:

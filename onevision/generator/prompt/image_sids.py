@@ -18,7 +18,6 @@ from onevision.tokenizers import Tokenizer, load_tokenizer
 from onevision.tokenizers.base import TokenizerInputs
 from onevision.tokenizers.inputs import _predicted_category_text
 
-
 MODES = ("tokenizer", "nearest-item", "none")  # none: the image alone (IRGen-like)
 
 

@@ -21,14 +21,14 @@ from functools import partial
 
 import numpy as np
 
-from onevision.generator.rank.category_affinity import CATEGORY_WEIGHT, CategoryAffinity
 from onevision.generator.decode.beam import generate_sids
 from onevision.generator.decode.lookahead import SimilarityGuide
-from onevision.generator.model import OneVisionGenerator
-from onevision.generator.rank.price_affinity import PRICE_WEIGHT, PriceAffinity
-from onevision.generator.prompt.builder import Prompts
-from onevision.generator.sid_items import SIDItems, low_confidence
 from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.model import OneVisionGenerator
+from onevision.generator.prompt.builder import Prompts
+from onevision.generator.rank.category_affinity import CATEGORY_WEIGHT, CategoryAffinity
+from onevision.generator.rank.price_affinity import PRICE_WEIGHT, PriceAffinity
+from onevision.generator.sid_items import SIDItems, low_confidence
 
 
 @dataclass
@@ -36,7 +36,8 @@ class SearchResult:
     items: np.ndarray  # (B, k) item rows best first, -1 padded
     sids: np.ndarray  # (B, beam, L) generated SIDs
     scores: np.ndarray  # (B, beam) log-probabilities
-    rescored: np.ndarray  # (B, beam) the scores that ordered the SIDs (log-prob + weight x their best item's similarity)
+    rescored: np.ndarray  # (B, beam) the scores that ordered the SIDs (log-prob + weight x their best
+                          # item's similarity)
     low_confidence: np.ndarray  # (B,) bool
     similarity: np.ndarray  # (B,) best query-item cosine among the top K
     item_scores: np.ndarray  # (B, k) the score that ranked each item (-inf padded)
@@ -114,7 +115,8 @@ class GenerativeSearcher:
         if terms:
             def bonus(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
                 return sum(term(rows, items) for term in terms)  # type: ignore[return-value]  # >= 1 term
-        items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding, self.similarity_weight, bonus)
+        items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding,
+                                                          self.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:
             rescored = scores + self.similarity_weight * sid_best

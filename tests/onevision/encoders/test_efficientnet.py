@@ -39,7 +39,8 @@ def test_encoder_outputs_unit_vectors_and_a_token_grid(efficientnet):
 def test_encoding_is_deterministic_and_batch_independent(efficientnet, tiny_world):
     paths = sorted((tiny_world / "images" / "items").rglob("catalog.jpg"))[:6]
     a = efficientnet.encode_files(paths, progress=False)
-    b = np.concatenate([efficientnet.encode_files(paths[:2], progress=False), efficientnet.encode_files(paths[2:], progress=False)])
+    b = np.concatenate([efficientnet.encode_files(paths[:2], progress=False),
+                        efficientnet.encode_files(paths[2:], progress=False)])
     assert np.allclose(a, b, atol=1e-5)
 
 

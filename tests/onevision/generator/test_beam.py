@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from onevision.generator.decode.beam import beam_search
-from onevision.generator.model import SIDBart, bart_config
 from onevision.generator.decode.reference import dict_trie, generate_reference
 from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.model import SIDBart, bart_config
 from onevision.generator.prompt.vocab import SIDVocab
 
 SIZES = (16, 8, 8, 4, 4)

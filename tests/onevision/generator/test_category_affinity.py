@@ -46,7 +46,8 @@ def test_of_lookalikes_the_one_in_the_shoppers_category_comes_first():
     index = SIDItems.build(sids, np.ones(4))
     aff = CategoryAffinity(index, np.array([0, 1, 1, 0]))
     emb = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], np.float32)
-    beams, scores, query = np.array([[[0, 0], [1, 0]]] * 2), np.array([[0.0, -0.5]] * 2), np.array([[0, 1]] * 2, np.float32)
+    beams, scores, query = (np.array([[[0, 0], [1, 0]]] * 2), np.array([[0.0, -0.5]] * 2),
+                            np.array([[0, 1]] * 2, np.float32))
     recent = np.full((2, 3, 2), -1)
     recent[0] = [[2, 0], [2, 0], [1, 0]]  # user 0 clicks and buys vases; user 1 is new
     lift = aff.lift(recent)

@@ -9,10 +9,10 @@ import torch
 
 from onevision.generator.decode.beam import beam_search
 from onevision.generator.decode.lookahead import SimilarityGuide
-from onevision.generator.model import SIDBart, bart_config
-from onevision.generator.sid_items import SIDItems
 from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.model import SIDBart, bart_config
 from onevision.generator.prompt.vocab import SIDVocab
+from onevision.generator.sid_items import SIDItems
 
 SIZES = (8, 4, 4, 3)
 
@@ -55,7 +55,8 @@ def test_the_guide_refuses_items_of_another_trie(setup):
 def test_a_zero_weight_guide_changes_nothing(setup):
     model, trie, item_sids, emb, x = setup
     plain = beam_search(model, x, None, trie, beam=6)
-    zero = beam_search(model, x, None, trie, beam=6, guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 0.0))
+    zero = beam_search(model, x, None, trie, beam=6,
+                       guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 0.0))
     assert (plain.sids == zero.sids).all()
     np.testing.assert_allclose(plain.scores, zero.scores, rtol=1e-6)
 

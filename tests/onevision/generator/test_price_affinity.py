@@ -36,7 +36,8 @@ def test_of_variants_sharing_a_sid_the_one_at_the_shoppers_price_level_comes_fir
     index = SIDItems.build(sids, np.array([5.0, 1.0, 0.0, 0.0]))
     prices = PriceAffinity(index, rel)
     emb = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], np.float32)
-    beams, scores, query = np.array([[[0, 1], [1, 1]]] * 3), np.array([[0.0, -1.0]] * 3), np.array([[0, 1]] * 3, np.float32)
+    beams, scores, query = (np.array([[[0, 1], [1, 1]]] * 3), np.array([[0.0, -1.0]] * 3),
+                            np.array([[0, 1]] * 3, np.float32))
     short = np.full((3, 5, 2), -1)
     short[0, 0] = [2, 0]  # clicked a dear item
     short[1, 0] = [0, 1]  # clicked the mixed SID: level 0, both variants equally far

@@ -18,10 +18,12 @@ def test_layout_positions_and_cold_start():
     long_sid = np.array([[1, 2, 3], [-1, -1, -1]])
     short = np.full((2, SHORT_LEN, 3), -1)
     short[0, 0] = [7, 3, 0]
-    p = build_prompts(t, PromptInputs(np.zeros((2, 4, 320)), np.zeros((2, 256)), t.scene_ids(["image_search", "nowhere"]),
-                                      long_sid, short, t.title_ids(["red bag", ""]), np.array([[2, 1, 0], [-1, -1, -1]])))
+    p = build_prompts(t, PromptInputs(np.zeros((2, 4, 320)), np.zeros((2, 256)),
+                                      t.scene_ids(["image_search", "nowhere"]), long_sid, short,
+                                      t.title_ids(["red bag", ""]), np.array([[2, 1, 0], [-1, -1, -1]])))
     ids, L = p.ids.numpy(), 3
-    assert ids.shape == (2, t.length) and t.length == 1 + 1 + L + 1 + SHORT_LEN * L + 1 + t.title_len + 1 + L + 1 + 5 + 1
+    assert (ids.shape == (2, t.length)
+            and t.length == 1 + 1 + L + 1 + SHORT_LEN * L + 1 + t.title_len + 1 + L + 1 + 5 + 1)
     assert (ids[:, 0] == BOS).all() and (ids[:, -1] == EOS).all()
     assert ids[0, 1] == t.scene_offset and ids[1, 1] == t.scene_offset + t.scenes.index("unknown")
     vocab = t.vocab

@@ -38,7 +38,7 @@ def test_one_actual_token_per_cluster_batched():
     for r in range(6):
         assert sorted(group[r, keep[r]].tolist()) == list(range(5))  # every group kept exactly once
         members = [(group[r] == c).nonzero().flatten() for c in range(5)]
-        for c, idx in enumerate(members):  # the kept token is the one nearest its group's centre
+        for _, idx in enumerate(members):  # the kept token is the one nearest its group's centre
             centre = x[r, idx].mean(0)
             nearest = idx[(x[r, idx] - centre).norm(dim=1).argmin()]
             assert nearest in keep[r]

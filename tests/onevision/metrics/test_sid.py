@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from onevision.metrics.sid import (category_purity, code_usage, icr, ico, level_entropy, prefix_cur,
-                                   quantized_ann_score, sid_report, view_consistency)
+from onevision.metrics.sid import (
+    category_purity,
+    code_usage,
+    ico,
+    icr,
+    level_entropy,
+    prefix_cur,
+    quantized_ann_score,
+    sid_report,
+    view_consistency,
+)
 
 SIDS = np.array([[0, 1, 2], [0, 1, 2], [0, 2, 0], [1, 0, 0]])  # items 0 and 1 collide
 

@@ -29,7 +29,8 @@ def _world(n_items=300, views=2, seed=0):
     return items, pairs
 
 
-SIZES = {"vrq": (16, 8, 4, 4, 4), "rq-kmeans": (16, 8, 4), "rq-opq": (16, 8, 4, 4, 4), "opq": (4,) * 5, "rqvae": (16, 8, 4)}
+SIZES = {"vrq": (16, 8, 4, 4, 4), "rq-kmeans": (16, 8, 4), "rq-opq": (16, 8, 4, 4, 4), "opq": (4,) * 5,
+         "rqvae": (16, 8, 4)}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
