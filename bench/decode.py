@@ -7,47 +7,47 @@ without the constraint (the cost of the trie), and ours with vs without the sear
 similarity look-ahead (`generator.decode.lookahead`, its bonuses computed per call), each pair timed in a
 run of its own, alternating the two and nothing else: next to a call of transformers' beam search (hundreds of MB allocated and
 freed, caches flushed) whichever variant runs right after it pays for it, which at a few
-milliseconds per call swamps the trie's cost. Writes reports/bench_decode.json.
+milliseconds per call swamps the trie's cost. Writes <--out>/bench_decode.json.
 
-    python bench/decode.py                              # a trained generator if the registry has one
+    python bench/decode.py                              # the small world's generator if the registry has one
     python bench/decode.py --generator data/registry/generator-vrq-small
+    python bench/decode.py --smoke --out /tmp/bench     # beams 4 and 16, batches 1 and 2, 2 repeats
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
+from common import options, parse, write_report
 from safetensors.numpy import load_file
 
 from onevision.generator.decode.beam import beam_search
 from onevision.generator.decode.lookahead import SimilarityGuide
+from onevision.generator.decode.reference import dict_trie, generate_reference
+from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.builder import PromptInputs, PromptTokens, build_prompts
-from onevision.generator.decode.reference import dict_trie, generate_reference
-from onevision.generator.rank.sid_items import SIDItems
 from onevision.generator.rank.searcher import SIMILARITY_WEIGHT
-from onevision.generator.decode.trie import SIDTrie
+from onevision.generator.sid_items import SIDItems
 from training.generator import ITEM_EMBEDDING
 
+SMOKE = {"beams": "4,16", "batches": "1,2", "repeats": 2, "constraint_repeats": 2}
 
-def load_setup(generator: str | None, registry: Path) -> tuple[OneVisionGenerator, np.ndarray, np.ndarray, str]:
-    """The generator, its catalog's SIDs and V's item embeddings, or a random small model over
-    random SIDs and embeddings."""
-    from onevision.registry import current_version, load_version, resolve, resolve_ref
+
+def load_setup(generator: str | None, registry: Path,
+               catalog: Path) -> tuple[OneVisionGenerator, np.ndarray, np.ndarray, str]:
+    """The generator (default: the one serving `catalog`, if the registry has it), its catalog's
+    SIDs and V's item embeddings, or a random small model over random SIDs and embeddings."""
     from onevision.items import load_item_table
+    from onevision.registry import current_version, load_version, resolve, resolve_ref
+    from serving.models import default_model
 
-    if generator is None:
-        # the served model (generator-vrq-<catalog>) before the ablations (generator-vrq-no-...-<catalog>)
-        found = sorted((p.name for p in registry.glob("generator-vrq-*") if current_version(registry, p.name)),
-                       key=lambda name: (name.count("-"), name)) if registry.is_dir() else []
-        generator = str(registry / found[0]) if found else None
+    if generator is None and current_version(registry, default_model(catalog)):
+        generator = str(registry / default_model(catalog))
     if generator is not None:
         version = resolve(generator, registry)
         config = load_version(version)[1]
@@ -92,17 +92,15 @@ def timed(fns: dict, repeats: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = options(__doc__)
     ap.add_argument("--generator", default=None, help="registry version or model dir (default: the served generator-vrq-<catalog> if any)")
-    ap.add_argument("--registry", type=Path, default=Path("data/registry"))
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--constraint-repeats", type=int, default=31, help="repeats of each pair: constrained/unconstrained, plain/look-ahead")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_decode.json"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
     torch.set_grad_enabled(False)
-    model, sids, item_emb, source = load_setup(args.generator, args.registry)
+    model, sids, item_emb, source = load_setup(args.generator, args.registry, args.catalog)
     trie = SIDTrie(sids, model.vocab.sizes)
     guide = SimilarityGuide(trie, SIDItems.build(sids, np.zeros(len(sids))), item_emb)
     t0 = time.perf_counter()
@@ -141,9 +139,7 @@ def main() -> None:
     report = {"model": source, "preset": model.preset, "sid_sizes": list(model.vocab.sizes), "n_sids": int(len(trie.sids)),
               "prompt_length": model.tokens.length, "dict_trie_build_s": dict_s, "rows": rows,
               "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args, "bench_decode.json", report)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ publishing gated versions to that copy, and the simulator's shoppers. Reported:
 - freshness: for every session an accepted version trained on, the time from its last event
   (the purchase) to the moment serving reported that version live (/healthz, polled each second);
 - the job's versions: accepted, rejected, examples, gate scores.
-Writes reports/bench_dpo_loop.json and reports/bench_dpo_loop.png.
+Writes <--out>/bench_dpo_loop.json and <--out>/bench_dpo_loop.png.
 
     python bench/dpo_loop.py --catalog data/worlds/small --duration 1200
+    python bench/dpo_loop.py --smoke --out /tmp/bench   # the tiny world, 12 s of traffic at 2/s, micro-batches of 4
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import shutil
@@ -32,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import requests
 import yaml
-from common import data_options, save_figure
+from common import embedded_services, ensure_models, options, parse, save_figure, write_report
 
 MODEL = "generator-dpo-loop"
+SMOKE = {"duration": 12.0, "rate": 2.0, "concurrency": 2, "port": 0, "window": 5.0, "session_idle": 2.0,
+         "micro_batch": 4, "max_wait": 2.0, "steps": 1}
 
 
 def private_registry(registry: Path, catalog_name: str, root: Path) -> Path:
@@ -114,13 +115,11 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_options(ap)
-    ap.add_argument("--work", type=Path, default=Path("data/bench/dpo_loop"), help="private registry and service state")
+    ap = options(__doc__, work="dpo_loop")  # --work: the private registry and the services' state
     ap.add_argument("--duration", type=float, default=1200.0, help="seconds of traffic (the issue allows 20 minutes)")
     ap.add_argument("--rate", type=float, default=8.0, help="searches a second")
     ap.add_argument("--concurrency", type=int, default=12)
-    ap.add_argument("--port", type=int, default=8300)
+    ap.add_argument("--port", type=int, default=8300, help="the service's HTTP port (0: a free one)")
     ap.add_argument("--unit", choices=("request", "user"), default="request",
                     help="what is randomized between the variants: requests (every shopper sees both models, so "
                          "the comparison is free of between-shopper variance) or shoppers")
@@ -132,12 +131,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("reports"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
 
-    from infra import services as svc
     from infra.process import free_port
-    from infra.settings import KafkaSettings, RedisSettings, Settings
     from onevision.catalog.format import load_catalog
     from onevision.registry import load_version, resolve_ref
     from serving.ab_report import per_request, read_events, summarize
@@ -149,40 +145,39 @@ def main() -> None:
     from training.launch import start_dpo_job, stop_dpo_job
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM still stops every process this started
+    ensure_models(args)
     catalog = load_catalog(args.catalog)
     work = args.work.resolve()
     registry = private_registry(args.registry, catalog.name, work / "registry")
     start = registry / MODEL / "v0001"
     tokenizer = resolve_ref(load_version(start)[1]["tokenizer"], start)
-    settings = Settings(state_dir=work / "state", kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
-                        redis=RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
-    shutil.rmtree(work / "state", ignore_errors=True)
-    svc.up(settings, tie_to_parent=True)
-    url = f"http://127.0.0.1:{args.port}"
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
     stop, seen = threading.Event(), {}
-    try:
-        start_workers(settings, tokenizer, session_idle_s=args.session_idle)
-        start_service(settings, catalog.root, registry, args.port, experiments=experiments_file(work / "experiments.yaml", args.unit))
-        start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
-                      {"micro-batch": args.micro_batch, "max-wait": args.max_wait, "steps": args.steps, "lr": args.lr,
-                       "beta": args.beta, "seed": args.seed})
-        print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
-        threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()
-        producer = EventProducer(settings)
-        t0 = time.time()
-        stats = run_traffic(url, ShopperWorld.load(catalog), producer, args.rate, args.duration, seed=args.seed,
-                            concurrency=args.concurrency)
-        producer.close()
-        time.sleep(3)
-        stop.set()
-        events = read_events(settings, "dpo-loop")
-        rows = job_versions(registry, MODEL, "onevision-dpo")
-    finally:
-        stop.set()
-        stop_dpo_job(settings)
-        stop_service(settings)
-        stop_workers(settings)
-        svc.down(settings)
+    with embedded_services(work / "state") as settings:
+        try:
+            start_workers(settings, tokenizer, session_idle_s=args.session_idle)
+            start_service(settings, catalog.root, registry, port,
+                          experiments=experiments_file(work / "experiments.yaml", args.unit))
+            start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
+                          {"micro-batch": args.micro_batch, "max-wait": args.max_wait, "steps": args.steps,
+                           "lr": args.lr, "beta": args.beta, "seed": args.seed})
+            print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
+            threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()
+            producer = EventProducer(settings)
+            t0 = time.time()
+            stats = run_traffic(url, ShopperWorld.load(catalog), producer, args.rate, args.duration, seed=args.seed,
+                                concurrency=args.concurrency)
+            producer.close()
+            time.sleep(3)
+            stop.set()
+            events = read_events(settings, "dpo-loop")
+            rows = job_versions(registry, MODEL, "onevision-dpo")
+        finally:
+            stop.set()
+            stop_dpo_job(settings)
+            stop_service(settings)
+            stop_workers(settings)
 
     summary = summarize(per_request(events), control="frozen")
     live = summary["variants"].get("live", {})
@@ -209,15 +204,14 @@ def main() -> None:
                                 if r["status"] == "accepted" and r["version"] in seen],
         "windows": windows(events, t0, args.window),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_dpo_loop.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, args.out / "bench_dpo_loop.png")
+    path = write_report(args, "bench_dpo_loop.json", report)
+    plot(report, path.with_suffix(".png"))
     for v, s in report["variants"].items():
         o = s["orders_per_1k"]
         print(f"{v:<7} {s['requests']:>6} requests  orders/1k {o['value']:.1f} [{o['ci95'][0]:.1f}, {o['ci95'][1]:.1f}]")
     print(f"p (live vs frozen) = {report['p_value_live_vs_frozen']:.4f}; freshness {report['freshness_s']}; "
           f"{sum(r['status'] == 'accepted' for r in rows)} accepted / {len(rows)} versions")
-    print(f"-> {args.out / 'bench_dpo_loop.json'}, {args.out / 'bench_dpo_loop.png'}")
+    print(f"-> {path}, {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

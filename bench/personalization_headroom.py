@@ -10,7 +10,7 @@ offline` scores it) at `--beam`:
 - `w/o P.`: the generator with the user features blanked (no user SIDs, no recent items: no
   price level or category affinity either);
 - `w/ P., generator only`: with the request-time user SIDs in the prompt, without the searcher's
-  price-affinity (`generator.price_affinity`) and category-affinity (`generator.category_affinity`)
+  price-affinity (`generator.rank.price_affinity`) and category-affinity (`generator.rank.category_affinity`)
   terms;
 - `w/ P., + price term`: the same with the price-affinity term only;
 - `w/ P. (served)`: with both terms, as `eval offline` and serving rank;
@@ -24,33 +24,27 @@ offline` scores it) at `--beam`:
 Each re-score adds weight x taste to an item's search score (its SID's log-prob + similarity
 weight x its cosine to the photo). The weights are chosen on one split and scored on the
 other (cross-fitted both ways), so the figure is not tuned on the queries it reports. Paired
-bootstrap 95% intervals for the differences. Writes reports/bench_personalization.json.
+bootstrap 95% intervals for the differences. Writes <--out>/bench_personalization.json.
 
     python bench/personalization_headroom.py --catalog data/worlds/small
+    python bench/personalization_headroom.py --smoke --out /tmp/bench   # the tiny world, beam 8, top 5
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from common import options, parse, served_generator, write_report
 
-from onevision.catalog.format import load_catalog
 from onevision.eval.generative import searcher_for, without_user
-from onevision.generator.model import OneVisionGenerator
-from onevision.registry import resolve, trained_run
 from onevision.world.products import BRANDS, CATEGORIES, COLOUR_GROUP_OF, COLOURS
 from onevision.world.users import BehaviourModel, ItemArrays, Shoppers, utility
-from serving.models import default_model
-from onevision.generator.data import data_for_version
-from common import data_options
 
+SMOKE = {"beam": 8, "k": 5}
 SPLITS = ("val", "test")
 SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -131,22 +125,17 @@ def bootstrap(diff: np.ndarray, rng: np.random.Generator, n: int = 4000) -> list
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_options(ap)
+    ap = options(__doc__)
     ap.add_argument("--beam", type=int, default=256)
     ap.add_argument("--k", type=int, default=10, help="re-score the top k of each search")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_personalization.json"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    catalog = load_catalog(args.catalog)
+    catalog, version, data, model = served_generator(args)
     missing = {"colour", "brand", "quality"} - set(catalog.items.columns)
     if missing or catalog.users is None or "fav_colour" not in catalog.users.columns:
         raise SystemExit(f"{args.catalog} is not a synthetic world (it lacks the ground-truth tastes and "
                          f"item attributes this bench reads: {sorted(missing) or 'users.parquet tastes'})")
-    version = trained_run(resolve(args.registry / default_model(args.catalog)))
-    data = data_for_version(catalog, version, args.cache)
-    model = OneVisionGenerator.load(version)
     searcher = searcher_for(model, data)
     price_only = searcher_for(model, data, category_weight=0.0)
     generator_only = searcher_for(model, data, price_weight=0.0, category_weight=0.0)
@@ -199,14 +188,12 @@ def main() -> None:
     report = {"catalog": str(args.catalog), "generator": str(version), "beam": args.beam, "k": args.k,
               "order_queries": n, "hr1_order": result, "gains_over_no_user": gains, "weights": chosen,
               "history_features": list(HistoryTaste.FEATURES), "seconds": round(time.perf_counter() - t0, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"ORDER HR@1 at beam {args.beam} (weights fit on the other split): val {n['val']}, test {n['test']} queries")
     for name, r in result.items():
         print(f"  {name:<22} val {r['val']:6.2f}  test {r['test']:6.2f}  both {r['val+test']:6.2f}")
     for name, g in gains.items():
         print(f"  {name:<32} {g['points']:+.2f} points [{g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f}]")
-    print(f"wrote {args.out}")
+    write_report(args, "bench_personalization.json", report)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ Per variant:
   peak-RSS mark (/proc/self/clear_refs) and answers a serving batch of `--memory-batch` photos at
   `--beam`; its VmHWM is the peak, and VmHWM minus the RSS before the search is the search's
   working memory.
-Students are trained under `--runs` and reused by later runs. Writes reports/bench_pruning.json
+Students are trained under `--work` and reused by later runs. Writes <--out>/bench_pruning.json
 and a PNG shaped like the paper's Figure 5.
 
     python bench/pruning.py --catalog data/worlds/small
+    python bench/pruning.py --smoke --out /tmp/bench    # the tiny world: keep 2, one short epoch, beam 8
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -31,20 +31,22 @@ import platform
 import subprocess
 import sys
 import time
+from argparse import SUPPRESS
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import options, parse, save_figure, served_generator, write_report
 
 from onevision.catalog.format import load_catalog
 from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
-from onevision.registry import read_version, resolve, resolve_ref, trained_run
-from serving.models import default_model
+from onevision.registry import read_version, resolve_ref
 from training.distill import distill, preset_config
-from onevision.generator.data import data_for_version
-from common import data_options, save_figure
+
+SMOKE = {"preset": "tiny", "keeps": "2", "v_sub": 2, "epochs": 1, "max_examples": 32, "beam": 8,
+         "latency_queries": 3, "memory_batch": 2}
 
 
 def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
@@ -125,30 +127,25 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_options(ap)
-    ap.add_argument("--runs", type=Path, default=Path("data/bench/pruning"))
+    ap = options(__doc__, work="pruning")
+    ap.add_argument("--preset", default="small", help="the distillation preset (training.distill)")
     ap.add_argument("--keeps", default="12,8,5,3", help="kept-token counts of the distilled sweep")
     ap.add_argument("--v-sub", type=int, default=3, help="where the ablations are trained")
-    ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the small preset's)")
-    ap.add_argument("--max-examples", type=int, default=None, help="distillation examples (default: the small preset's)")
+    ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: --preset's)")
+    ap.add_argument("--max-examples", type=int, default=None, help="distillation examples (default: --preset's)")
     ap.add_argument("--beam", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--latency-queries", type=int, default=60)
     ap.add_argument("--memory-batch", type=int, default=16, help="photos per search in the memory measurement "
                                                                    "(serving's batch size)")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_pruning.json"))
-    ap.add_argument("--teacher", help=argparse.SUPPRESS)
-    ap.add_argument("--child-memory", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--teacher", help=SUPPRESS)
+    ap.add_argument("--child-memory", help=SUPPRESS)
+    args = parse(ap, SMOKE)
     if args.child_memory:
         return child_memory(args)
 
     torch.set_num_threads(2)
-    catalog = load_catalog(args.catalog)
-    args.teacher = trained_run(resolve(args.registry / default_model(args.catalog)))
-    data = data_for_version(catalog, args.teacher, args.cache)
-    teacher = OneVisionGenerator.load(args.teacher)
+    catalog, args.teacher, data, teacher = served_generator(args)
     v_max = teacher.tokens.n_visual
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_examples", args.max_examples)) if v}
     variants: list[tuple[str, str, int, OneVisionGenerator, dict]] = [("unpruned", "unpruned", v_max, teacher, {})]
@@ -156,9 +153,9 @@ def main() -> None:
     plan += [(f"ntp, no curriculum@{args.v_sub}", "ntp", args.v_sub, {"keep": args.v_sub, "loss": "ntp", "curriculum": False}),
              (f"kl, no curriculum@{args.v_sub}", "kl", args.v_sub, {"keep": args.v_sub, "curriculum": False})]
     for name, kind, keep, opts in plan:
-        cfg = preset_config("small", **overrides, **opts)
+        cfg = preset_config(args.preset, **overrides, **opts)
         t0 = time.perf_counter()
-        student, log = distill(teacher, data, cfg, args.runs / args.teacher.name / name.replace(" ", "_").replace(",", ""))
+        student, log = distill(teacher, data, cfg, args.work / args.teacher.name / name.replace(" ", "_").replace(",", ""))
         print(f"{name}: schedule {log['keep_schedule']}, {time.perf_counter() - t0:.0f}s", flush=True)
         variants.append((name, kind, keep, student, {"schedule": log["keep_schedule"], "train_seconds": round(log["seconds"], 1)}))
     pruned = copy.deepcopy(teacher)
@@ -197,7 +194,7 @@ def main() -> None:
 
     # memory: a fresh process per variant
     for row, (name, _, _, model, _) in zip(rows, variants):
-        folder = args.runs / args.teacher.name / "models" / name.replace(" ", "_").replace(",", "")
+        folder = args.work / args.teacher.name / "models" / name.replace(" ", "_").replace(",", "")
         model.save(folder)
         (folder / "config.json").write_text(json.dumps(model.config()))
         row["memory"] = {k: round(v, 1) for k, v in measure_memory(args, folder).items()}
@@ -211,10 +208,7 @@ def main() -> None:
     report = {"machine": platform.node(), "cpus": os.cpu_count(), "catalog": catalog.name, "teacher": str(args.teacher),
               "beam": args.beam, "threads": args.threads, "v_max": v_max, "v_sub": args.v_sub,
               "test_queries": len(test), "latency_queries": len(photos) - 1, "variants": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    plot(report, write_report(args, "bench_pruning.json", report).with_suffix(".png"))
 
 
 if __name__ == "__main__":

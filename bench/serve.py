@@ -12,26 +12,26 @@ Each load phase also counts the CPU every process on the machine spent on it, pe
 role (the model replica, the ingress, Serve's HTTP proxy, this client, the rest): only the model's
 share can shrink with batching, and CPU per request over the cores bounds the queries/s.
 Needs the broker and Redis (`onevision infra up`; started here, tied to this process, when they
-do not answer) and a trained generator. Writes reports/bench_serve.json.
+do not answer; --smoke starts its own) and a trained generator. Writes <--out>/bench_serve.json.
 
     python bench/serve.py --catalog data/worlds/small
+    python bench/serve.py --smoke --out /tmp/bench     # the tiny world, 16 searches at beam 8, a free port
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import psutil
 import requests
-from common import data_options
+from common import embedded_services, ensure_models, options, parse, write_report
+
+SMOKE = {"requests": 16, "concurrency": 4, "compare_requests": 8, "overhead_repeats": 3, "beam": 8, "port": 0}
 
 
 def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
@@ -104,25 +104,29 @@ def stage_means(url: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_options(ap, cache=False)
+    ap = options(__doc__)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--compare-requests", type=int, default=320)
     ap.add_argument("--overhead-repeats", type=int, default=41)
     ap.add_argument("--beam", type=int, default=256)
-    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--port", type=int, default=8000, help="HTTP port (0: a free one)")
     ap.add_argument("--torch-threads", type=int, default=1, help="the model's threads, in the service and in the bare call")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_serve.json"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
+    ensure_models(args, mca=True)  # the app's default experiment serves OneVision and MCA
+    with embedded_services(configured=not args.smoke) as settings:
+        report = measure(args, settings)
+    write_report(args, "bench_serve.json", report)
 
+
+def measure(args, settings) -> dict:
+    """The three phases against the app on `settings`' broker and Redis."""
     import ray
     import torch
     from ray import serve
 
     from features.client import feature_store, user_features
-    from infra import services as svc
-    from infra.settings import load_settings
+    from infra.process import free_port
     from onevision.catalog.format import load_catalog
     from onevision.generator.image_search import ImageSearch
     from onevision.images import load_rgb
@@ -130,18 +134,16 @@ def main() -> None:
     from serving.app import build
     from serving.models import default_model
 
-    settings = load_settings()
-    if not all(s["healthy"] for s in svc.status(settings)):
-        svc.up(settings, tie_to_parent=True)
     catalog = load_catalog(args.catalog)
     q = catalog.queries[catalog.queries["split"] == "test"]
     photos = [((args.catalog / img).read_bytes(), user) for img, user in zip(q["image"], q["user_id"])]
     app_args = {"catalog": str(args.catalog), "registry": str(args.registry), "beam": args.beam,
                 "settings": settings.model_dump(mode="json"), "torch_threads": args.torch_threads}
 
+    port = args.port or free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    url = f"http://127.0.0.1:{args.port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
     report: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "beam": args.beam,
                     "catalog": catalog.name}
     try:
@@ -190,9 +192,7 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/stream.py                      # 200k events, freshness at 2k events/s
     python bench/stream.py --events 400000 --rate 2000 --seconds 30
+    python bench/stream.py --smoke --out /tmp/bench     # 3k events, freshness at 500/s for 3 s
 
 Starts an embedded broker and Redis on free ports, produces synthetic image-search traffic,
 then measures on the same events:
@@ -11,38 +12,33 @@ then measures on the same events:
 - feast_push: Feast `push` once per event, the same feature rows, on a sample of events;
 - freshness: a worker subprocess fed at a steady rate with fresh events; time from the
   producer's timestamp to the Redis commit that made the feature readable, p50/p99.
-Writes reports/bench_stream.json and a PNG beside it.
+Writes <--out>/bench_stream.json and a PNG beside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import redis
+from common import embedded_services, options, parse, save_figure, write_report
 from kafka import KafkaConsumer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from features.client import feature_store
+from infra.settings import Settings
+from onevision.items import sid_string
+from streaming.launch import worker_argv
+from streaming.replay import encode_events, replay
+from streaming.status import end_offsets
+from streaming.synthetic import synthetic_events, synthetic_table
+from streaming.worker import FeatureWorker, WorkerConfig, namespace, tune_gc
 
-from features.client import feature_store  # noqa: E402
-from infra import services as svc  # noqa: E402
-from infra.process import free_port  # noqa: E402
-from infra.settings import KafkaSettings, RedisSettings, Settings  # noqa: E402
-from streaming.launch import worker_argv  # noqa: E402
-from streaming.replay import encode_events, replay  # noqa: E402
-from streaming.status import end_offsets  # noqa: E402
-from streaming.synthetic import synthetic_events, synthetic_table  # noqa: E402
-from streaming.worker import FeatureWorker, WorkerConfig, namespace, tune_gc  # noqa: E402
-from common import save_figure
+SMOKE = {"events": 3_000, "push_sample": 50, "rate": 500, "seconds": 3.0}
 
 
 def bare_consumer(settings: Settings, n: int) -> float:
@@ -78,14 +74,16 @@ def ours(settings: Settings, table, n: int) -> tuple[float, dict]:
 
 
 def feast_push(settings: Settings, table, events: pd.DataFrame, sample: int) -> float:
-    """Feast's own write path, one push per event, carrying the same user feature row."""
+    """Feast's own write path, one push per event, carrying the same user feature row (every
+    field of the user view)."""
     store = feature_store(settings, backend="redis")
     ev = events.head(sample)
     start = time.perf_counter()
     for row in ev.itertuples():
+        sid = table.sid(row.item_id)
         store.push("user_behaviour_push", pd.DataFrame({
-            "user_id": [row.user_id], "short_sids": [["-".join(map(str, table.sid(row.item_id)))]],
-            "long_sid": [table.sid(row.item_id)], "event_timestamp": [pd.Timestamp(row.ts, unit="ms", tz="UTC")]}))
+            "user_id": [row.user_id], "short_sids": [[sid_string(sid)]], "long_sid": [sid],
+            "recent_sids": [[sid_string(sid)]], "event_timestamp": [pd.Timestamp(row.ts, unit="ms", tz="UTC")]}))
     return sample / (time.perf_counter() - start)
 
 
@@ -104,7 +102,7 @@ def freshness(settings: Settings, table_path: Path, table, rate: int, seconds: f
         return sum(json.loads(v)["events"] for v in r.hgetall(f"{ns}:workers").values())
 
     try:
-        warm = synthetic_events(table, 2000, seed=7, start_ms=int(time.time() * 1000))
+        warm = synthetic_events(table, min(2000, 2 * rate), seed=7, start_ms=int(time.time() * 1000))
         replay(settings, warm, rate=rate)
         deadline = time.time() + 90
         while applied() < len(warm) and time.time() < deadline:  # joined the group and caught up
@@ -122,22 +120,18 @@ def freshness(settings: Settings, table_path: Path, table, rate: int, seconds: f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = options(__doc__, data=False)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--push-sample", type=int, default=2_000)
     ap.add_argument("--rate", type=int, default=2_000)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_stream.json"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
 
-    state = Path(tempfile.mkdtemp(prefix="bench_stream_"))
-    settings = Settings(state_dir=state, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", partitions=4),
-                        redis=RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
-    svc.up(settings, tie_to_parent=True)
-    try:
+    with embedded_services(partitions=4) as settings:
         table = synthetic_table(n_items=5000, dim=128)
-        table_path = state / "item_sids.parquet"
-        pd.DataFrame({"item_id": table.item_ids, "sid": list(table.sids), "vector": list(table.vectors)}).to_parquet(table_path)
+        table_path = settings.state_dir / "item_sids.parquet"
+        pd.DataFrame({"item_id": table.item_ids, "sid": list(table.sids),
+                      "vector": list(table.vectors)}).to_parquet(table_path)
         events = synthetic_events(table, args.events, n_users=2000)
         print(f"producing {len(events):,} events ...", flush=True)
         produced = replay(settings, events)
@@ -150,9 +144,6 @@ def main() -> None:
         print(f"  {push:,.0f} events/s\nfreshness at {args.rate}/s ...", flush=True)
         fresh = freshness(settings, table_path, table, args.rate, args.seconds)
         print(f"  p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms", flush=True)
-    finally:
-        svc.down(settings)
-        shutil.rmtree(state, ignore_errors=True)
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "events": len(events), "event_bytes_mean": round(sum(map(len, encode_events(events.head(1000)))) / 1000, 1),
@@ -169,10 +160,8 @@ def main() -> None:
     }
     report["pass"] = (report["ours_vs_bare"] >= 0.7 and ours_rate >= 15000 and report["ours_vs_feast_push"] >= 30
                       and fresh["p99_ms"] < 1000)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    plot(report, args.out.with_suffix(".png"))
     print(json.dumps(report, indent=2))
+    plot(report, write_report(args, "bench_stream.json", report).with_suffix(".png"))
 
 
 def plot(report: dict, path: Path) -> None:

@@ -2,14 +2,14 @@
 
     python bench/world_speed.py --preset large          # the 100k-item world
     python bench/world_speed.py --preset small --seed 3
+    python bench/world_speed.py --smoke --out /tmp/bench  # the tiny preset, a few seconds
 
 Builds into a scratch directory (deleted afterwards unless --keep) and writes
-reports/bench_world_<preset>.json.
+<--out>/bench_world_<preset>.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,18 +18,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import options, parse, write_report
+
 from onevision.world.build import build_world
 from onevision.world.config import preset
 
+SMOKE = {"preset": "tiny"}
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = options(__doc__, data=False)
     ap.add_argument("--preset", default="large")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="build here and keep it")
-    ap.add_argument("--reports", type=Path, default=Path("reports"))
-    args = ap.parse_args()
+    args = parse(ap, SMOKE)
 
     cfg = preset(args.preset, seed=args.seed, workers=args.workers)
     scratch = Path(tempfile.mkdtemp(prefix="onevision-world-"))
@@ -46,11 +49,8 @@ def main() -> None:
         "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
     }
     shutil.rmtree(scratch, ignore_errors=True)
-    args.reports.mkdir(parents=True, exist_ok=True)
-    path = args.reports / f"bench_world_{args.preset}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_report(args, f"bench_world_{args.preset}.json", result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Every benchmark in bench/ runs with --smoke (its own code path at tiny sizes) as a subprocess,
+exits 0 and writes its JSON, with the keys its readers expect, under a temporary --out.
+
+The benches that read a world and models get the session's tiny world and a private copy of the
+registry and feature cache the tiny generator was trained into (a bench that fits what it lacks,
+serving's MCA ranker, writes only there); the others need nothing. stream, serve and dpo_loop
+start their own broker and Redis (and Ray Serve): about a minute each on two cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Bench:
+    report: str  # the file it writes under --out
+    keys: frozenset[str]  # top-level keys the report must hold
+    models: bool = False  # reads the tiny world and its models (--data, --catalog)
+    check: Callable[[dict], bool] = lambda report: True
+    services: bool = False  # starts its own broker and Redis
+
+    def marks(self) -> list:
+        return [pytest.mark.integration, pytest.mark.timeout(420)] if self.services else []
+
+
+def keys(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+BENCHES = {
+    "world_speed": Bench("bench_world_tiny.json", keys("preset", "n_items", "n_events", "seconds", "items_per_second"),
+                         check=lambda r: r["preset"] == "tiny" and r["n_items"] > 0),
+    "decode": Bench("bench_decode.json", keys("model", "n_sids", "prompt_length", "dict_trie_build_s", "rows"),
+                    models=True, check=lambda r: "generator-vrq-tiny" in r["model"] and len(r["rows"]) == 4
+                    and all(row["all_valid"] and row["lookahead_all_valid"] for row in r["rows"])),
+    "affinity_weights": Bench("bench_affinity_category_val.json", keys("generator", "term", "split", "beam", "rows"),
+                              models=True, check=lambda r: [row["weight"] for row in r["rows"]] == [0.0, 2.0]),
+    "personalization_headroom": Bench("bench_personalization.json",
+                                      keys("order_queries", "hr1_order", "gains_over_no_user", "weights"),
+                                      models=True, check=lambda r: len(r["hr1_order"]) == 6),
+    "pruning": Bench("bench_pruning.json", keys("teacher", "beam", "v_max", "v_sub", "test_queries", "variants"),
+                     models=True, check=lambda r: len(r["variants"]) == 5
+                     and all(v["memory"]["peak_rss_mb"] > 0 for v in r["variants"])),
+    "stream": Bench("bench_stream.json", keys("events", "bare_consumer_events_per_s", "ours_events_per_s",
+                                              "feast_push_per_event_events_per_s", "ours_worker", "freshness", "pass"),
+                    services=True,
+                    check=lambda r: r["ours_worker"]["applied"] == r["events"] and r["ours_worker"]["dlq"] == 0),
+    "serve": Bench("bench_serve.json", keys("beam", "catalog", "load", "overhead", "batching"), models=True,
+                   services=True,
+                   check=lambda r: r["load"]["errors"] == 0 and r["batching"]["unbatched"]["errors"] == 0),
+    "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
+                                                  "freshness_s", "versions", "windows"),
+                      models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),
+}
+
+
+@pytest.fixture(scope="module")
+def bench_data(tiny_generator, tiny_tokenizers, tmp_path_factory) -> Path:
+    """A --data root holding copies of the tiny registry (generator included) and feature cache."""
+    registry, cache, _ = tiny_tokenizers
+    root = tmp_path_factory.mktemp("bench_data")
+    shutil.copytree(registry, root / "registry")
+    shutil.copytree(cache, root / "cache" / "features")
+    return root
+
+
+def test_every_bench_is_covered():
+    assert sorted(BENCHES) == sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "common")
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=bench.marks()) for name, bench in BENCHES.items()])
+def test_bench_smoke(name, request, tmp_path):
+    bench = BENCHES[name]
+    out = tmp_path / "reports"
+    argv = [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke", "--out", str(out)]
+    if bench.models:
+        argv += ["--data", str(request.getfixturevalue("bench_data")),
+                 "--catalog", str(request.getfixturevalue("tiny_world"))]
+    t0 = time.perf_counter()
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=400,
+                         env={**os.environ, "TQDM_DISABLE": "1"})
+    print(f"{name} --smoke: {time.perf_counter() - t0:.0f} s")
+    assert run.returncode == 0, f"{' '.join(argv)}\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}"
+    report = json.loads((out / bench.report).read_text())
+    assert bench.keys <= set(report), sorted(bench.keys - set(report))
+    assert bench.check(report), json.dumps(report, indent=1)[:4000]
