@@ -160,7 +160,7 @@ def main() -> None:
             start_service(settings, catalog.root, registry, port,
                           experiments=experiments_file(work / "experiments.yaml", args.unit))
             start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
-                          {"micro-batch": args.micro_batch, "max-wait": args.max_wait, "steps": args.steps,
+                          {"micro_batch": args.micro_batch, "max_wait_s": args.max_wait, "steps": args.steps,
                            "lr": args.lr, "beta": args.beta, "seed": args.seed})
             print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
             threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()

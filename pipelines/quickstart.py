@@ -217,7 +217,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
     model = default_model(catalog.root)
     started_ms = now_ms()
-    job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max-wait": 10})
+    job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max_wait_s": 10})
     typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
                f"log {job['log']}")
     producer = EventProducer(settings)

@@ -35,24 +35,16 @@ OPTIONS = {"run": ("max_idle_s", "threads", "log_level"),
 def dpo_stream_run(catalog: Path, registry: Path, model: str, cache: Path, options: dict | None = None) -> DPOStreamRun:
     """A run with absolute paths (a started process runs elsewhere); `options` set fields of the
     run, of its `StreamConfig` or of that config's `GateConfig` by name ({"micro_batch": 16,
-    "orders": 40}); flag spellings name the same fields ("micro-batch", "max-wait", "gate-orders")."""
+    "orders": 40})."""
     placed: dict[str, dict] = {"run": {}, "stream": {}, "gate": {}}
     for key, value in (options or {}).items():
-        where, name = _place(key)
-        placed[where][name] = value
+        where = next((w for w, names in OPTIONS.items() if key in names), None)
+        if where is None:
+            raise ValueError(f"the DPO stream job has no option {key!r}")
+        placed[where][key] = value
     gate = dataclasses.replace(StreamConfig().gate, **placed["gate"])
     return DPOStreamRun(Path(catalog).resolve(), Path(registry).resolve(), model, Path(cache).resolve(),
                         StreamConfig(**placed["stream"], gate=gate), **placed["run"])
-
-
-def _place(key: str) -> tuple[str, str]:
-    """("run" | "stream" | "gate", field) of an option; the first that has it wins."""
-    name = key.replace("-", "_")
-    for where, names in OPTIONS.items():
-        for candidate in (name, f"{name}_s", name.removeprefix("gate_")):
-            if candidate in names:
-                return where, candidate
-    raise ValueError(f"the DPO stream job has no option {key!r}")
 
 
 def run_dpo_stream(run: DPOStreamRun) -> dict:

@@ -133,13 +133,13 @@ def test_stored_scores_count_only_when_this_gate_scored_them(gate):
 
 def test_the_job_process_runs_its_own_entry_point_with_the_config_it_was_given(tmp_path):
     """`dpo_argv` starts `training.run_dpo_stream` (never the CLI) with the whole run as JSON, which
-    reads back equal; options name fields, in their flag spellings too."""
+    reads back equal; options name the fields of the run, its StreamConfig and its GateConfig."""
     from infra.process import config_from_argv
     from training.launch import dpo_argv
     from training.run_dpo_stream import DPOStreamRun, dpo_stream_run
 
-    options = {"group": "g", "micro-batch": 8, "max-wait": 1.5, "gate-orders": 40, "tolerance": 100.0,
-               "canary_tolerance": 50.0, "log-level": "WARNING", "max_idle_s": 5.0, "seed": 3}
+    options = {"group": "g", "micro_batch": 8, "max_wait_s": 1.5, "orders": 40, "tolerance": 100.0,
+               "canary_tolerance": 50.0, "log_level": "WARNING", "max_idle_s": 5.0, "seed": 3}
     argv = dpo_argv(tmp_path / "catalog", "registry", "m", tmp_path / "cache", options)
     assert argv[1:4] == ["-m", "training.run_dpo_stream", "--config"] and "onevision_cli" not in " ".join(argv)
     run = config_from_argv(DPOStreamRun, argv[3:])
