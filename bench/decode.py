@@ -4,10 +4,11 @@ Python dict trie (`prefix_allowed_tokens_fn`), same weights, same valid SIDs, sa
 For beams 10, 64 and 256, a single query and a batch of 16: median latency per call over
 interleaved runs, queries/s, and whether the top-10 SIDs are identical; plus ours with vs
 without the constraint (the cost of the trie), and ours with vs without the searcher's
-similarity look-ahead (`generator.decode.lookahead`, its bonuses computed per call), each pair timed in a
-run of its own, alternating the two and nothing else: next to a call of transformers' beam search (hundreds of MB allocated and
-freed, caches flushed) whichever variant runs right after it pays for it, which at a few
-milliseconds per call swamps the trie's cost. Writes <--out>/bench_decode.json.
+similarity look-ahead (`generator.decode.lookahead`, its bonuses computed per call), each
+pair timed in a run of its own, alternating the two and nothing else: next to a call of
+transformers' beam search (hundreds of MB allocated and freed, caches flushed) whichever
+variant runs right after it pays for it, which at a few milliseconds per call swamps the
+trie's cost. Writes <--out>/bench_decode.json.
 
     python bench/decode.py                              # the small world's generator if the registry has one
     python bench/decode.py --generator data/registry/generator-vrq-small
@@ -71,7 +72,8 @@ def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = model.tokens
     x = build_prompts(t, PromptInputs(rng.standard_normal((n, t.n_visual - 1, 320)).astype(np.float32),
-                                      rng.standard_normal((n, 256)).astype(np.float32), t.scene_ids(["image_search"] * n)))
+                                      rng.standard_normal((n, 256)).astype(np.float32),
+                                      t.scene_ids(["image_search"] * n)))
     return model.embed(x)
 
 
@@ -93,11 +95,13 @@ def timed(fns: dict, repeats: int) -> dict:
 
 def main() -> None:
     ap = options(__doc__)
-    ap.add_argument("--generator", default=None, help="registry version or model dir (default: the served generator-vrq-<catalog> if any)")
+    ap.add_argument("--generator", default=None,
+                    help="registry version or model dir (default: the served generator-vrq-<catalog> if any)")
     ap.add_argument("--beams", default="10,64,256")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--constraint-repeats", type=int, default=31, help="repeats of each pair: constrained/unconstrained, plain/look-ahead")
+    ap.add_argument("--constraint-repeats", type=int, default=31,
+                    help="repeats of each pair: constrained/unconstrained, plain/look-ahead")
     args = parse(ap, SMOKE)
     torch.set_grad_enabled(False)
     model, sids, item_emb, source = load_setup(args.generator, args.registry, args.catalog)
@@ -111,15 +115,21 @@ def main() -> None:
         x, mask = prompts(model, batch)
         photos = unit(np.random.default_rng(batch).standard_normal((batch, item_emb.shape[1])))
         for beam in map(int, args.beams.split(",")):
-            ours_fn = lambda: beam_search(model.bart, x, mask, trie, beam=beam)  # noqa: E731
-            res = timed({"ours": ours_fn, "reference": lambda: generate_reference(model.bart, x, mask, prefixes, beam)},
+            # the loop variables are bound as defaults (the lambdas are only called within this iteration, by timed)
+            ours_fn = lambda x=x, mask=mask, beam=beam: beam_search(model.bart, x, mask, trie, beam=beam)  # noqa: E731
+            res = timed({"ours": ours_fn,
+                         "reference": lambda x=x, mask=mask, beam=beam: generate_reference(model.bart, x, mask,
+                                                                                           prefixes, beam)},
                         args.repeats)
             (ours_s, ours), (ref_s, ref) = res["ours"], res["reference"]
-            pair = timed({"ours": ours_fn, "free": lambda: beam_search(model.bart, x, mask, trie, beam=beam,
-                                                                         constrained=False)}, args.constraint_repeats)
+            pair = timed({"ours": ours_fn,
+                          "free": lambda x=x, mask=mask, beam=beam: beam_search(model.bart, x, mask, trie, beam=beam,
+                                                                                constrained=False)},
+                         args.constraint_repeats)
             (pair_s, _), (free_s, _) = pair["ours"], pair["free"]
-            ahead = timed({"ours": ours_fn, "guided": lambda: beam_search(model.bart, x, mask, trie, beam=beam,
-                                                                            guide=guide.bonuses(photos, SIMILARITY_WEIGHT))},
+            ahead = timed({"ours": ours_fn,
+                           "guided": lambda x=x, mask=mask, beam=beam, photos=photos: beam_search(
+                               model.bart, x, mask, trie, beam=beam, guide=guide.bonuses(photos, SIMILARITY_WEIGHT))},
                           args.constraint_repeats)
             (plain_s, _), (guided_s, guided) = ahead["ours"], ahead["guided"]
             top = min(10, beam)
@@ -132,12 +142,15 @@ def main() -> None:
                    "top10_identical": bool((ours.sids[:, :top] == ref[:, :top]).all()),
                    "all_valid": bool(trie.contains(ours.sids.reshape(-1, trie.levels)).all())}
             rows.append(row)
-            print(f"batch {batch:>2} beam {beam:>3}: ours {row['ours_ms']:8.1f} ms ({row['ours_qps']:7.1f} q/s)  "
-                  f"transformers {row['reference_ms']:8.1f} ms ({row['reference_qps']:6.1f} q/s)  x{row['speedup']:.1f}  "
-                  f"constraint +{100 * row['constraint_overhead']:.1f}%  look-ahead +{100 * row['lookahead_overhead']:.1f}%  "
+            print(f"batch {batch:>2} beam {beam:>3}: ours {row['ours_ms']:8.1f} ms "
+                  f"({row['ours_qps']:7.1f} q/s)  transformers {row['reference_ms']:8.1f} ms "
+                  f"({row['reference_qps']:6.1f} q/s)  x{row['speedup']:.1f}  "
+                  f"constraint +{100 * row['constraint_overhead']:.1f}%  "
+                  f"look-ahead +{100 * row['lookahead_overhead']:.1f}%  "
                   f"top-10 identical {row['top10_identical']}")
-    report = {"model": source, "preset": model.preset, "sid_sizes": list(model.vocab.sizes), "n_sids": int(len(trie.sids)),
-              "prompt_length": model.tokens.length, "dict_trie_build_s": dict_s, "rows": rows,
+    report = {"model": source, "preset": model.preset, "sid_sizes": list(model.vocab.sizes),
+              "n_sids": int(len(trie.sids)), "prompt_length": model.tokens.length, "dict_trie_build_s": dict_s,
+              "rows": rows,
               "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}}
     write_report(args, "bench_decode.json", report)
 

@@ -46,7 +46,8 @@ def private_registry(registry: Path, catalog_name: str, root: Path) -> Path:
 
     src = resolve(default_model(catalog_name), registry)
     manifest, config = load_version(src)
-    config["tokenizer"] = str(Path(config["tokenizer"]).resolve()) if Path(config["tokenizer"]).exists() else config["tokenizer"]
+    config["tokenizer"] = (str(Path(config["tokenizer"]).resolve()) if Path(config["tokenizer"]).exists()
+                           else config["tokenizer"])
     shutil.rmtree(root, ignore_errors=True)
     files = {n: src / n for n in manifest["files"] if n != "config.json"}
     publish(root, MODEL, files, config, manifest["metrics"], parent=f"{src.parent.name}/{src.name}")
@@ -87,7 +88,8 @@ def windows(events: list[dict], t0: float, width_s: float) -> dict:
         row = out.setdefault(variant, {}).setdefault(w, [0, 0])
         row[0] += 1
         row[1] += orders.get(rid, 0)
-    return {v: {"window": sorted(ws), "requests": [ws[w][0] for w in sorted(ws)], "orders": [ws[w][1] for w in sorted(ws)]}
+    return {v: {"window": sorted(ws), "requests": [ws[w][0] for w in sorted(ws)],
+                "orders": [ws[w][1] for w in sorted(ws)]}
             for v, ws in out.items()}
 
 
@@ -193,13 +195,15 @@ def main() -> None:
         "variants": {v: {"requests": s["requests"], "orders": s["orders"], "orders_per_1k": s["orders_per_1k"]}
                      for v, s in summary["variants"].items()},
         "p_value_live_vs_frozen": live.get("orders_per_1k", {}).get("p_value_vs_control", float("nan")),
-        "live_beats_frozen": bool(live and live["orders_per_1k"]["value"] > summary["variants"]["frozen"]["orders_per_1k"]["value"]),
+        "live_beats_frozen": bool(live and live["orders_per_1k"]["value"]
+                                  > summary["variants"]["frozen"]["orders_per_1k"]["value"]),
         "freshness_s": {"sessions": len(fresh), **({"p50": round(float(np.percentile(fresh, 50)), 1),
                                                    "p90": round(float(np.percentile(fresh, 90)), 1)} if fresh else {})},
         "versions": [{"version": r["version"], "status": r["status"], "parent": r["parent"],
                       "examples": r["stream"]["examples"], "sessions": r["stream"]["sessions"],
                       "skipped_nonfinite": r["stream"]["skipped_nonfinite"], "gate": r["metrics"].get("gate"),
-                      "served_after_s": round(seen[r["version"]] - t0, 1) if r["version"] in seen else None} for r in rows],
+                      "served_after_s": round(seen[r["version"]] - t0, 1) if r["version"] in seen else None}
+                     for r in rows],
         "accepted_served_min": [round((seen[r["version"]] - t0) / 60, 2) for r in rows
                                 if r["status"] == "accepted" and r["version"] in seen],
         "windows": windows(events, t0, args.window),
@@ -208,7 +212,8 @@ def main() -> None:
     plot(report, path.with_suffix(".png"))
     for v, s in report["variants"].items():
         o = s["orders_per_1k"]
-        print(f"{v:<7} {s['requests']:>6} requests  orders/1k {o['value']:.1f} [{o['ci95'][0]:.1f}, {o['ci95'][1]:.1f}]")
+        print(f"{v:<7} {s['requests']:>6} requests  orders/1k {o['value']:.1f} "
+              f"[{o['ci95'][0]:.1f}, {o['ci95'][1]:.1f}]")
     print(f"p (live vs frozen) = {report['p_value_live_vs_frozen']:.4f}; freshness {report['freshness_s']}; "
           f"{sum(r['status'] == 'accepted' for r in rows)} accepted / {len(rows)} versions")
     print(f"-> {path}, {path.with_suffix('.png')}")

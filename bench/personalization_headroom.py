@@ -161,7 +161,8 @@ def main() -> None:
     history_grid = sorted(set(history_grid), key=lambda w: float(np.abs(w).sum()))
     oracle_grid = [(s,) for s in SCALES]
     rng = np.random.default_rng(0)
-    names = ("w/o P.", "w/ P., generator only", "w/ P., + price term", "w/ P. (served)", "+ history taste", "+ true utility")
+    names = ("w/o P.", "w/ P., generator only", "w/ P., + price term", "w/ P. (served)", "+ history taste",
+             "+ true utility")
     hits: dict[str, list[np.ndarray]] = {name: [] for name in names}
     chosen: dict[str, dict] = {}
     for fit_on, score_on in (("val", "test"), ("test", "val")):
@@ -172,13 +173,15 @@ def main() -> None:
         hits["w/ P., generator only"].append(hits_at_1(items, scores, zero, s["targets"]))
         hits["w/ P., + price term"].append(hits_at_1(*s["got"]["price"], zero, s["targets"]))
         hits["w/ P. (served)"].append(hits_at_1(*s["got"][True], zero, s["targets"]))
-        for name, key, grid in (("+ history taste", "history", history_grid), ("+ true utility", "oracle", oracle_grid)):
+        for name, key, grid in (("+ history taste", "history", history_grid),
+                                ("+ true utility", "oracle", oracle_grid)):
             w = fit_weights(*f["got"]["generator"], f[key], f["targets"], grid)
             chosen.setdefault(name, {})[f"fit on {fit_on}"] = [round(float(x), 3) for x in w]
             hits[name].append(hits_at_1(items, scores, s[key] @ np.asarray(w), s["targets"]))
     order = [*SPLITS[::-1]]  # hits lists are (test, val): scored on test first
     n = {split: int(len(per[split]["targets"])) for split in SPLITS}
-    result = {name: {split: round(100 * float(h.mean()), 2) for split, h in zip(order, hs)} for name, hs in hits.items()}
+    result = {name: {split: round(100 * float(h.mean()), 2) for split, h in zip(order, hs)}
+              for name, hs in hits.items()}
     both = {name: np.concatenate(hs) for name, hs in hits.items()}
     for name in result:
         result[name]["val+test"] = round(100 * float(both[name].mean()), 2)

@@ -54,7 +54,8 @@ def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
     from onevision.behaviour.backfill import user_context
     from onevision.items import load_item_table
 
-    return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(), q["ts"].to_numpy()).features()
+    return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(),
+                        q["ts"].to_numpy()).features()
 
 
 def tokenizer_of(version: Path) -> Path:
@@ -75,7 +76,8 @@ def child_memory(args) -> None:
     torch.set_num_threads(args.threads)
     catalog = load_catalog(args.catalog)
     search = ImageSearch.from_registry(Path(args.teacher), catalog)
-    search.searcher.model = OneVisionGenerator.load(args.child_memory, json.loads((Path(args.child_memory) / "config.json").read_text()))
+    search.searcher.model = OneVisionGenerator.load(args.child_memory,
+                                                    json.loads((Path(args.child_memory) / "config.json").read_text()))
     q = catalog.queries[catalog.queries["split"] == "test"].head(args.memory_batch)
     photos = [(args.catalog / p).read_bytes() for p in q["image"]]
     users = users_at_request(catalog, tokenizer_of(Path(args.teacher)), q)
@@ -115,7 +117,8 @@ def plot(report: dict, path: Path) -> None:
     a.legend(fontsize=7)
     base = sweep[0]
     b.plot(x, [r["latency_p50_ms"] / base["latency_p50_ms"] for r in sweep], "o-", label="latency p50 (relative)")
-    b.plot(x, [r["memory"]["peak_rss_mb"] / base["memory"]["peak_rss_mb"] for r in sweep], "s-", label="peak RSS (relative)")
+    b.plot(x, [r["memory"]["peak_rss_mb"] / base["memory"]["peak_rss_mb"] for r in sweep], "s-",
+           label="peak RSS (relative)")
     b.plot(x, [r["memory"]["working_mb"] / max(base["memory"]["working_mb"], 1e-9) for r in sweep], "^-",
            label="queries' working memory (relative)")
     b.axhline(0.8, ls=":", c="grey", lw=1)
@@ -150,14 +153,17 @@ def main() -> None:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_examples", args.max_examples)) if v}
     variants: list[tuple[str, str, int, OneVisionGenerator, dict]] = [("unpruned", "unpruned", v_max, teacher, {})]
     plan = [(f"kl+curriculum@{k}", "kl+curriculum", k, {"keep": k}) for k in map(int, args.keeps.split(","))]
-    plan += [(f"ntp, no curriculum@{args.v_sub}", "ntp", args.v_sub, {"keep": args.v_sub, "loss": "ntp", "curriculum": False}),
+    plan += [(f"ntp, no curriculum@{args.v_sub}", "ntp", args.v_sub,
+              {"keep": args.v_sub, "loss": "ntp", "curriculum": False}),
              (f"kl, no curriculum@{args.v_sub}", "kl", args.v_sub, {"keep": args.v_sub, "curriculum": False})]
     for name, kind, keep, opts in plan:
         cfg = preset_config(args.preset, **overrides, **opts)
         t0 = time.perf_counter()
-        student, log = distill(teacher, data, cfg, args.work / args.teacher.name / name.replace(" ", "_").replace(",", ""))
+        student, log = distill(teacher, data, cfg,
+                               args.work / args.teacher.name / name.replace(" ", "_").replace(",", ""))
         print(f"{name}: schedule {log['keep_schedule']}, {time.perf_counter() - t0:.0f}s", flush=True)
-        variants.append((name, kind, keep, student, {"schedule": log["keep_schedule"], "train_seconds": round(log["seconds"], 1)}))
+        variants.append((name, kind, keep, student,
+                         {"schedule": log["keep_schedule"], "train_seconds": round(log["seconds"], 1)}))
     pruned = copy.deepcopy(teacher)
     pruned.visual_keep = args.v_sub
     variants.append((f"pruned only@{args.v_sub}", "pruned only", args.v_sub, pruned, {}))
@@ -170,7 +176,8 @@ def main() -> None:
         sets = evaluate_generator(model, data, test, kinds, beam=10, searcher=searcher)["sets"]
         rows.append({"name": name, "kind": kind, "keep": keep, **extra,
                      "test": {k: round(100 * sets["all"][k], 2) for k in ("HR@4", "MRR@4")},
-                     "test_by_set": {s: {k: round(100 * sets[s][k], 2) for k in ("HR@4", "MRR@4")} for s in ("click", "order")}})
+                     "test_by_set": {s: {k: round(100 * sets[s][k], 2) for k in ("HR@4", "MRR@4")}
+                                     for s in ("click", "order")}})
         print(name, rows[-1]["test"], flush=True)
 
     # latency: image bytes in, ranked items out, the variants taking turns query by query
@@ -190,7 +197,8 @@ def main() -> None:
                 times[name].append((time.perf_counter() - t0) * 1000)
     for row in rows:
         t = np.asarray(times[row["name"]])
-        row["latency_p50_ms"], row["latency_p90_ms"] = round(float(np.median(t)), 2), round(float(np.percentile(t, 90)), 2)
+        row["latency_p50_ms"], row["latency_p90_ms"] = (round(float(np.median(t)), 2),
+                                                        round(float(np.percentile(t, 90)), 2))
 
     # memory: a fresh process per variant
     for row, (name, _, _, model, _) in zip(rows, variants):

@@ -111,7 +111,8 @@ def main() -> None:
     ap.add_argument("--overhead-repeats", type=int, default=41)
     ap.add_argument("--beam", type=int, default=256)
     ap.add_argument("--port", type=int, default=8000, help="HTTP port (0: a free one)")
-    ap.add_argument("--torch-threads", type=int, default=1, help="the model's threads, in the service and in the bare call")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="the model's threads, in the service and in the bare call")
     args = parse(ap, SMOKE)
     ensure_models(args, mca=True)  # the app's default experiment serves OneVision and MCA
     with embedded_services(configured=not args.smoke) as settings:
@@ -174,7 +175,8 @@ def measure(args, settings) -> dict:
                 bare_ms.append((time.perf_counter() - t0) * 1000)
         report["overhead"] = {"http_p50_ms": round(float(np.median(http_ms[1:])), 1),
                               "bare_model_p50_ms": round(float(np.median(bare_ms[1:])), 1)}
-        report["overhead"]["ratio"] = round(report["overhead"]["http_p50_ms"] / report["overhead"]["bare_model_p50_ms"], 3)
+        report["overhead"]["ratio"] = round(report["overhead"]["http_p50_ms"]
+                                            / report["overhead"]["bare_model_p50_ms"], 3)
         report["overhead"]["ingress_stage_mean_ms"] = stage_means(url)  # over every request so far
         print("overhead", report["overhead"], flush=True)
 
