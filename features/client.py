@@ -33,9 +33,10 @@ def feast_dir(settings: Settings) -> Path:
 
 
 def redis_connection_string(settings: Settings) -> str:
-    """Feast's `host:port,db=N` form of OneVision's redis URL."""
+    """Feast's `host:port,db=N[,username=..,password=..,ssl=true]` form of OneVision's redis URL."""
     r = settings.redis
-    return f"{r.host}:{r.port},db={r.db}"
+    extra = (f",username={r.username}" if r.username else "") + (f",password={r.password}" if r.password else "")
+    return f"{r.host}:{r.port},db={r.db}{extra}" + (",ssl=true" if r.ssl else "")
 
 
 def repo_config(settings: Settings, backend: Backend = "auto") -> RepoConfig:
@@ -43,7 +44,7 @@ def repo_config(settings: Settings, backend: Backend = "auto") -> RepoConfig:
     if backend == "auto":
         backend = "redis" if port_open(settings.redis.host, settings.redis.port) else "sqlite"
         if backend == "sqlite":
-            log.warning("Redis at %s does not answer; using Feast's SQLite online store", settings.redis.url)
+            log.warning("Redis at %s does not answer; using Feast's SQLite online store", settings.redis.safe_url)
     name = "feature_store.yaml" if backend == "redis" else "feature_store.sqlite.yaml"
     text = (REPO / name).read_text()
     fdir = feast_dir(settings)

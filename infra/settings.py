@@ -26,30 +26,61 @@ class KafkaSettings(BaseModel):
     partitions: int = 4
 
     @property
+    def servers(self) -> list[str]:
+        """The comma-separated bootstrap list as `host:port` entries."""
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    @property
     def port(self) -> int:
-        return int(self.bootstrap_servers.rsplit(":", 1)[1])
+        """The first broker's port (where an embedded broker listens)."""
+        return int(self.servers[0].rsplit(":", 1)[1])
 
     @property
     def host(self) -> str:
-        return self.bootstrap_servers.rsplit(":", 1)[0]
+        return self.servers[0].rsplit(":", 1)[0]
 
 
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:16379/0"
     embedded: bool = Field(True, description="start an embedded redis-server (false: use an external Redis)")
 
+    def _parts(self) -> dict:
+        """The URL as redis-py reads it (user, password, host, port, db, TLS for rediss://)."""
+        from redis.connection import SSLConnection, parse_url
+
+        parts = parse_url(self.url)
+        return {**parts, "port": int(parts.get("port") or 6379), "db": int(parts.get("db") or 0),
+                "ssl": parts.get("connection_class") is SSLConnection}
+
     @property
     def host(self) -> str:
-        return self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        return self._parts().get("host") or "localhost"
 
     @property
     def port(self) -> int:
-        return int(self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        return self._parts()["port"]
 
     @property
     def db(self) -> int:
-        rest = self.url.split("//", 1)[1]
-        return int(rest.split("/", 1)[1] or 0) if "/" in rest else 0
+        return self._parts()["db"]
+
+    @property
+    def username(self) -> str | None:
+        return self._parts().get("username")
+
+    @property
+    def password(self) -> str | None:
+        return self._parts().get("password")
+
+    @property
+    def ssl(self) -> bool:
+        return self._parts()["ssl"]
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its credentials, for logs and messages."""
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 class Settings(BaseSettings):

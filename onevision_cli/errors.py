@@ -47,5 +47,5 @@ def _service_unreachable(exc: Exception) -> str | None:
         where = load_settings().kafka.bootstrap_servers
         return f"no Kafka broker answers at {where} (start the embedded one: onevision infra up)"
     if type(exc).__module__.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
-        return f"Redis does not answer at {load_settings().redis.url} (start the embedded one: onevision infra up)"
+        return f"Redis does not answer at {load_settings().redis.safe_url} (start the embedded one: onevision infra up)"
     return None

@@ -251,6 +251,8 @@ class Ingress:
 
         try:
             body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError(f"the body must be a JSON object, not {type(body).__name__}")
             e = event(**{k: body.get(k) for k in FEEDBACK_FIELDS if body.get(k) not in (None, "")})
             if e.type == "exposure":
                 raise ValueError("exposures are logged by the service itself")

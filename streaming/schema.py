@@ -17,23 +17,31 @@ EVENT_TYPES = ("exposure", "click", "order")
 REQUIRED = ("schema", "event_id", "type", "ts", "user_id", "item_id", "scene")
 
 
+# Bounds no real event crosses: anything else is a dead letter ("invalid field"), never a number
+# that overflows a counter or a string that bloats a key.
+TS_MAX = 4_102_444_800_000  # 2100-01-01 in ms
+ID_LEN = 256
+POSITION_MAX = 10_000
+PRICE_MAX = 1e9
+
+
 class Event(BaseModel):
-    """One behaviour event (DESIGN.md contract, schema 1); key on Kafka = user_id."""
+    """One behaviour event (docs/architecture.md contract, schema 1); key on Kafka = user_id."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_version: Literal[1] = Field(alias="schema")
-    event_id: str = Field(min_length=1)
+    event_id: str = Field(min_length=1, max_length=ID_LEN)
     type: Literal["exposure", "click", "order"]
-    ts: int = Field(ge=0, description="event time, ms since the epoch")
-    user_id: str = Field(min_length=1)
-    item_id: str = Field(min_length=1)
-    scene: str = Field(min_length=1)
-    request_id: str | None = None
-    position: int | None = None
-    variant: str | None = None
-    experiment: str | None = None
-    price: float | None = None
+    ts: int = Field(ge=0, le=TS_MAX, description="event time, ms since the epoch")
+    user_id: str = Field(min_length=1, max_length=ID_LEN)
+    item_id: str = Field(min_length=1, max_length=ID_LEN)
+    scene: str = Field(min_length=1, max_length=ID_LEN)
+    request_id: str | None = Field(None, max_length=ID_LEN)
+    position: int | None = Field(None, ge=0, le=POSITION_MAX)
+    variant: str | None = Field(None, max_length=ID_LEN)
+    experiment: str | None = Field(None, max_length=ID_LEN)
+    price: float | None = Field(None, ge=0, le=PRICE_MAX, allow_inf_nan=False)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

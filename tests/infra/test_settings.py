@@ -27,3 +27,25 @@ def test_missing_config_file_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("ONEVISION_CONFIG", str(tmp_path / "absent.yaml"))
     with pytest.raises(FileNotFoundError, match="absent.yaml"):
         load_settings()
+
+
+def test_a_redis_url_is_parsed_by_redis_py_and_its_password_never_shown(monkeypatch):
+    """`redis://:secret@host:6380/2` once parsed its host as ':secret@host'."""
+    from features.client import redis_connection_string
+
+    monkeypatch.setenv("ONEVISION_REDIS__URL", "redis://:secret@cache.internal:6380/2")
+    s = load_settings()
+    assert (s.redis.host, s.redis.port, s.redis.db, s.redis.password) == ("cache.internal", 6380, 2, "secret")
+    assert "secret" not in s.redis.safe_url and "cache.internal:6380/2" in s.redis.safe_url
+    assert redis_connection_string(s) == "cache.internal:6380,db=2,password=secret"
+    monkeypatch.setenv("ONEVISION_REDIS__URL", "rediss://ops:pw@cache/0")
+    s = load_settings()
+    assert (s.redis.host, s.redis.port, s.redis.ssl) == ("cache", 6379, True)
+    assert redis_connection_string(s) == "cache:6379,db=0,username=ops,password=pw,ssl=true"
+
+
+def test_a_bootstrap_list_names_every_broker(monkeypatch):
+    monkeypatch.setenv("ONEVISION_KAFKA__BOOTSTRAP_SERVERS", "kafka-0:9092, kafka-1:9093")
+    s = load_settings()
+    assert s.kafka.servers == ["kafka-0:9092", "kafka-1:9093"]
+    assert (s.kafka.host, s.kafka.port) == ("kafka-0", 9092)  # where an embedded broker would listen

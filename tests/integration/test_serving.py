@@ -334,10 +334,13 @@ def test_feedback_endpoint_refuses_bad_events(app):
     url = app["url"]
     for body, reason in (({"type": "click", "user_id": "u"}, "item_id"),
                          ({"type": "view", "user_id": "u", "item_id": "i"}, "type"),
-                         ({"type": "exposure", "user_id": "u", "item_id": "i"}, "exposures")):
+                         ({"type": "exposure", "user_id": "u", "item_id": "i"}, "exposures"),
+                         ({"type": "order", "user_id": "u", "item_id": "i", "price": 1e308}, "price"),
+                         ([{"type": "click"}], "JSON object"), ("click", "JSON object"), (7, "JSON object")):
         r = requests.post(f"{url}/v1/events", json=body, timeout=10)
         assert r.status_code == 422 and reason in r.json()["error"], (body, r.text)
-    assert requests.post(f"{url}/v1/events", data=b"{", headers={"content-type": "application/json"},
-                         timeout=10).status_code == 422
+    for raw in (b"{", b"null"):
+        assert requests.post(f"{url}/v1/events", data=raw, headers={"content-type": "application/json"},
+                             timeout=10).status_code == 422
     assert requests.get(f"{url}/v1/items/nope/image", timeout=10).status_code == 404
     assert requests.get(f"{url}/v1/photos/nope", timeout=10).status_code == 404

@@ -30,6 +30,16 @@ def test_optional_fields_may_be_absent():
     (json.dumps({k: v for k, v in GOOD.items() if k != "user_id"}), "missing field"),
     (json.dumps({**GOOD, "ts": "yesterday"}), "invalid field"),
     (json.dumps({**GOOD, "ts": -5}), "invalid field"),
+    # bounded: what no real event carries is a dead letter, never a number that breaks a worker
+    (json.dumps({**GOOD, "type": "order", "price": 1e308}), "invalid field"),
+    (json.dumps({**GOOD, "price": -1.0}), "invalid field"),
+    (b'{"schema": 1, "event_id": "e", "type": "order", "ts": 1767225600000, "user_id": "u", "item_id": "i", '
+     b'"scene": "s", "price": Infinity}', "invalid field"),
+    (json.dumps({**GOOD, "position": 10**9}), "invalid field"),
+    (json.dumps({**GOOD, "position": -1}), "invalid field"),
+    (json.dumps({**GOOD, "ts": 10**18}), "invalid field"),  # after the year 2100
+    (json.dumps({**GOOD, "user_id": "u" * 1000}), "invalid field"),
+    (json.dumps({**GOOD, "request_id": "r" * 1000}), "invalid field"),
 ])
 def test_bad_events_name_their_reason(raw, reason):
     with pytest.raises(EventError) as err:
