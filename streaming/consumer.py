@@ -9,6 +9,7 @@ that store, so a failed commit costs a re-read, never a loss or a second applica
 
 from __future__ import annotations
 
+import abc
 import logging
 import signal
 import threading
@@ -48,9 +49,9 @@ class ConsumerJob(ConsumerRebalanceListener):
         self.publish_stats()  # "alive": what a launcher's health check looks for
 
     # ---- what a job defines -------------------------------------------------------------------
+    @abc.abstractmethod
     def tick(self) -> None:
         """One round of polling and work; `active` when it consumed something."""
-        raise NotImplementedError
 
     def idle_done(self) -> bool:
         """Whether a job idle for `max_idle_s` may stop now (nothing half-done)."""
@@ -62,9 +63,9 @@ class ConsumerJob(ConsumerRebalanceListener):
     def settle(self) -> None:
         """Finish what is in flight before the job closes."""
 
+    @abc.abstractmethod
     def write_stats(self) -> None:
         """Write the job's stats where operators and launchers look."""
-        raise NotImplementedError
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> None:

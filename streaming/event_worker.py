@@ -16,6 +16,7 @@ Delivery is at-least-once reading with effectively-once state:
 
 from __future__ import annotations
 
+import abc
 import gc
 import json
 import logging
@@ -95,9 +96,9 @@ class EventWorker(ConsumerJob):
         """Output the role owes at this flush even without new events (sessions that closed)."""
         return []
 
+    @abc.abstractmethod
     def role_writes(self, due: list) -> Queue:
         """Send the role's Kafka output of the batch and return what it adds to the transaction."""
-        raise NotImplementedError
 
     def flush_when_idle(self) -> bool:
         """Flush on a poll without events too (sessions may time out)."""
