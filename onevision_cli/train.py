@@ -8,10 +8,7 @@ import typer
 
 from onevision_cli.errors import user_errors
 from onevision_cli.options import CACHE, CATALOG, REGISTRY, RUNS
-from training.dpo_gate import GateConfig
-from training.dpo_stream import StreamConfig
-from training.generator import GeneratorRecipe
-from training.run_dpo_stream import DPOStreamRun
+from training.configs import DPOStreamRun, GateConfig, GeneratorRecipe, StreamConfig
 
 app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; "
                   "pruning distillation; near-streaming DPO; the MCA baseline.", no_args_is_help=True)

@@ -64,7 +64,8 @@ def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
     from onevision.catalog.format import load_catalog
     from onevision.generator.data import load_generator_data
     from onevision.registry import resolve
-    from training.generator import HINTS, IMAGE_SID, GeneratorRecipe, train_generator
+    from training.configs import HINTS, IMAGE_SID, GeneratorRecipe
+    from training.generator import train_generator
 
     registry, cache, _ = tiny_tokenizers
     catalog = load_catalog(tiny_world)

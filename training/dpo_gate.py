@@ -15,20 +15,11 @@ import numpy as np
 from onevision.eval.generative import evaluate_generator, searcher_for
 from onevision.generator.data import GeneratorData
 from onevision.generator.model import OneVisionGenerator
+from training.configs import GateConfig
 
 # how the gate searches; change it with the search, so that scores a manifest stored from
 # another search are scored again instead of compared with (`Gate.stored`)
 GATE_SEARCH = "constrained beam, similarity re-score, no look-ahead"
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    orders: int = 300  # held-out ORDER queries scored (all of them when fewer)
-    canary: int = 200  # catalog images of the canary set
-    tolerance: float = 2.0  # ORDER HR@4 points a candidate may lose against its reference
-    canary_tolerance: float = 2.0  # canary HR@1 points
-    beam: int = 10
-    seed: int = 0
 
 
 @dataclass

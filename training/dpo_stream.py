@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,32 +55,17 @@ from streaming.consumer import ConsumerJob
 from streaming.producer import now_ms
 from streaming.request_log import RequestContext, RequestLog
 from streaming.schema import SessionLog
+from training.configs import DPO_GROUP, StreamConfig
 from training.dpo import candidate_logprob, dpo_objective
-from training.dpo_gate import Gate, GateConfig
+from training.dpo_gate import Gate
 from training.generator import publish_derived
 
 log = logging.getLogger(__name__)
-GROUP = "onevision-dpo"
+GROUP = DPO_GROUP
 
 
 def status_key(group: str) -> str:
     return f"ov:{group}:status"
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    group: str = GROUP  # consumer group; also names this job's versions in the registry
-    micro_batch: int = 32  # examples per update ...
-    max_wait_s: float = 15.0  # ... or this long after the first of them arrived
-    steps: int = 4  # AdamW steps per micro-batch
-    lr: float = 5e-5
-    beta: float = 0.1
-    nll_weight: float = 1.0  # OneSearch eq. 11; 0 = pure eq. 10
-    max_negatives: int = 8
-    replay: int = 512  # examples the bounded replay buffer keeps
-    replay_batch: int = 32  # replayed examples added to each step
-    seed: int = 0
-    gate: GateConfig = field(default_factory=GateConfig)
 
 
 @dataclass

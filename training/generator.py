@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,13 +24,10 @@ from onevision.generator.data import GeneratorData, fingerprint, load_generator_
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
+from training.configs import ALL_STAGES, GeneratorRecipe
 
-STAGES = {"pretrain": pretrain, "sft": sft, "personalized-sft": personalized_sft, "dpo": dpo}
-ALL_STAGES = tuple(STAGES)
+STAGES = dict(zip(ALL_STAGES, (pretrain, sft, personalized_sft, dpo)))
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
-# the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/prompt/image_sids.py
-# and docs/architecture.md for why not the tokenizer's own quantization of the photo)
-IMAGE_SID, HINTS = "nearest-item", 8
 MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}
 
 
@@ -56,21 +53,6 @@ def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], work
     for stage in stages:
         logs[stage] = STAGES[stage].run(model, data, stage_config(stage, preset, seed), workdir / stage, progress)
     return model, logs
-
-
-@dataclass(frozen=True)
-class GeneratorRecipe:
-    """What `train all` trains: the preset (model size and stage lengths), the stages in order, the
-    seed, the registry name (default generator-<method>-<catalog>) and the prompt's options."""
-
-    preset: str = "small"
-    stages: tuple[str, ...] = ALL_STAGES
-    seed: int = 0
-    name: str | None = None
-    image_sid: str = IMAGE_SID  # nearest-item | tokenizer | none
-    hints: int = HINTS  # image SIDs in the prompt
-    hint_similarity: bool = True  # the model also reads each hint's cosine to the photo
-    sid_content: bool = True  # every SID slot also carries its items' V embedding
 
 
 def run_id(catalog: Catalog, tokenizer_version: Path, recipe: GeneratorRecipe) -> str:

@@ -6,26 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.process import config_from_argv
 from infra.settings import load_settings
-from training.dpo_gate import GateConfig
-from training.dpo_stream import StreamConfig
-
-
-@dataclass
-class DPOStreamRun:
-    catalog: Path
-    registry: Path
-    model: str  # the registry model to improve and publish to
-    cache: Path
-    config: StreamConfig = field(default_factory=StreamConfig)
-    max_idle_s: float | None = None  # exit after this long without sessions (None: run until stopped)
-    threads: int = 1  # torch threads (the job shares the machine with serving)
-    log_level: str = "INFO"
-
+from training.configs import DPOStreamRun, GateConfig, StreamConfig
 
 OPTIONS = {"run": ("max_idle_s", "threads", "log_level"),
            "stream": tuple(f.name for f in dataclasses.fields(StreamConfig) if f.name != "gate"),

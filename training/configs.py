@@ -1,0 +1,72 @@
+"""The recipes' and jobs' configs, in a module that imports nothing heavy: the CLI reads its
+defaults from them at start-up without loading torch, Kafka or the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ALL_STAGES = ("pretrain", "sft", "personalized-sft", "dpo")  # the generator's stages, in order
+# the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/prompt/image_sids.py
+# and docs/architecture.md for why not the tokenizer's own quantization of the photo)
+IMAGE_SID, HINTS = "nearest-item", 8
+DPO_GROUP = "onevision-dpo"  # the near-streaming DPO job's consumer group
+
+
+@dataclass(frozen=True)
+class GeneratorRecipe:
+    """What `train all` trains: the preset (model size and stage lengths), the stages in order, the
+    seed, the registry name (default generator-<method>-<catalog>) and the prompt's options."""
+
+    preset: str = "small"
+    stages: tuple[str, ...] = ALL_STAGES
+    seed: int = 0
+    name: str | None = None
+    image_sid: str = IMAGE_SID  # nearest-item | tokenizer | none
+    hints: int = HINTS  # image SIDs in the prompt
+    hint_similarity: bool = True  # the model also reads each hint's cosine to the photo
+    sid_content: bool = True  # every SID slot also carries its items' V embedding
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The DPO job's eval gate."""
+
+    orders: int = 300  # held-out ORDER queries scored (all of them when fewer)
+    canary: int = 200  # catalog images of the canary set
+    tolerance: float = 2.0  # ORDER HR@4 points a candidate may lose against its reference
+    canary_tolerance: float = 2.0  # canary HR@1 points
+    beam: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The near-streaming DPO job's updates."""
+
+    group: str = DPO_GROUP  # consumer group; also names this job's versions in the registry
+    micro_batch: int = 32  # examples per update ...
+    max_wait_s: float = 15.0  # ... or this long after the first of them arrived
+    steps: int = 4  # AdamW steps per micro-batch
+    lr: float = 5e-5
+    beta: float = 0.1
+    nll_weight: float = 1.0  # OneSearch eq. 11; 0 = pure eq. 10
+    max_negatives: int = 8
+    replay: int = 512  # examples the bounded replay buffer keeps
+    replay_batch: int = 32  # replayed examples added to each step
+    seed: int = 0
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+@dataclass
+class DPOStreamRun:
+    """One DPO job process: what it reads and publishes to, its config and how it runs."""
+
+    catalog: Path
+    registry: Path
+    model: str  # the registry model to improve and publish to
+    cache: Path
+    config: StreamConfig = field(default_factory=StreamConfig)
+    max_idle_s: float | None = None  # exit after this long without sessions (None: run until stopped)
+    threads: int = 1  # torch threads (the job shares the machine with serving)
+    log_level: str = "INFO"
