@@ -78,7 +78,8 @@ def offline_report(catalog: Catalog, models, cache: Path, reports: Path, beam: i
         """The model's rows: `label` (w/ and w/o P. when `both`) with the served search, and each
         `extra` row's name with those searcher options (with the user's features when `both`)."""
         model = OneVisionGenerator.load(version)
-        d = data_for(resolve_ref(read_version(version)[1]["tokenizer"], version), read_version(version)[1])
+        config = read_version(version)[1]
+        d = data_for(resolve_ref(config["tokenizer"], version), config)
         ex, _ = d.evaluation("test")
         for personalized in ((True, False) if both else (False,)):
             res = evaluate_generator(model, d, ex, kinds, beam=beam, personalized=personalized)

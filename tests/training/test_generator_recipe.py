@@ -1,6 +1,7 @@
 """The generator end to end on the tiny world: four stages published with their curves and
 metrics; only catalog SIDs, batched or not; cold-start users and bad photos handled."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -45,7 +46,8 @@ def test_every_generated_sid_is_a_catalog_sid_batched_or_not(tiny_generator):
         assert (single.sids[0] == batched.sids[i]).all() and (single.items[0] == batched.items[i]).all()
     assert (np.diff(batched.rescored, axis=1) <= 1e-5).all()  # the beam is ordered by its re-scored value
     unguided = searcher_for(model, data, lookahead=False).search(prompts, beam=16)
-    searcher.similarity_weight = 0.0  # beam order only (no look-ahead either): the log-probabilities are non-increasing
+    # beam order only (no look-ahead either): the log-probabilities are non-increasing
+    searcher.config = dataclasses.replace(searcher.config, similarity_weight=0.0)
     plain = searcher.search(prompts, beam=16)
     assert (np.diff(plain.scores, axis=1) <= 1e-5).all() and (plain.rescored == plain.scores).all()
     # without the look-ahead the re-score only re-orders the beam's SIDs; with it the beam keeps others

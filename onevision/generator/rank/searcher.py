@@ -82,8 +82,6 @@ class GenerativeSearcher:
         self.s_conv = np.asarray(catalog.s_conv, np.float64)
         self.items = SIDItems.build(catalog.sids, catalog.s_conv)
         self.item_embedding = np.asarray(catalog.embedding, np.float32)
-        self.threshold, self.batch_size, self.similarity_weight = config.threshold, config.batch_size, \
-            config.similarity_weight
         # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
         self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if config.lookahead else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
@@ -94,13 +92,18 @@ class GenerativeSearcher:
         self.category = CategoryAffinity(self.items, catalog.category, config.category_weight) \
             if catalog.category is not None and config.category_weight else None
 
+    @property
+    def threshold(self) -> float:
+        """The calibrated cosine under which an answer is flagged low-confidence."""
+        return self.config.threshold
+
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
         query = prompts.embedding.numpy()
-        for start in range(0, len(prompts), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            guide = self.guide.bonuses(query[sl], self.similarity_weight) \
-                if self.guide is not None and self.similarity_weight and constrained else None
+        for start in range(0, len(prompts), self.config.batch_size):
+            sl = slice(start, start + self.config.batch_size)
+            guide = self.guide.bonuses(query[sl], self.config.similarity_weight) \
+                if self.guide is not None and self.config.similarity_weight and constrained else None
             parts.append(generate_sids(self.model, prompts[sl], self.trie, beam=beam, constrained=constrained,
                                        guide=guide))
         sids = np.concatenate([p.sids for p in parts])
@@ -116,12 +119,12 @@ class GenerativeSearcher:
             def bonus(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
                 return sum(term(rows, items) for term in terms)  # type: ignore[return-value]  # >= 1 term
         items, sid_best, item_scores = self.items.rescore(sids, k, scores, query, self.item_embedding,
-                                                          self.similarity_weight, bonus)
+                                                          self.config.similarity_weight, bonus)
         rescored = scores
         if sid_best is not None:
-            rescored = scores + self.similarity_weight * sid_best
+            rescored = scores + self.config.similarity_weight * sid_best
             order = np.argsort(-rescored, axis=1, kind="stable")  # -inf (padding) stays last
             sids, scores, rescored = (np.take_along_axis(a, order[..., None] if a.ndim == 3 else order, 1)
                                       for a in (sids, scores, rescored))
-        flag, best = low_confidence(query, self.item_embedding, items, self.threshold)
+        flag, best = low_confidence(query, self.item_embedding, items, self.config.threshold)
         return SearchResult(items, sids, scores, rescored, flag, best, item_scores)
