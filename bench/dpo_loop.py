@@ -139,6 +139,7 @@ def main() -> None:
     from onevision.catalog.format import load_catalog
     from onevision.registry import load_version, resolve_ref
     from serving.ab_report import per_request, read_events, summarize
+    from serving.access import local_api_key
     from serving.launch import start_service, stop_service
     from serving.simulator import ShopperWorld, run_traffic
     from streaming.launch import start_workers, stop_workers
@@ -169,7 +170,7 @@ def main() -> None:
             producer = EventProducer(settings)
             t0 = time.time()
             stats = run_traffic(url, ShopperWorld.load(catalog), producer, args.rate, args.duration, seed=args.seed,
-                                concurrency=args.concurrency)
+                                concurrency=args.concurrency, api_key=local_api_key(settings))
             producer.close()
             time.sleep(3)
             stop.set()

@@ -8,6 +8,8 @@ bare model call, side by side in one run on the same photos and users.
 3. Overhead: one request at a time through HTTP (parse, Feast features, routing, model, exposure
    logging) vs `ImageSearch.search` called in this process on the same photo, same user features
    and beam: median of each, alternating the two.
+4. Redis outage: `--outage-clients` clients search while the embedded Redis is stopped for
+   `--redis-down-s`: every answer must be a 200 (cold-start features, `degraded`), none a 5xx.
 Each load phase also counts the CPU every process on the machine spent on it, per request, by
 role (the model replica, the ingress, Serve's HTTP proxy, this client, the rest): only the model's
 share can shrink with batching, and CPU per request over the cores bounds the queries/s.
@@ -31,7 +33,8 @@ import psutil
 import requests
 from common import embedded_services, ensure_models, options, parse, write_report
 
-SMOKE = {"requests": 16, "concurrency": 4, "compare_requests": 8, "overhead_repeats": 3, "beam": 8, "port": 0}
+SMOKE = {"requests": 16, "concurrency": 4, "compare_requests": 8, "overhead_repeats": 3, "beam": 8, "port": 0,
+         "redis_down_s": 3.0}
 
 
 def load(url: str, photos: list[tuple[bytes, str]], n: int, concurrency: int) -> dict:
@@ -103,6 +106,53 @@ def stage_means(url: str) -> dict:
     return {k: round((1 if k == "batch_size" else 1000) * sums[k] / counts[k], 2) for k in sums if counts.get(k)}
 
 
+def outage_load(url: str, photos: list[tuple[bytes, str]], settings, down_s: float, clients: int,
+                own_services: bool) -> dict:
+    """Searches from `clients` threads while the embedded redis-server is stopped for `down_s`
+    (and a few seconds either side): the answers by status, and how many were degraded."""
+    from collections import Counter
+
+    from infra import services as svc
+
+    if not settings.redis.embedded:
+        return {"skipped": "an external Redis is not ours to stop"}
+    redis_proc, results, stop = svc.redis_server(settings), [], threading.Event()
+
+    def client(i: int) -> None:
+        with requests.Session() as s:
+            n = 0
+            while not stop.is_set():
+                data, user = photos[(i + n * clients) % len(photos)]
+                n += 1
+                try:
+                    r = s.post(f"{url}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+                               data={"user_id": user, "top_k": "10"}, timeout=120)
+                    results.append((r.status_code, r.status_code == 200 and r.json()["degraded"]))
+                except requests.RequestException:
+                    results.append((-1, False))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    redis_proc.stop()
+    t0 = time.perf_counter()
+    time.sleep(down_s)
+    during = len(results)
+    redis_proc.start(60, tie_to_parent=own_services)  # the services `infra up` started must outlive the bench
+    down = time.perf_counter() - t0
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    statuses = Counter(status for status, _ in results)
+    return {"down_s": round(down, 1), "clients": clients, "requests": len(results),
+            "status_5xx": sum(n for status, n in statuses.items() if status >= 500),
+            "failed": sum(n for status, n in statuses.items() if status != 200),
+            "degraded": sum(d for _, d in results), "answered_while_down": during,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+
+
 def main() -> None:
     ap = options(__doc__)
     ap.add_argument("--requests", type=int, default=2000)
@@ -111,6 +161,8 @@ def main() -> None:
     ap.add_argument("--overhead-repeats", type=int, default=41)
     ap.add_argument("--beam", type=int, default=256)
     ap.add_argument("--port", type=int, default=8000, help="HTTP port (0: a free one)")
+    ap.add_argument("--redis-down-s", type=float, default=10.0, help="phase 4: how long Redis is stopped")
+    ap.add_argument("--outage-clients", type=int, default=4, help="phase 4: searching clients meanwhile")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="the model's threads, in the service and in the bare call")
     args = parse(ap, SMOKE)
@@ -138,8 +190,10 @@ def measure(args, settings) -> dict:
     catalog = load_catalog(args.catalog)
     q = catalog.queries[catalog.queries["split"] == "test"]
     photos = [((args.catalog / img).read_bytes(), user) for img, user in zip(q["image"], q["user_id"])]
+    unlimited = {"rate_limit": "1000000/minute", "read_rate_limit": "1000000/minute"}  # one address drives all load
+    served = settings.model_copy(update={"api": settings.api.model_copy(update=unlimited)})
     app_args = {"catalog": str(args.catalog), "registry": str(args.registry), "beam": args.beam,
-                "settings": settings.model_dump(mode="json"), "torch_threads": args.torch_threads}
+                "settings": served.private_dump(), "torch_threads": args.torch_threads}
 
     port = args.port or free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -179,6 +233,10 @@ def measure(args, settings) -> dict:
                                             / report["overhead"]["bare_model_p50_ms"], 3)
         report["overhead"]["ingress_stage_mean_ms"] = stage_means(url)  # over every request so far
         print("overhead", report["overhead"], flush=True)
+
+        report["redis_outage"] = outage_load(url, photos, settings, args.redis_down_s, args.outage_clients,
+                                             own_services=args.smoke)
+        print("redis outage", report["redis_outage"], flush=True)
 
         serve.run(build({**app_args, "max_batch_size": 1}), name="onevision", route_prefix="/")
         load(url, photos, 16, 8)

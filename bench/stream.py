@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import redis
 from common import embedded_services, options, parse, save_figure, write_report
 from kafka import KafkaConsumer
 
 from features.client import feature_store
-from infra.settings import Settings
+from infra.settings import Settings, redis_client
 from onevision.items import sid_string
 from streaming.launch import worker_argv
 from streaming.replay import encode_events, replay
@@ -42,7 +41,7 @@ SMOKE = {"events": 3_000, "push_sample": 50, "rate": 500, "seconds": 3.0}
 
 
 def bare_consumer(settings: Settings, n: int) -> float:
-    c = KafkaConsumer(settings.kafka.events_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+    c = KafkaConsumer(settings.kafka.events_topic, **settings.kafka.client_options(),
                       group_id="bench-bare", auto_offset_reset="earliest", enable_auto_commit=False,
                       max_poll_records=5000, fetch_max_bytes=32 << 20, max_partition_fetch_bytes=8 << 20,
                       receive_message_max_bytes=64 << 20)
@@ -91,8 +90,8 @@ def freshness(settings: Settings, table_path: Path, table, rate: int, seconds: f
     """A worker subprocess that starts at the end of the topic, fed `rate` fresh events/s."""
     group, topic = "bench-fresh", settings.kafka.events_topic
     ns = namespace(group)
-    r = redis.Redis.from_url(settings.redis.url)
-    probe = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, receive_message_max_bytes=64 << 20)
+    r = redis_client(settings.redis)
+    probe = KafkaConsumer(**settings.kafka.client_options(), receive_message_max_bytes=64 << 20)
     r.hset(f"{ns}:offsets", mapping={f"{topic}:{p}": end for p, (_, end) in end_offsets(probe, topic).items()})
     probe.close()
     env = {**os.environ, **settings.to_env()}

@@ -1,13 +1,16 @@
 """The thin Feast client that streaming and serving share: one FeatureStore built from
 OneVision's settings and the declarative repo in `features/repo/`.
 
-Redis is the online store whenever it answers; otherwise the SQLite config in the same repo is
-the embedded fallback, so a laptop without Redis still reads and writes the same features.
+Redis is the online store. Only on a laptop (the embedded Redis of the default settings) does a
+Redis that does not answer fall back to the SQLite config in the same repo, with a warning, so
+the same features are still read and written; with an external Redis (`redis.embedded: false`)
+one that does not answer is an error, never a silent switch to a local file nobody else reads.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Literal
 import yaml
 from feast import FeatureStore, RepoConfig
 
-from infra.process import port_open
+from infra.process import ServiceError, port_open
 from infra.settings import Settings
 
 REPO = Path(__file__).parent / "repo"
@@ -33,25 +36,45 @@ def feast_dir(settings: Settings) -> Path:
 
 
 def redis_connection_string(settings: Settings) -> str:
-    """Feast's `host:port,db=N[,username=..,password=..,ssl=true]` form of OneVision's redis URL."""
+    """Feast's `host:port,db=N[,username=..,password=..,ssl=true]` form of OneVision's Redis settings.
+
+    Feast JSON-decodes each value, so credentials are written as JSON strings (a password such as
+    `1234` or `true` stays a string); it splits on commas first, so a credential with a comma
+    cannot be expressed and is refused here rather than sent half."""
     r = settings.redis
-    extra = (f",username={r.username}" if r.username else "") + (f",password={r.password}" if r.password else "")
+    creds = {"username": r.username, "password": r.password.get_secret_value() if r.password else None}
+    extra = ""
+    for name, value in creds.items():
+        if value is None:
+            continue
+        if "," in value:
+            raise ValueError(f"Feast cannot use a Redis {name} containing a comma ({r.safe_url})")
+        extra += f",{name}={json.dumps(value)}"
     return f"{r.host}:{r.port},db={r.db}{extra}" + (",ssl=true" if r.ssl else "")
 
 
 def repo_config(settings: Settings, backend: Backend = "auto") -> RepoConfig:
-    """The repo's YAML with its variables filled from `settings`, as `feast apply` would read it."""
+    """The repo's YAML with its variables filled from `settings`, as `feast apply` would read it.
+
+    `auto` is Redis when it answers; when it does not, SQLite for the embedded (laptop) Redis and
+    a `ServiceError` naming the external one otherwise."""
     if backend == "auto":
-        backend = "redis" if port_open(settings.redis.host, settings.redis.port) else "sqlite"
+        r = settings.redis
+        backend = "redis" if port_open(r.host, r.port) else "sqlite"
+        if backend == "sqlite" and not r.embedded:
+            raise ServiceError(f"the external Redis at {r.safe_url} does not answer; the feature store needs it "
+                               f"(redis.embedded is false, so there is no local SQLite fallback)")
         if backend == "sqlite":
-            log.warning("Redis at %s does not answer; using Feast's SQLite online store", settings.redis.safe_url)
+            log.warning("the embedded Redis at %s does not answer; using Feast's SQLite online store", r.safe_url)
     name = "feature_store.yaml" if backend == "redis" else "feature_store.sqlite.yaml"
     text = (REPO / name).read_text()
     fdir = feast_dir(settings)
     fdir.mkdir(parents=True, exist_ok=True)
-    text = text.replace("${ONEVISION_FEAST_DIR}", str(fdir)).replace(
-        "${ONEVISION_FEAST_REDIS}", redis_connection_string(settings))
-    config = RepoConfig(**yaml.safe_load(text))
+    raw = yaml.safe_load(text.replace("${ONEVISION_FEAST_DIR}", str(fdir)))
+    if raw["online_store"].get("connection_string") == "${ONEVISION_FEAST_REDIS}":
+        # set after parsing: a password is not YAML and must not be read as YAML
+        raw["online_store"]["connection_string"] = redis_connection_string(settings)
+    config = RepoConfig(**raw)
     config.repo_path = REPO
     return config
 

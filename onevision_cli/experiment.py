@@ -30,14 +30,17 @@ def traffic(
 
     from infra.settings import load_settings
     from onevision.catalog.format import load_catalog
+    from serving.access import local_api_key
     from serving.simulator import ShopperWorld, run_traffic
     from streaming.producer import EventProducer
 
     world = ShopperWorld.load(load_catalog(catalog))
-    producer = EventProducer(load_settings())
+    settings = load_settings()
+    producer = EventProducer(settings)
     with Progress(transient=True) as bar:
         task = bar.add_task("searches", total=max(1, int(rate * duration)))
-        stats = run_traffic(url, world, producer, rate, duration, seed, concurrency, progress=lambda: bar.advance(task))
+        stats = run_traffic(url, world, producer, rate, duration, seed, concurrency, progress=lambda: bar.advance(task),
+                            api_key=local_api_key(settings))
     producer.close()
     typer.echo(f"{stats.requests} searches ({stats.errors} failed), {stats.clicks} clicks, {stats.orders} orders")
     for variant, v in sorted(stats.by_variant.items()):

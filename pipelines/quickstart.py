@@ -199,6 +199,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from onevision.baselines.mca import registry_name
     from onevision.registry import current_version
     from serving.ab_report import ab_report, markdown
+    from serving.access import local_api_key
     from serving.launch import start_service
     from serving.models import default_model
     from serving.simulator import ShopperWorld, run_traffic
@@ -215,13 +216,16 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     settings = load_settings()
     row = start_service(settings, catalog.root, registry, port)
     typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
+    key_file = "ONEVISION_API__API_KEY" if settings.api.api_key else settings.resolved_state_dir() / "secrets/api.key"
+    typer.echo(f"  orders and shoppers' data need the API key (header X-API-Key): {key_file}")
     model = default_model(catalog.root)
     started_ms = now_ms()
     job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max_wait_s": 10})
     typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
                f"log {job['log']}")
     producer = EventProducer(settings)
-    stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration)
+    stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration,
+                        api_key=local_api_key(settings))
     producer.close()
     typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, "
                f"{stats.orders} orders")

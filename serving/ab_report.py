@@ -29,7 +29,7 @@ def read_events(settings, experiment: str | None = None, timeout_s: float = 30.0
     from kafka import KafkaConsumer, TopicPartition
 
     topic = settings.kafka.events_topic
-    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+    c = KafkaConsumer(**settings.kafka.client_options(), enable_auto_commit=False,
                       value_deserializer=None, consumer_timeout_ms=2000)
     parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
     c.assign(parts)

@@ -13,37 +13,48 @@ requests on average):
   shown item to Kafka with the assignment.
 Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text); the web page
 `GET /` (`web/index.html`) with `GET /v1/samples`, `/v1/photos/{id}`, `/v1/items/{id}/image`,
-`/v1/users/{id}` and `POST /v1/events` (a click or order from the page).
+`/v1/users/{id}` (API key) and `POST /v1/events` (a click with its answer's feedback token, or
+an order with the API key; `serving.access`, `serving.feedback`).
+
+Closed doors, degraded modes: per-client rate limits on the public endpoints
+(`serving.rate_limit`); the online store down -> cold-start features and `degraded` in the
+answer (`serving.user_reads`); the broker down -> exposures dropped and counted
+(`serving.exposures`), `/v1/events` 503 with Retry-After; every response counted by route and
+status in `onevision_http_responses`, an unexpected error as a counted 500.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the
 # handlers of the Serve ingress class.
 import asyncio
+import json
 import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serving.access import API_KEY_HEADER, Denied, check_api_key, has_api_key
 from serving.experiments import ExperimentConfig, Router
-from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_search, validation_reason
+from serving.exposures import Answered
+from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_body, read_search, validation_reason
 from serving.models import ServedModels
-from serving.schemas import Hit, SearchResponse
+from serving.schemas import SEARCH_FORM, FeedbackBody, Hit, JSONSearch, SearchResponse, openapi_body
 
 DEFAULT_EXPERIMENTS = Path(__file__).with_name("experiments.yaml")
 PAGE = Path(__file__).parent / "web" / "index.html"
 SAMPLE_PHOTOS = 16
-FEEDBACK_FIELDS = ("type", "user_id", "item_id", "request_id", "position", "variant", "experiment", "scene", "price")
+EVENT_ACK_S = 5.0  # how long /v1/events waits for the broker before answering 503
+RETRY_AFTER_S = 5
+MAX_EVENT_BYTES = 64 * 1024
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
 ITEM_STATS_S = 30.0  # how often it reads the items' live S_conv from the online store (5,000 items: ~0.3 s)
 log = logging.getLogger("ray.serve")
@@ -118,6 +129,37 @@ class SearchModel:
 api = FastAPI(title="OneVision image search")
 
 
+@api.middleware("http")
+async def doors(request: Request, call_next) -> Response:
+    """Rate limits first, then the handler; every answer counted by route and status, and an
+    unexpected error answered (and counted) as a 500 with no internals in it."""
+    ingress = request.app.state.ingress
+    client = request.client.host if request.client else "unknown"
+    wait = None
+    if not has_api_key(ingress.api_key, request.headers.get(API_KEY_HEADER)):
+        wait = ingress.rate_limits.retry_after(client, request.url.path)
+    if wait is not None:
+        response: Response = JSONResponse({"error": "too many requests: slow down"}, status_code=429,
+                                          headers={"Retry-After": str(wait)})
+    else:
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001 - the service stays up; the error is logged and counted
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = JSONResponse({"error": "internal error"}, status_code=500)
+    ingress.responses.labels(_route(request), str(response.status_code)).inc()
+    return response
+
+
+def _route(request: Request) -> str:
+    """The route template a request matched (bounded label values: never the raw path)."""
+    from starlette.routing import Match
+
+    route = request.scope.get("route") or next(
+        (r for r in request.app.router.routes if r.matches(request.scope)[0] == Match.FULL), None)
+    return getattr(route, "path", "unmatched")
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
@@ -125,67 +167,57 @@ class Ingress:
                  max_upload_bytes: int = MAX_UPLOAD_BYTES):
         from features.client import feature_store
         from infra.settings import Settings
-        from streaming.producer import EventProducer
+        from serving.access import FeedbackSigner, api_key, feedback_secret
+        from serving.exposures import ExposureLog
+        from serving.rate_limit import RateLimits
+        from serving.user_reads import UserReads
+        from streaming.producer import EventProducer, kafka_producer
         from streaming.request_log import RequestLog
 
         self.model, self.max_upload_bytes = model, max_upload_bytes
         self.settings = Settings.model_validate(settings)
+        a, state = self.settings.api, self.settings.resolved_state_dir()
+        self.api_key = api_key(a.api_key, state)
+        self.signer = FeedbackSigner(feedback_secret(a.feedback_secret, state), a.feedback_ttl_s)
+        self.rate_limits = RateLimits(a.rate_limit, a.read_rate_limit)
         self.router = Router(ExperimentConfig.load(Path(experiments)))
         self.store = feature_store(self.settings)
-        self.producer = EventProducer(self.settings)
-        self.request_log = RequestLog.from_url(self.settings.redis.url)
+        self.reads = UserReads(self._user)
+        # a broker that does not answer costs a send at most max_block_ms, never a hung request
+        self.producer = EventProducer(self.settings, kafka_producer(self.settings, max_block_ms=500))
         self.page_html = PAGE.read_text()
-        self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="exposures")
         self.root = Path(catalog)
         items = pd.read_parquet(self.root / "items.parquet", columns=["item_id", "image", "price"])
-        self.price = dict(zip(items["item_id"], items["price"].astype(float)))
+        self.price = {i: (float(p) if pd.notna(p) else None) for i, p in zip(items["item_id"], items["price"])}
         self.item_image = dict(zip(items["item_id"], items["image"]))
         q = pd.read_parquet(self.root / "queries.parquet", columns=["query_id", "image", "user_id", "split"])
         self.samples = q[q["split"] == "test"].head(SAMPLE_PHOTOS)  # the page's gallery: photos never trained on
         self.metrics = CollectorRegistry()
+        self.exposures = ExposureLog(self.producer, RequestLog.from_settings(self.settings.redis), self.metrics)
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
-        self.exposure_errors = Counter("onevision_exposure_errors", "answers whose exposures could not be produced",
-                                       registry=self.metrics)
-        self.context_errors = Counter("onevision_request_context_errors",
-                                      "answers whose request context (for the DPO job) could not be stored",
-                                      registry=self.metrics)
+        self.responses = Counter("onevision_http_responses", "HTTP responses by route and status",
+                                 ["route", "status"], registry=self.metrics)
+        self.degraded = Counter("onevision_degraded_requests", "searches answered in a degraded mode, by cause",
+                                ["cause"], registry=self.metrics)
+        self.stream_jobs = Gauge("onevision_stream_jobs", "stream workers and DPO jobs seen within the hour",
+                                 ["role", "state"], registry=self.metrics)
+        self.events_unavailable = Counter("onevision_events_unavailable",
+                                          "events answered 503 because the broker did not take them",
+                                          registry=self.metrics)
         self.batch_size = Histogram("onevision_model_batch_size", "requests per model batch, seen by each request",
                                     registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
         self.latency = Histogram("onevision_request_seconds", "search latency by stage", ["stage"],
                                  registry=self.metrics, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        api.state.ingress = self  # what the `doors` middleware counts and limits with
 
     def _user(self, user_id: str) -> dict:
         from features.client import user_features
 
         return user_features(self.store, [user_id])[0]
 
-    def _expose(self, user_id: str, request_id: str, scene: str, variant: str, experiment: str, hits: list[dict],
-                user: dict, answer: dict) -> None:
-        """The request's context (what the DPO job trains on), then one exposure per shown item. A
-        context that cannot be stored (Redis down) costs the DPO job one example, never the exposures."""
-        from streaming.producer import event, now_ms
-        from streaming.request_log import RequestContext
-
-        visual = answer.get("visual")
-        if visual is not None:
-            try:
-                self.request_log.put([RequestContext(request_id, user_id, scene, now_ms(), variant,
-                                                     answer["model_version"], user, visual.tokens, visual.embedding)])
-            except Exception as exc:  # noqa: BLE001 - any storage failure; counted and logged, serving goes on
-                self.context_errors.inc()
-                log.error("request context %s not logged: %s", request_id, exc)
-        for pos, h in enumerate(hits):
-            self.producer.send(event("exposure", user_id, h["item_id"], scene=scene, request_id=request_id,
-                                     position=pos, price=self.price.get(h["item_id"]), variant=variant,
-                                     experiment=experiment or None))
-
-    def _logged(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.exposure_errors.inc()
-            log.error("exposures not logged: %s", task.exception())
-
-    @api.post("/v1/search", response_model=SearchResponse)
+    @api.post("/v1/search", response_model=SearchResponse,
+              openapi_extra=openapi_body(**{"multipart/form-data": SEARCH_FORM, "application/json": JSONSearch}))
     async def search(self, request: Request) -> Any:
         t0 = time.perf_counter()
         try:
@@ -196,16 +228,18 @@ class Ingress:
         t1 = time.perf_counter()
         request_id = uuid.uuid4().hex
         assignment = self.router.assign(params.user_id, request_id)
-        user = await asyncio.to_thread(self._user, params.user_id)
+        user, degraded = await self.reads.get(params.user_id)
+        if degraded:
+            self.degraded.labels("features").inc()
         t2 = time.perf_counter()
         answer = await self.model.search.remote({"variant": assignment.variant, "image": image, "user": user,
                                                  "scene": params.scene, "top_k": params.top_k})
         t3 = time.perf_counter()
-        # exposures go out after the answer, off the request path (the producer batches and retries)
-        task = asyncio.get_running_loop().run_in_executor(
-            self.log_thread, self._expose, params.user_id, request_id, params.scene, assignment.variant,
-            assignment.experiment, answer["hits"], user, answer)
-        task.add_done_callback(self._logged)
+        items = [h["item_id"] for h in answer["hits"]]
+        # exposures go out after the answer, off the request path (bounded; the producer batches and retries)
+        self.exposures.submit(Answered(request_id, params.user_id, params.scene, assignment.variant,
+                                       assignment.experiment, answer["model_version"], items,
+                                       [self.price.get(i) for i in items], user, answer.get("visual")))
         self.batch_size.observe(answer["batch_size"])
         for stage, dt in (("parse", t1 - t0), ("features", t2 - t1), ("model", t3 - t2),
                           ("model_compute", answer["compute_s"]), ("total", t3 - t0)):
@@ -214,7 +248,9 @@ class Ingress:
         return SearchResponse(
             request_id=request_id, variant=assignment.variant, experiment=assignment.experiment,
             model_version=answer["model_version"], low_confidence=answer["low_confidence"],
-            similarity=answer["similarity"], short_sids=user["short_sids"],
+            similarity=answer["similarity"], short_sids=user["short_sids"], degraded=degraded,
+            feedback_token=self.signer.sign(request_id, params.user_id, params.scene, assignment.variant,
+                                            assignment.experiment, items),
             items=[Hit(position=i, **h) for i, h in enumerate(answer["hits"])])
 
     @api.get("/", response_class=HTMLResponse)
@@ -241,34 +277,75 @@ class Ingress:
         return FileResponse(self.root / self.item_image[item_id])
 
     @api.get("/v1/users/{user_id}")
-    async def user(self, user_id: str) -> dict:
-        return await asyncio.to_thread(self._user, user_id)
-
-    @api.post("/v1/events")
-    async def feedback(self, request: Request) -> Response:
-        """A click or order from the page (or any client), validated and produced to Kafka."""
-        from streaming.producer import event
-
+    async def user(self, user_id: str, request: Request) -> Response:
+        """A shopper's features (their behaviour): for callers holding the API key only."""
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError(f"the body must be a JSON object, not {type(body).__name__}")
-            e = event(**{k: body.get(k) for k in FEEDBACK_FIELDS if body.get(k) not in (None, "")})
-            if e.type == "exposure":
-                raise ValueError("exposures are logged by the service itself")
+            check_api_key(self.api_key, request.headers.get(API_KEY_HEADER), "reading a shopper's data")
+        except Denied as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        user, degraded = await self.reads.get(user_id)
+        if degraded:
+            return JSONResponse({"error": "the online store is unavailable"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse(user)
+
+    @api.post("/v1/events", status_code=202, openapi_extra=openapi_body(**{"application/json": FeedbackBody}))
+    async def feedback(self, request: Request) -> Response:
+        """A click (with its answer's feedback token) or, with the API key, an order or click:
+        checked (`serving.feedback`) and produced to Kafka; 202 once the broker has it."""
+        from serving.feedback import Unavailable, feedback_event, produce
+
+        given = request.headers.get(API_KEY_HEADER)
+        try:
+            body = json.loads(await read_body(request, MAX_EVENT_BYTES))
+            e = feedback_event(body, self.signer, self.price, has_api_key(self.api_key, given),
+                               bool(given))
+        except (Denied, BadRequest) as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
         except ValidationError as exc:
             return JSONResponse({"error": validation_reason(exc)}, status_code=422)
-        except (ValueError, TypeError) as exc:  # bad JSON, a missing field
+        except (ValueError, TypeError, RecursionError) as exc:  # bad JSON, a missing field, absurd nesting
             return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=422)
-        await asyncio.to_thread(self.producer.send, e)
+        try:
+            await produce(self.producer, e, EVENT_ACK_S)
+        except Unavailable as exc:
+            self.events_unavailable.inc()
+            log.warning("event %s not taken by the broker: %s", e.event_id, exc)
+            return JSONResponse({"error": "the event log is unavailable: retry later"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"event_id": e.event_id}, status_code=202)
+
+    def _stream_jobs(self) -> list[dict] | None:
+        """The stream workers' and the DPO job's liveness (`streaming.status.worker_liveness`);
+        None when Redis does not answer. Also sets the `onevision_stream_jobs` gauge."""
+        from streaming.status import worker_liveness
+
+        try:
+            jobs = worker_liveness(self.settings)
+        except Exception as exc:  # noqa: BLE001 - Redis down: liveness unknown, the service still answers
+            log.warning("stream liveness not read: %s", type(exc).__name__)
+            return None
+        counts: dict[tuple[str, str], int] = {(j["role"], s): 0 for j in jobs for s in ("alive", "dead")}
+        for j in jobs:
+            counts[j["role"], "alive" if j["alive"] else "dead"] += 1
+        for (role, state), n in counts.items():
+            self.stream_jobs.labels(role, state).set(n)
+        return jobs
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", **(await self.model.health.remote())}
+        """The model's versions and swaps, and the stream jobs: `status` is "degraded" when a role
+        that ran has no live worker (its dead ones are listed), "ok" otherwise."""
+        jobs = await asyncio.to_thread(self._stream_jobs)
+        down = sorted({j["role"] for j in jobs or []} - {j["role"] for j in jobs or [] if j["alive"]})
+        stream = {"jobs": jobs, "roles_down": down} if jobs is not None else {"jobs": None,
+                                                                               "error": "Redis unavailable"}
+        return {"status": "degraded" if down or jobs is None else "ok", **(await self.model.health.remote()),
+                "stream": stream}
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
+        await asyncio.to_thread(self._stream_jobs)
         return PlainTextResponse(generate_latest(self.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -278,7 +355,7 @@ def build(args: dict) -> serve.Application:
     max_batch_size, torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only)."""
     from infra.settings import load_settings
 
-    settings = args.get("settings") or load_settings().model_dump(mode="json")
+    settings = args.get("settings") or load_settings().private_dump()
     catalog, experiments = str(args["catalog"]), str(args.get("experiments", DEFAULT_EXPERIMENTS))
     threads = args.get("torch_threads")
     model = SearchModel.bind(catalog, str(args.get("registry", "data/registry")), experiments,

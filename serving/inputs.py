@@ -71,7 +71,7 @@ async def read_search(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> tu
 def _json(body: bytes) -> tuple[SearchParams, bytes]:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "JSON body must be an object")

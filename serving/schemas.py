@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 from onevision.generator.prompt.builder import SCENES
@@ -44,4 +46,36 @@ class SearchResponse(BaseModel):
     low_confidence: bool
     similarity: float
     short_sids: list[list[int]]  # the user's short-term SIDs this answer used, newest first
+    degraded: bool = False  # the online store did not answer: cold-start features were used
+    feedback_token: str = Field(description="send it with a click on one of `items` (POST /v1/events)")
     items: list[Hit]
+
+
+class FeedbackBody(BaseModel):
+    """`POST /v1/events`. A page sends a click as `type`, `item_id` and the search answer's
+    `token`; the rest is read from the token. A caller with the API key (X-API-Key) sends
+    clicks and orders with the fields it knows, and may state the price it charged."""
+
+    type: Literal["click", "order"]
+    item_id: str = Field(max_length=256)
+    token: str | None = Field(None, description="the feedback_token of the answer that showed item_id")
+    user_id: str | None = Field(None, max_length=256)
+    request_id: str | None = Field(None, max_length=256)
+    position: int | None = Field(None, ge=0)
+    variant: str | None = None
+    experiment: str | None = None
+    scene: str | None = None
+    price: float | None = Field(None, ge=0, description="API key only; otherwise the catalog's")
+    ts: int | None = Field(None, ge=0, description="ms since the epoch; API key only")
+
+
+def openapi_body(**content: type[BaseModel] | dict) -> dict:
+    """A route's `openapi_extra` documenting a body the handler reads itself (so that clients
+    and API fuzzers see the contract)."""
+    return {"requestBody": {"required": True, "content": {
+        ctype: {"schema": schema if isinstance(schema, dict) else schema.model_json_schema()}
+        for ctype, schema in content.items()}}}
+
+
+SEARCH_FORM = {"type": "object", "required": ["image", "user_id"], "properties": {
+    "image": {"type": "string", "format": "binary"}, **SearchParams.model_json_schema()["properties"]}}

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 
@@ -20,6 +22,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
 from infra.settings import Settings
+from infra.supervise import SUPERVISOR_ENV
 from streaming.producer import kafka_producer, send_dead_letter
 from streaming.schema import DeadLetter
 
@@ -37,13 +40,14 @@ class ConsumerJob(ConsumerRebalanceListener):
     `settle` (what must finish before closing)."""
 
     offsets_home = "the job's store"  # where the authoritative offsets live (for the log)
-    stats_every_s = 10.0  # an idle job still says "alive" this often
+    stats_every_s = 2.0  # an idle job still says "alive" this often (`stream status` trusts rows for 15 s)
 
     def __init__(self, settings: Settings, topic: str, group: str, **consumer_options) -> None:
         self.settings, self.topic = settings, topic
         self._stop = threading.Event()
+        self.state = "running"  # "stopped" after a clean exit, "failed" after a crash
         self.producer = kafka_producer(settings)
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group,
+        self.consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=group,
                                       enable_auto_commit=False, auto_offset_reset="earliest", **consumer_options)
         self.consumer.subscribe([topic], listener=self)
         self.publish_stats()  # "alive": what a launcher's health check looks for
@@ -70,7 +74,9 @@ class ConsumerJob(ConsumerRebalanceListener):
     # ---- the loop -----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> None:
         """Consume until stopped (SIGTERM/SIGINT) or, with `max_idle_s`, until that long without
-        records and `idle_done`; drains and closes the job either way."""
+        records and `idle_done`; then drain and close. When the loop dies of an exception the
+        job closes without draining: a half-done batch is never stored, so a restart reads it
+        again from the stored offsets and applies it exactly once."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
@@ -80,16 +86,23 @@ class ConsumerJob(ConsumerRebalanceListener):
                 self.tick()
                 if max_idle_s is not None and time.monotonic() - self._active > max_idle_s and self.idle_done():
                     break
-        finally:
             self.drain()
-            self.close()
+        except BaseException:
+            self.close(clean=False)
+            raise
+        self.close()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Close the job; `clean` first lets what is in flight finish (`settle`). The last stats
+        row says "stopped" (or "failed"), so nobody mistakes the job for alive."""
+        self.state = "stopped" if clean else "failed"
         try:
-            self.settle()
+            if clean:
+                self.settle()
+            self.publish_stats()
             self.consumer.close(autocommit=False)  # the offsets are committed where they are stored
         finally:
             self.producer.flush()
@@ -103,6 +116,14 @@ class ConsumerJob(ConsumerRebalanceListener):
     def publish_stats(self) -> None:
         self._published = time.monotonic()
         self.write_stats()
+
+    def liveness(self) -> dict:
+        """What every stats row carries for `stream status` and launchers: who runs the job (its
+        supervisor's pid too, the pid a launcher knows) and whether it still runs."""
+        supervisor = os.environ.get(SUPERVISOR_ENV)
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "supervisor_pid": int(supervisor) if supervisor else None, "state": self.state,
+                "updated_ms": int(time.time() * 1000)}
 
     def stats_due(self) -> bool:
         """Nothing said "alive" for `stats_every_s`."""
@@ -125,6 +146,22 @@ class ConsumerJob(ConsumerRebalanceListener):
                 self.consumer.seek(tp, offset)
             elif rebuild_missing:
                 self.consumer.seek_to_beginning(tp)
+
+    def past_log_end(self, stored: dict[int, int]) -> dict[int, int]:
+        """The stored offsets that lie past their partition's log end (partition -> that end): the
+        topic was made again (a broker that lost its data, a topic deleted and recreated), so its
+        records are new ones that the stored offset would skip. Reads the true ends with a probe
+        consumer (`streaming.status.end_offsets`); costs about a poll per assignment."""
+        from streaming.status import end_offsets
+
+        if not stored:
+            return {}
+        probe = KafkaConsumer(**self.settings.kafka.client_options(), enable_auto_commit=False)
+        try:
+            ends = end_offsets(probe, self.topic)
+        finally:
+            probe.close()
+        return {p: ends[p][1] for p, o in stored.items() if p in ends and o > ends[p][1]}
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Commit partition -> next offset to Kafka, after the job stored them."""

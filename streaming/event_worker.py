@@ -9,7 +9,13 @@ Delivery is at-least-once reading with effectively-once state:
   stored in Redis, so a `kill -9` between the two replays nothing twice (and a partition with
   no stored offset is rebuilt from the start of the topic);
 - a producer's duplicate (same event_id) is dropped by a per-user window of recent ids;
-- bad events are set aside with their reason and the worker carries on;
+- bad events are set aside with their reason and the worker carries on; so is an event whose
+  application raises ("apply failed"), leaving no trace in the batch: one poisoned event can
+  neither crash the worker nor, by crashing it on every restart, stall its partition;
+- offsets advance only past events applied or set aside, and a worker whose loop dies never
+  writes its half batch: the restart reads it again from the stored offsets;
+- each flush is fenced by the partitions' epochs (`streaming.fencing`), so a worker evicted
+  while stuck cannot land a stale transaction after the partition's new owner;
 - when Redis is down the flush is retried with back-off, nothing is committed meanwhile,
   and a retry first checks whether the lost reply's transaction did land.
 """
@@ -22,6 +28,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,11 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import redis
 
-from infra.settings import Settings
+from infra.settings import Settings, redis_client
 from onevision.behaviour.long_term import CLICK, ORDER, add_action
 from onevision.behaviour.short_term import SCENE, add_click
 from onevision.items import ItemTable
 from streaming.consumer import ConsumerJob
+from streaming.fencing import claim_partitions, epoch_key, fenced_write, holds
 from streaming.schema import DeadLetter, Event, EventError, parse_event
 from streaming.user_state import UserState
 from streaming.worker_config import ROLE_GROUPS, WorkerConfig, namespace
@@ -42,6 +50,7 @@ from streaming.worker_config import ROLE_GROUPS, WorkerConfig, namespace
 log = logging.getLogger(__name__)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 Queue = Callable[[redis.client.Pipeline], None]  # queues writes on a Redis transaction
+APPLY_FAILED = "apply failed"  # the dead letter of an event whose application raised
 
 
 def tune_gc() -> None:
@@ -55,10 +64,11 @@ def tune_gc() -> None:
 class EventWorker(ConsumerJob):
     """A role (`FeatureWorker`, `SessionWorker`) sets `role` and adds what only it does: `observe`
     (its part of one event), `role_writes` (its output at a flush), and optionally `due`,
-    `flush_when_idle`, `assigned` and `revoked`."""
+    `flush_when_idle`, `assigned`, `revoked` and `checkpoint` (how to undo `observe`)."""
 
     role = ""
     offsets_home = "Redis"
+    reports_invalid = False  # send invalid events to the DLQ (one role does, or each would be reported twice)
 
     def __init__(self, settings: Settings, table: ItemTable, config: WorkerConfig | None = None):
         self.settings, self.table, self.config = settings, table, config or WorkerConfig()
@@ -71,12 +81,14 @@ class EventWorker(ConsumerJob):
         c.group = c.group or ROLE_GROUPS[c.role]
         c.worker_id = c.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.ns = namespace(c.group)
-        self.redis = redis.Redis.from_url(settings.redis.url, socket_timeout=10, socket_connect_timeout=2)
+        self.redis = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=2)
         self.users: dict[str, UserState] = {}
         self.next_offset: dict[int, int] = {}  # applied and stored
+        self.epochs: dict[int, int] = {}  # partition -> the fencing epoch this worker holds
         self._reset_batch()
-        self.stats = {"events": 0, "applied": 0, "dlq": 0, "duplicates": 0, "flushes": 0,
-                      "redis_retries": 0, "sessions": 0}
+        self.stats = {"events": 0, "applied": 0, "dlq": 0, "apply_failed": 0, "duplicates": 0, "flushes": 0,
+                      "redis_retries": 0, "sessions": 0, "fenced": 0, "log_resets": 0}
+        self._abandon = threading.Event()  # closing after a crash: stop retrying the in-flight write
         self.freshness: deque[float] = deque(maxlen=20_000)
         self._rate = deque(maxlen=20)  # (monotonic time, events) at recent flushes
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="redis-writer")
@@ -91,6 +103,11 @@ class EventWorker(ConsumerJob):
     # ---- what a role adds ---------------------------------------------------------------------
     def observe(self, partition: int, e: Event, user: UserState) -> None:
         """The role's part of applying one new event, before the user's state takes it."""
+
+    def checkpoint(self, partition: int, e: Event) -> Callable[[], None]:
+        """Called before `observe`: what undoes `observe`'s changes to the role's state should
+        applying this event fail (the event is dead-lettered and must leave no trace)."""
+        return lambda: None
 
     def due(self, close_sessions: bool) -> list:
         """Output the role owes at this flush even without new events (sessions that closed)."""
@@ -127,13 +144,19 @@ class EventWorker(ConsumerJob):
         self.users.clear()
         for tp in revoked:
             self.next_offset.pop(tp.partition, None)
+            self.epochs.pop(tp.partition, None)
         self.revoked([tp.partition for tp in revoked])
 
     def on_partitions_assigned(self, assigned):
         self.users.clear()
         parts = [tp.partition for tp in assigned]
-        raw = self._retry(lambda: self.redis.hmget(f"{self.ns}:offsets", [f"{self.topic}:{p}" for p in parts]))
-        stored = {p: int(o) for p, o in zip(parts, raw) if o is not None}
+        epochs, stored = self._retry(lambda: claim_partitions(self.redis, self.ns, self.topic, parts))
+        self.epochs.update(epochs)
+        for p, end in self.past_log_end(stored).items():
+            log.error("partition %d: the stored offset %d is past the log's end %d: the topic was made again "
+                      "(its old records are gone); reading its new records from the start", p, stored.pop(p), end)
+            self.next_offset.pop(p, None)
+            self.stats["log_resets"] += 1
         self.next_offset.update(stored)
         self.seek_stored(assigned, stored, rebuild_missing=True)  # no state stored (new group, lost Redis): rebuild
         self.assigned(parts)
@@ -158,9 +181,11 @@ class EventWorker(ConsumerJob):
     def settle(self) -> None:
         self._finish_write()
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        if not clean:
+            self._abandon.set()
         try:
-            super().close()
+            super().close(clean)
         finally:
             self._writer.shutdown()
 
@@ -179,6 +204,7 @@ class EventWorker(ConsumerJob):
     def _apply_records(self, records) -> int:
         parsed = []
         skipped = 0
+        ends: dict[int, int] = {}
         for tp, msgs in records.items():
             p = tp.partition
             done = self.next_offset.get(p, -1)
@@ -186,21 +212,30 @@ class EventWorker(ConsumerJob):
                 if m.offset < done:  # already applied and stored (a re-delivery)
                     skipped += 1
                     continue
-                self.pending_offsets[p] = m.offset + 1
+                ends[p] = m.offset + 1
                 try:
                     e = parse_event(m.value)
                     if self.table.index(e.item_id) is None:
                         raise EventError("unknown item", e.item_id)
                 except EventError as err:
-                    self.dead.append(self.dead_letter(m, err.reason, err.detail))
+                    if self.reports_invalid:
+                        self.dead.append(self.dead_letter(m, err.reason, err.detail))
                     continue
-                parsed.append((p, m.timestamp, e))
+                except Exception as err:  # a bug, not a bad event: still only this event's problem
+                    self._failed(m, err)
+                    continue
+                parsed.append((p, m, e))
         if self.batch_started is None:
             self.batch_started = time.monotonic()
         self._load_users({e.user_id for _, _, e in parsed})
-        for p, produced, e in parsed:
-            self._apply(p, e)
-            self.produced_at.append(produced)
+        for p, m, e in parsed:
+            try:
+                self._apply(p, e)
+            except Exception as err:
+                self._failed(m, err)
+                continue
+            self.produced_at.append(m.timestamp)
+        self.pending_offsets.update(ends)  # every record read is now applied or set aside
         n = sum(len(m) for m in records.values())
         self.batch_events += n - skipped
         self.stats["events"] += n - skipped
@@ -215,24 +250,40 @@ class EventWorker(ConsumerJob):
             self.users[u] = UserState.from_bytes(raw)
 
     def _apply(self, partition: int, e: Event) -> None:
-        u = self.users[e.user_id]
+        """Apply one event all or nothing: the user's new state is built on a copy and the role's
+        changes are undone (`checkpoint`) when anything raises."""
+        before = self.users[e.user_id]
+        u = before.copy()
         if not u.first_sight(e.event_id):
             self.stats["duplicates"] += 1
             return
-        self.dirty_users.add(e.user_id)
-        self.observe(partition, e, u)
-        if e.type == "click":
-            if e.scene == SCENE:
-                add_click(u.short, e.ts, e.item_id)
-                self.short_dirty.add(e.user_id)
-            add_action(u.long, e.ts, e.item_id, CLICK, self.config.long_term.max_events)
-            self.long_dirty.add(e.user_id)
-        elif e.type == "order":
-            add_action(u.long, e.ts, e.item_id, ORDER, self.config.long_term.max_events)
-            self.long_dirty.add(e.user_id)
-        if e.type != "exposure":
+        short = e.type == "click" and e.scene == SCENE
+        if short:
+            add_click(u.short, e.ts, e.item_id)
+        if e.type in ("click", "order"):
+            add_action(u.long, e.ts, e.item_id, CLICK if e.type == "click" else ORDER,
+                       self.config.long_term.max_events)
             u.last_ts = max(u.last_ts, e.ts)
+        undo = self.checkpoint(partition, e)
+        try:
+            self.observe(partition, e, before)
+        except BaseException:
+            undo()
+            raise
+        self.users[e.user_id] = u
+        self.dirty_users.add(e.user_id)
+        if short:
+            self.short_dirty.add(e.user_id)
+        if e.type != "exposure":
+            self.long_dirty.add(e.user_id)
         self.stats["applied"] += 1
+
+    def _failed(self, m, err: Exception) -> None:
+        """Set aside an event whose application raised, with the error, and carry on."""
+        detail = f"{type(err).__name__}: {err}"[:500]
+        log.warning("event at %s[%d]@%d failed to apply (%s); sent to the DLQ", m.topic, m.partition, m.offset, detail)
+        self.dead.append(self.dead_letter(m, APPLY_FAILED, detail))
+        self.stats["apply_failed"] += 1
 
     # ---- flush -------------------------------------------------------------------------------
     def flush(self, close_sessions: bool = True, wait: bool = False) -> None:
@@ -243,9 +294,11 @@ class EventWorker(ConsumerJob):
         due = self.due(close_sessions)
         if not self.pending_offsets and not due and not self.dirty_users:
             return
+        self._send_dead_letters()
         queue_role = self.role_writes(due)
         states = {f"{self.ns}:user:{u}": self.users[u].to_bytes() for u in self.dirty_users}
         offsets = {f"{self.topic}:{p}": o for p, o in self.pending_offsets.items()}
+        epochs = {f"{self.topic}:{p}": e for p, e in self.epochs.items()}
 
         def queue(pipe) -> None:
             if states:
@@ -256,10 +309,11 @@ class EventWorker(ConsumerJob):
 
         produced = np.asarray(self.produced_at, dtype=np.float64)
 
-        def write() -> None:
-            self._transact(queue, offsets)
-            if len(produced):
+        def write() -> bool:
+            landed = self._transact(queue, offsets, epochs)
+            if landed and len(produced):
                 self.freshness.extend((time.time() * 1000 - produced).tolist())
+            return landed
 
         self.next_offset.update(self.pending_offsets)
         self._inflight = (self._writer.submit(write), dict(self.pending_offsets))
@@ -269,34 +323,78 @@ class EventWorker(ConsumerJob):
         if len(self.users) > self.config.max_cached_users:
             self.users.clear()
 
+    def _send_dead_letters(self) -> None:
+        for letter in self.dead:
+            self.send_dead_letter(letter)
+        if self.dead:
+            self.producer.flush()
+        self.stats["dlq"] += len(self.dead)
+
     def _finish_write(self) -> None:
         """Wait for the in-flight Redis transaction, then commit its offsets to Kafka (the
         consumer is not thread-safe, so commits stay on this thread)."""
         if self._inflight is None:
             return
         future, offsets = self._inflight
-        future.result()
         self._inflight = None
+        if not future.result():
+            self._fenced()
+            return
         self.commit(offsets)
         self.stats["flushes"] += 1
         self._rate.append((time.monotonic(), self.stats["events"]))
         self.publish_stats()
 
-    def _transact(self, queue: Queue, offsets: dict[str, int]) -> None:
-        def write() -> None:
-            with self.redis.pipeline(transaction=True) as pipe:
-                queue(pipe)
-                pipe.execute()
+    def _transact(self, queue: Queue, offsets: dict[str, int], epochs: dict[str, int]) -> bool:
+        """Write the batch, fenced by `epochs`; False when it did not land because another
+        worker owns one of the partitions now."""
+        landed = self._retry(lambda: fenced_write(self.redis, self.ns, epochs, queue),
+                             landed=(lambda: self._landed(offsets, epochs)) if offsets else None)
+        return landed is not False
 
-        self._retry(write, landed=(lambda: self._landed(offsets)) if offsets else None)
-
-    def _landed(self, offsets: dict[str, int]) -> bool:
-        """Whether a transaction whose reply was lost did apply (its offsets are stored)."""
+    def _landed(self, offsets: dict[str, int], epochs: dict[str, int]) -> bool:
+        """Whether a transaction whose reply was lost did apply: its offsets are stored and the
+        epochs are still this worker's (so nobody else can have stored those offsets). When the
+        epochs moved the retry finds the worker fenced, whichever way its write went."""
         try:
-            stored = self.redis.hmget(f"{self.ns}:offsets", list(offsets))
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(f"{self.ns}:offsets", list(offsets))
+                if epochs:
+                    pipe.hmget(epoch_key(self.ns), list(epochs))
+                stored, *current = pipe.execute()
         except REDIS_DOWN:
             return False
-        return all(s is not None and int(s) == v for s, v in zip(stored, offsets.values()))
+        return (holds(current[0] if current else [], epochs)
+                and all(s is not None and int(s) == v for s, v in zip(stored, offsets.values())))
+
+    def _fenced(self) -> None:
+        """Another worker was assigned some of these partitions while this one was cut off (and
+        Kafka will move them away from it too): drop everything not stored, give up the lost
+        partitions until Kafka assigns them again, and re-read the others from their stored offsets."""
+        self.stats["fenced"] += 1
+        parts = sorted(self.epochs)
+        fields = [f"{self.topic}:{p}" for p in parts]
+        current = self._retry(lambda: self.redis.hmget(epoch_key(self.ns), fields)) if parts else []
+        lost = [p for p, c in zip(parts, current) if c is None or int(c) != self.epochs[p]]
+        kept = [p for p in parts if p not in lost]
+        log.warning("worker %s fenced off: partitions %s belong to another worker now; dropping its unstored batch "
+                    "and re-reading partitions %s from their stored offsets", self.config.worker_id, lost, kept)
+        self._reset_batch()
+        self.users.clear()
+        self.revoked(parts)
+        for p in lost:
+            self.epochs.pop(p)
+        for p in parts:
+            self.next_offset.pop(p, None)
+        tps = {tp.partition: tp for tp in self.consumer.assignment()}
+        if paused := [tps[p] for p in lost if p in tps]:
+            self.consumer.pause(*paused)  # until the rebalance that hands them over
+        raw = self._retry(lambda: self.redis.hmget(f"{self.ns}:offsets", [f"{self.topic}:{p}" for p in kept])) \
+            if kept else []
+        stored = {p: int(o) for p, o in zip(kept, raw) if o is not None}
+        self.next_offset.update(stored)
+        self.seek_stored([tps[p] for p in kept if p in tps], stored, rebuild_missing=True)
+        self.assigned(kept)
 
     def _retry(self, call, landed=None):
         """Call until Redis answers, backing off 50 ms doubling to 2 s; `landed` tells after a
@@ -306,6 +404,8 @@ class EventWorker(ConsumerJob):
             try:
                 return call()
             except REDIS_DOWN as err:
+                if self._abandon.is_set():
+                    raise
                 self.stats["redis_retries"] += 1
                 log.warning("Redis call failed (%s); retrying in %.2fs, nothing committed", err, delay)
                 time.sleep(delay)
@@ -325,7 +425,7 @@ class EventWorker(ConsumerJob):
         return {**self.stats, "worker_id": self.config.worker_id, "events_per_s": round(self.rate(), 1),
                 "freshness_ms_p50": round(float(np.percentile(f, 50)), 1),
                 "freshness_ms_p99": round(float(np.percentile(f, 99)), 1),
-                "partitions": sorted(self.next_offset), "updated_ms": int(time.time() * 1000)}
+                "partitions": sorted(self.epochs), **self.liveness()}
 
     def write_stats(self) -> None:
         try:

@@ -4,6 +4,8 @@ reports bad events to the dead-letter topic."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from features.redis_writer import queue_rows, sid_value, user_row
 from infra.settings import Settings
 from onevision.behaviour.long_term import long_sids
@@ -17,6 +19,7 @@ from streaming.worker_config import WorkerConfig
 
 class FeatureWorker(EventWorker):
     role = "features"
+    reports_invalid = True
 
     def __init__(self, settings: Settings, table: ItemTable, config: WorkerConfig | None = None):
         super().__init__(settings, table, config)
@@ -27,6 +30,9 @@ class FeatureWorker(EventWorker):
         super()._reset_batch()
         self.items = ItemDeltas()
 
+    def checkpoint(self, partition: int, e: Event) -> Callable[[], None]:
+        return self.items.checkpoint(e.item_id, e.ts)
+
     def observe(self, partition: int, e: Event, user: UserState) -> None:
         if e.type == "click":
             self.items.add(e.item_id, e.ts, clicks=1)
@@ -34,8 +40,8 @@ class FeatureWorker(EventWorker):
             self.items.add(e.item_id, e.ts, orders=1, gmv=e.price or 0.0)
 
     def role_writes(self, due: list) -> Queue:
-        """Dead letters to the DLQ now; the changed users' Feast rows and the item deltas into the
-        transaction (the long-term fields only for users whose long-term actions changed)."""
+        """The changed users' Feast rows and the item deltas into the transaction (the long-term
+        fields only for users whose long-term actions changed)."""
         t = self.table
         users = sorted(self.short_dirty | self.long_dirty)
         changed_long = [u for u in users if u in self.long_dirty]
@@ -47,11 +53,6 @@ class FeatureWorker(EventWorker):
             long = long_of.get(u)
             rows.append((u, user_row([t.sid(i) for _, i in s.short], long, s.last_ts,
                                      [t.sid(i) for _, i, _ in s.long] if long is not None else ())))
-        for letter in self.dead:
-            self.send_dead_letter(letter)
-        if self.dead:
-            self.producer.flush()
-        self.stats["dlq"] += len(self.dead)
         items = self.items
 
         def queue(pipe) -> None:

@@ -11,6 +11,7 @@ totals depend only on which events were applied, never on their interleaving.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import redis
 
@@ -97,6 +98,27 @@ class ItemDeltas:
         d[2] += round(gmv * 100)
         if ts > self.ts.get(item_id, -1):
             self.ts[item_id] = ts
+
+    def checkpoint(self, item_id: str, ts: int) -> Callable[[], None]:
+        """What undoes an `add(item_id, ts, ...)` that is about to happen."""
+        day = ts // DAY_MS
+        days = self.days.get(item_id)
+        had_item, old_ts = days is not None, self.ts.get(item_id)
+        old = list(days[day]) if days is not None and day in days else None
+
+        def undo() -> None:
+            if not had_item:
+                self.days.pop(item_id, None)
+            elif old is None:
+                self.days[item_id].pop(day, None)
+            else:
+                self.days[item_id][day] = old
+            if old_ts is None:
+                self.ts.pop(item_id, None)
+            else:
+                self.ts[item_id] = old_ts
+
+        return undo
 
     def __len__(self) -> int:
         return len(self.days)

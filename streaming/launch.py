@@ -1,6 +1,7 @@
 """Feature and session workers as managed processes (pid file and log under the state dir): in
 the background (`start_workers`, `stop_workers`), or in the foreground, stopped together
-(`run_workers`). Each runs `streaming.run_worker`."""
+(`run_workers`). Each runs `streaming.run_worker` under `infra.supervise`, which restarts a
+worker that crashes; the managed pid is the supervisor's."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
-
 from infra.process import ManagedProcess, module_argv
-from infra.settings import Settings
+from infra.settings import Settings, redis_client
+from infra.supervise import supervise_argv
 from onevision.behaviour.long_term import LongTermConfig
 from streaming.run_worker import WorkerRun
+from streaming.status import judged
 from streaming.worker_config import ROLE_GROUPS, WorkerConfig, namespace
 
 
@@ -30,12 +31,14 @@ def worker_argv(items: Path, role: str = WorkerConfig.role, long_term: str = Lon
 
 
 def _published(settings: Settings, group: str, pid: int | None) -> bool:
-    """The worker with this pid has started and written its stats to Redis."""
+    """A worker started by the supervisor with this pid runs and says so in Redis (a fresh stats
+    row: after a restart the worker has a new pid, its supervisor the same)."""
     if pid is None:
         return False
-    raw = redis.Redis.from_url(settings.redis.url, socket_timeout=2).hget(
-        f"{namespace(group)}:workers", f"{socket.gethostname()}-{pid}")
-    return raw is not None and bool(json.loads(raw))
+    rows = redis_client(settings.redis, socket_timeout=2).hvals(f"{namespace(group)}:workers")
+    now = time.time() * 1000
+    return any((w := judged(json.loads(raw), now)) is not None and w["alive"] and w.get("supervisor_pid") == pid
+               and w.get("host") == socket.gethostname() for raw in rows)
 
 
 def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = LongTermConfig.mode,
@@ -43,7 +46,7 @@ def worker_process(settings: Settings, role: str, items: Path, index: int = 0, l
     group = ROLE_GROUPS[role]
     proc = ManagedProcess(
         name=f"stream-{role}-{index}", state_dir=settings.resolved_state_dir(), host="-", port=None,
-        argv=worker_argv(items, role, long_term, session_idle_s=session_idle_s),
+        argv=supervise_argv(worker_argv(items, role, long_term, session_idle_s=session_idle_s)),
         healthy=lambda: _published(settings, group, proc.pid()), env=settings.to_env())
     return proc
 

@@ -10,13 +10,14 @@ import time
 import uuid
 
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 
 from infra.settings import Settings
 from streaming.schema import DeadLetter, Event, SessionLog
 
 
 def kafka_producer(settings: Settings, **overrides) -> KafkaProducer:
-    options = dict(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5,
+    options = dict(**settings.kafka.client_options(), acks="all", linger_ms=5,
                    batch_size=256 * 1024, max_request_size=8 * 1024 * 1024, retries=10,
                    request_timeout_ms=30_000)
     options.update(overrides)
@@ -31,10 +32,11 @@ class EventProducer:
         self.topic = settings.kafka.events_topic
         self.producer = producer or kafka_producer(settings)
 
-    def send(self, event: Event | dict) -> None:
+    def send(self, event: Event | dict) -> FutureRecordMetadata:
+        """Queue the event; the returned future resolves once the broker has it (or fails)."""
         if isinstance(event, dict):
             event = Event.model_validate(event)
-        self.producer.send(self.topic, key=event.user_id.encode(), value=event.to_json())
+        return self.producer.send(self.topic, key=event.user_id.encode(), value=event.to_json())
 
     def send_raw(self, user_id: str, value: bytes) -> None:
         """An already-encoded event (replays; tests that need malformed bytes on the topic)."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infra.settings import RedisSettings, redis_client
+
 KEY = "ov:requests:{}"
 TTL_S = 2 * 24 * 3600
 
@@ -67,10 +69,8 @@ class RequestLog:
         self.redis, self.ttl_s = client, ttl_s
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int = TTL_S) -> "RequestLog":
-        import redis
-
-        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2), ttl_s)
+    def from_settings(cls, settings: RedisSettings, ttl_s: int = TTL_S) -> "RequestLog":
+        return cls(redis_client(settings, socket_timeout=10, socket_connect_timeout=2), ttl_s)
 
     def put(self, contexts: Sequence[RequestContext]) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -5,6 +5,7 @@ sessions are stored per partition in the same transaction as the offsets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from infra.settings import Settings
@@ -25,6 +26,9 @@ class SessionWorker(EventWorker):
         c = config or WorkerConfig(role=self.role)
         self.sessions = Sessionizer(c.session_scenes, int(c.session_timeout_s * 1000), c.session_idle_s)
         super().__init__(settings, table, c)
+
+    def checkpoint(self, partition: int, e: Event) -> Callable[[], None]:
+        return self.sessions.checkpoint(partition, e.request_id)
 
     def observe(self, partition: int, e: Event, user: UserState) -> None:
         self.sessions.observe(partition, e, user)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 from streaming.schema import Event
 from streaming.user_state import UserState
@@ -94,6 +95,33 @@ class Sessionizer:
             s.ordered.append(e.item_id)
         s.last_ts, s.touched = max(s.last_ts, e.ts), time.monotonic()
         self.changed.setdefault(partition, set()).add(e.request_id)
+
+    def checkpoint(self, partition: int, request_id: str | None) -> Callable[[], None]:
+        """What undoes an `observe` of an event of `request_id` in `partition` that is about to happen."""
+        watermark = self.watermark.get(partition)
+        had_open, had_changed = partition in self.open, partition in self.changed
+        s = self.open.get(partition, {}).get(request_id) if request_id else None
+        saved = replace(s, exposed=list(s.exposed), clicked=list(s.clicked), ordered=list(s.ordered)) if s else None
+        was_changed = request_id in self.changed.get(partition, ())
+
+        def undo() -> None:
+            if watermark is None:
+                self.watermark.pop(partition, None)
+            else:
+                self.watermark[partition] = watermark
+            if not had_open:
+                self.open.pop(partition, None)
+            elif request_id:
+                if saved is None:
+                    self.open[partition].pop(request_id, None)
+                else:
+                    self.open[partition][request_id] = saved
+            if not had_changed:
+                self.changed.pop(partition, None)
+            elif not was_changed:
+                self.changed[partition].discard(request_id)
+
+        return undo
 
     def close_due(self, idle: bool = True) -> list[OpenSession]:
         """Sessions whose time is up (removed from the open set, remembered for the state write)."""

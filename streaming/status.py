@@ -1,16 +1,51 @@
 """What `onevision stream status` shows: lag per partition (Kafka-committed and the
-authoritative Redis-stored offsets), each worker's rate and freshness, and the DLQ count."""
+authoritative Redis-stored offsets), each worker's rate and freshness, and the DLQ count; and
+`worker_liveness`, the cheap Redis-only answer to "which stream jobs are alive"."""
 
 from __future__ import annotations
 
 import json
 import time
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.settings import Settings
-from streaming.worker_config import DEFAULT_GROUP, namespace
+from infra.settings import Settings, redis_client
+from streaming.groups import DEFAULT_GROUP, DPO_GROUP, ROLE_GROUPS, namespace, status_key
+
+ALIVE_S = 15.0  # a job whose stats row is older than this is dead (a running one writes it every ~2 s)
+FORGET_S = 3600.0  # rows older than this (workers long gone) are not shown
+LIVENESS_FIELDS = ("worker_id", "pid", "host", "supervisor_pid", "state", "updated_ms")
+
+
+def judged(row: dict, now_ms: float) -> dict | None:
+    """`row` with `alive` (fresh and running) and `age_s`, or None when it is too old to show."""
+    age_s = (now_ms - row.get("updated_ms", 0)) / 1000
+    if age_s > FORGET_S:
+        return None
+    return {**row, "age_s": round(age_s, 1), "alive": age_s < ALIVE_S and row.get("state", "running") == "running"}
+
+
+def worker_liveness(settings: Settings) -> list[dict]:
+    """Every stream job seen within the hour (feature and session workers, the DPO job), with
+    `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid` and `state`. It reads three
+    Redis keys and no Kafka, so health checks and metrics endpoints can call it per request."""
+    r = redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)
+    with r.pipeline(transaction=False) as pipe:
+        for group in ROLE_GROUPS.values():
+            pipe.hvals(f"{namespace(group)}:workers")
+        pipe.get(status_key(DPO_GROUP))
+        *rows_of, dpo = pipe.execute()
+    found = [(role, group, json.loads(raw)) for (role, group), rows in zip(ROLE_GROUPS.items(), rows_of)
+             for raw in rows]
+    if dpo:
+        row = json.loads(dpo)
+        found.append(("dpo", DPO_GROUP, {"worker_id": f"{row.get('host')}-{row.get('pid')}", **row}))
+    now, out = time.time() * 1000, []
+    for role, group, row in found:
+        if (j := judged(row, now)) is not None:
+            out.append({"role": role, "group": group, "alive": j["alive"], "age_s": j["age_s"],
+                        **{k: j.get(k) for k in LIVENESS_FIELDS}})
+    return sorted(out, key=lambda w: (w["role"], str(w["worker_id"])))
 
 
 def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[int, tuple[int, int]]:
@@ -40,9 +75,9 @@ def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[int, tuple[int, int
 
 def stream_status(settings: Settings, group: str = DEFAULT_GROUP) -> dict:
     k = settings.kafka
-    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, group_id=group, enable_auto_commit=False,
+    consumer = KafkaConsumer(**k.client_options(), group_id=group, enable_auto_commit=False,
                              receive_message_max_bytes=64 * 1024 * 1024)
-    r = redis.Redis.from_url(settings.redis.url, socket_timeout=5)
+    r = redis_client(settings.redis, socket_timeout=5)
     ns = namespace(group)
     try:
         events = end_offsets(consumer, k.events_topic)
@@ -56,11 +91,15 @@ def stream_status(settings: Settings, group: str = DEFAULT_GROUP) -> dict:
         dlq = sum(end - begin for begin, end in end_offsets(consumer, k.dlq_topic).values())
         sessions = sum(end - begin for begin, end in end_offsets(consumer, k.sessions_topic).values())
         now = time.time() * 1000
-        workers = []
-        for raw in r.hgetall(f"{ns}:workers").values():
-            w = json.loads(raw)
-            w["alive"] = now - w["updated_ms"] < 60_000
-            workers.append(w)
+        workers, gone = [], []
+        for worker_id, raw in r.hgetall(f"{ns}:workers").items():
+            w = judged(json.loads(raw), now)
+            if w is None:
+                gone.append(worker_id)
+            else:
+                workers.append(w)
+        if gone:  # workers that left over an hour ago: forget them
+            r.hdel(f"{ns}:workers", *gone)
     finally:
         consumer.close()
     return {"group": group, "partitions": partitions, "lag": sum(p["lag"] for p in partitions),

@@ -16,6 +16,11 @@ class UserState:
     seen: list[str] = field(default_factory=list)
     last_ts: int = 0
 
+    def copy(self) -> "UserState":
+        """An independent copy: an event is applied to it, and it replaces this state only if
+        that worked."""
+        return UserState(list(self.short), list(self.long), list(self.seen), self.last_ts)
+
     def to_bytes(self) -> bytes:
         return json.dumps([self.short, self.long, self.seen, self.last_ts], separators=(",", ":")).encode()
 

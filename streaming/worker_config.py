@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from onevision.behaviour.long_term import LongTermConfig
 from onevision.behaviour.short_term import SCENE
 from onevision.generator.sid_items import S_CONV_WEIGHTS
+from streaming.groups import DEFAULT_GROUP, ROLE_GROUPS, SESSIONS_GROUP, namespace
 
-DEFAULT_GROUP = "onevision-features"
-SESSIONS_GROUP = "onevision-sessions"
-ROLE_GROUPS = {"features": DEFAULT_GROUP, "sessions": SESSIONS_GROUP}  # each role its own group
+__all__ = ["DEFAULT_GROUP", "ROLE_GROUPS", "SESSIONS_GROUP", "ItemStatsConfig", "WorkerConfig", "namespace"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,3 @@ class WorkerConfig:
     max_cached_users: int = 200_000
     kafka_session_timeout_ms: int = 6_000  # how soon a killed worker's partitions move on
     worker_id: str = ""  # default: <host>-<pid> of the process the worker runs in
-
-
-def namespace(group: str) -> str:
-    return f"ov:{group}"

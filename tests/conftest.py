@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -20,19 +21,25 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
+REDIS_PASSWORD = "s3cret:/@pw"  # characters a URL must escape, and Feast's connection string must not misread
+
+
 def embedded_settings(state_dir: Path) -> Settings:
-    """Settings for embedded services on free loopback ports with state under `state_dir`."""
+    """Settings for embedded services on free loopback ports with state under `state_dir`, set up
+    the way production is: the broker named by a bootstrap list of two addresses (the same
+    broker twice) and a Redis that requires a password, given in its URL."""
+    kafka_port = free_port()
     return Settings(
         state_dir=state_dir,
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", partitions=3),
-        redis=RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"),
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{kafka_port},localhost:{kafka_port}", partitions=3),
+        redis=RedisSettings(url=f"redis://:{quote(REDIS_PASSWORD, safe='')}@127.0.0.1:{free_port()}/0"),
     )
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> Settings:
-    """A real Tansu broker and redis-server for the whole session, stopped at the end (and tied
-    to this process, so that even an aborted test run leaves none behind)."""
+    """A real Tansu broker and password-protected redis-server for the whole session, stopped at
+    the end (and tied to this process, so that even an aborted test run leaves none behind)."""
     from infra import services as svc
 
     settings = embedded_settings(tmp_path_factory.mktemp("state"))

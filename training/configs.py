@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streaming.groups import DPO_GROUP  # the near-streaming DPO job's consumer group (an import-light module)
+
 ALL_STAGES = ("pretrain", "sft", "personalized-sft", "dpo")  # the generator's stages, in order
 # the prompt's image SIDs: the SIDs of the photo's 8 nearest catalog items (see generator/prompt/image_sids.py
 # and docs/architecture.md for why not the tokenizer's own quantization of the photo)
 IMAGE_SID, HINTS = "nearest-item", 8
-DPO_GROUP = "onevision-dpo"  # the near-streaming DPO job's consumer group
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class StreamConfig:
     replay_batch: int = 32  # replayed examples added to each step
     seed: int = 0
     gate: GateConfig = field(default_factory=GateConfig)
+    # one job per model (`ov:dpo-lease:<model>` in Redis), renewed every round; a holder that dies loses
+    # it after lease_ttl_s. A second copy waits lease_wait_s for it, long enough by default to take over
+    # from a crashed predecessor (a supervisor's restart), then exits naming the holder.
+    lease_ttl_s: float = 30.0
+    lease_wait_s: float = 45.0
 
 
 @dataclass

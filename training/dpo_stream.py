@@ -26,6 +26,11 @@ No session is trained twice across versions and none is skipped; a session log d
 twice (the sessions topic is at least once) is recognised by its id, which every manifest
 lists, and counted as a duplicate. The replay buffer is the one deliberate exception: it
 re-shows earlier examples, and it starts empty after a restart.
+
+One job per model: two would race on its versions and CURRENT. The job holds a Redis lease
+(`infra.lease`, `ov:dpo-lease:<model>`), renewed every round; a second copy waits
+`lease_wait_s` for it and then refuses, naming the holder, and a job that finds its lease
+taken over stops without publishing.
 """
 
 from __future__ import annotations
@@ -34,17 +39,18 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import redis
 import torch
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from infra.lease import Lease, LeaseHeld
 from infra.settings import Settings
 from onevision.catalog.format import Catalog
 from onevision.generator.data import data_for_version
@@ -52,9 +58,10 @@ from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import current_version, history, load_version
 from streaming.consumer import ConsumerJob
+from streaming.groups import status_key
 from streaming.producer import now_ms
 from streaming.request_log import RequestContext, RequestLog
-from streaming.schema import SessionLog
+from streaming.schema import SessionLog, parse_session
 from training.configs import DPO_GROUP, StreamConfig
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate
@@ -64,8 +71,8 @@ log = logging.getLogger(__name__)
 GROUP = DPO_GROUP
 
 
-def status_key(group: str) -> str:
-    return f"ov:{group}:status"
+def lease_key(model: str) -> str:
+    return f"ov:dpo-lease:{model}"
 
 
 @dataclass
@@ -183,7 +190,7 @@ def check_resume(settings: Settings, topic: str, offsets: dict[int, int], marks:
     checked = {p: TopicPartition(topic, p) for p, o in offsets.items() if o > 0 and p in marks}
     if not checked:
         return dict(offsets), []
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+    consumer = KafkaConsumer(**settings.kafka.client_options(), enable_auto_commit=False,
                              auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
     valid, reset = dict(offsets), []
     try:
@@ -238,7 +245,21 @@ class DPOStreamJob(ConsumerJob):
         self.settings, self.catalog, self.model, self.config = settings, catalog, model, config
         self.registry = Path(registry)
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
-        self.requests = RequestLog.from_url(settings.redis.url)
+        self.requests = RequestLog.from_settings(settings.redis)
+        self.lease = Lease(self.requests.redis, lease_key(model), config.lease_ttl_s)
+        try:
+            self.lease.acquire(config.lease_wait_s)
+        except LeaseHeld as err:
+            raise LeaseHeld(f"another DPO stream job is training {model}: {err}") from None
+        try:
+            self._start(progress)
+        except BaseException:
+            self.lease.release()
+            raise
+
+    def _start(self, progress: bool) -> None:
+        """Everything after the lease: the models, where to resume, joining the group."""
+        settings, model, config = self.settings, self.model, self.config
         self._open(progress)
         mine = job_versions(self.registry, model, config.group)
         offsets, self.marks = resume_offsets(mine, self.topic)
@@ -262,9 +283,31 @@ class DPOStreamJob(ConsumerJob):
     def write_stats(self) -> None:
         """The job's state in Redis (`ov:<group>:status`, expiring unless refreshed), for
         launchers ("ready") and operators."""
-        self.requests.redis.set(status_key(self.config.group), json.dumps(
-            {"pid": os.getpid(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
-             "pending": len(self.pending), **self.totals}), ex=120)
+        try:
+            self.requests.redis.set(status_key(self.config.group), json.dumps(
+                {**self.liveness(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
+                 "pending": len(self.pending), **self.totals}), ex=120)
+        except redis.RedisError as err:
+            log.warning("could not write the job's status to Redis (%s)", err)
+
+    def close(self, clean: bool = True) -> None:
+        try:
+            super().close(clean)
+        finally:
+            try:
+                self.lease.release()
+            except redis.RedisError:  # it lapses after lease_ttl_s anyway
+                pass
+
+    def holds_lease(self) -> bool:
+        """Renew the lease; False (after saying so, and asking the loop to stop) once another job holds it."""
+        if self.lease.renew():
+            return True
+        log.error("the DPO stream lease %s passed to %s: this job stops without publishing",
+                  self.lease.key, self.lease.holder())
+        self.pending, self.first_pending = [], None
+        self.stop()
+        return False
 
     @staticmethod
     def _zero_counts() -> dict[str, int]:
@@ -321,7 +364,7 @@ class DPOStreamJob(ConsumerJob):
                 self.through[tp.partition] = m.offset + 1
                 self.marks[tp.partition] = digest(m.value)
                 try:
-                    sessions.append(SessionLog.model_validate_json(m.value))
+                    sessions.append(parse_session(m.value))  # EventError: a ValueError
                 except (ValidationError, ValueError) as exc:
                     self.counts["dlq"] += 1
                     self.send_dead_letter(self.dead_letter(m, "malformed session log", str(exc)[:500]))
@@ -356,8 +399,11 @@ class DPOStreamJob(ConsumerJob):
             self._set_reference(current)
         t0 = time.perf_counter()
         stats = self.learner.update(self.pending)
+        self.lease.renew()  # training and the gate can take a while
         scores = self.gate.score(self.learner.policy)
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
+        if not self.holds_lease():  # another job may have published meanwhile: this candidate's parent is stale
+            return {}
         stream = {"topic": self.topic, "group": self.config.group, "from": dict(self.cycle_from),
                   "through": dict(self.through), "marks": dict(self.marks), **self.counts, **stats,
                   "session_ids": [e.request_id for e in self.pending],
@@ -400,6 +446,11 @@ class DPOStreamJob(ConsumerJob):
         return self.totals
 
     def tick(self) -> None:
+        try:
+            if not self.holds_lease():
+                return
+        except redis.RedisError as err:  # checked again, strictly, before publishing
+            log.warning("could not renew the DPO stream lease (%s)", err)
         # never read past one micro-batch: its offsets are exactly what it trained on
         records = self.consumer.poll(timeout_ms=500, max_records=max(1, self.config.micro_batch - len(self.pending)))
         if records:

@@ -1,15 +1,15 @@
 """The near-streaming DPO job as a managed background process (pid file and log under the state
-dir), for the quickstart and the closed-loop benchmark; it runs `training.run_dpo_stream`."""
+dir), for the quickstart and the closed-loop benchmark; it runs `training.run_dpo_stream` under
+`infra.supervise` (restarted after a crash; the managed pid is the supervisor's)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import redis
-
 from infra.process import ManagedProcess, module_argv
-from infra.settings import Settings
+from infra.settings import Settings, redis_client
+from infra.supervise import supervise_argv
 from training.dpo_stream import GROUP, status_key
 from training.run_dpo_stream import dpo_stream_run
 
@@ -24,11 +24,12 @@ def dpo_argv(catalog: Path, registry: Path, model: str, cache: Path, options: di
 
 def dpo_process(settings: Settings, catalog: Path | None = None, registry: Path | None = None, model: str = "",
                 cache: Path | None = None, options: dict | None = None, group: str = GROUP) -> ManagedProcess:
-    argv = dpo_argv(catalog, registry, model, cache, options) if catalog is not None else []
+    argv = supervise_argv(dpo_argv(catalog, registry, model, cache, options)) if catalog is not None else []
 
     def healthy() -> bool:
-        raw = redis.Redis.from_url(settings.redis.url, socket_timeout=2).get(status_key(group))
-        return raw is not None and json.loads(raw).get("pid") == proc.pid()
+        raw = redis_client(settings.redis, socket_timeout=2).get(status_key(group))
+        row = json.loads(raw) if raw is not None else {}
+        return row.get("supervisor_pid") == proc.pid() and row.get("state") == "running"
 
     proc = ManagedProcess(name=NAME, state_dir=settings.resolved_state_dir(), host="-", port=None, argv=argv,
                           healthy=healthy, env=settings.to_env())

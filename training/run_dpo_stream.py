@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 from infra.process import config_from_argv
@@ -52,7 +53,13 @@ def summary(totals: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(summary(run_dpo_stream(config_from_argv(DPOStreamRun, argv))), flush=True)
+    from infra.lease import LeaseHeld
+
+    try:
+        totals = run_dpo_stream(config_from_argv(DPOStreamRun, argv))
+    except LeaseHeld as err:  # another job on this model: one line, not a traceback
+        sys.exit(f"dpo-stream: {err}")
+    print(summary(totals), flush=True)
 
 
 if __name__ == "__main__":

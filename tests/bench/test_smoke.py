@@ -3,7 +3,7 @@ exits 0 and writes its JSON, with the keys its readers expect, under a temporary
 
 The benches that read a world and models get the session's tiny world and a private copy of the
 registry and feature cache the tiny generator was trained into (a bench that fits what it lacks,
-serving's MCA ranker, writes only there); the others need nothing. stream, serve and dpo_loop
+serving's MCA ranker, writes only there); the others need nothing. stream, serve, chaos and dpo_loop
 start their own broker and Redis (and Ray Serve): about a minute each on two cores."""
 
 from __future__ import annotations
@@ -57,9 +57,16 @@ BENCHES = {
                                               "feast_push_per_event_events_per_s", "ours_worker", "freshness", "pass"),
                     services=True,
                     check=lambda r: r["ours_worker"]["applied"] == r["events"] and r["ours_worker"]["dlq"] == 0),
-    "serve": Bench("bench_serve.json", keys("beam", "catalog", "load", "overhead", "batching"), models=True,
+    "serve": Bench("bench_serve.json", keys("beam", "catalog", "load", "overhead", "batching", "redis_outage"),
+                   models=True,
                    services=True,
-                   check=lambda r: r["load"]["errors"] == 0 and r["batching"]["unbatched"]["errors"] == 0),
+                   check=lambda r: r["load"]["errors"] == 0 and r["batching"]["unbatched"]["errors"] == 0
+                   and r["redis_outage"]["failed"] == 0 and r["redis_outage"]["degraded"] > 0),
+    # kill -9 (one mid-rebalance), a Redis outage and a broker restart against an undisturbed run
+    "chaos": Bench("chaos.json", keys("reference", "kill", "redis_outage", "broker_restart", "lost", "duplicated"),
+                   # the embedded broker keeps its topics in memory: what it held is lost on a restart
+                   services=True, check=lambda r: all(r["lost"][k] == 0 and r["duplicated"][k] == 0
+                                                      for k in ("kill", "redis_outage"))),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),

@@ -6,15 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pandas as pd
-import redis
 
 from features.client import feature_store, item_features, user_features
 from features.redis_writer import entity_key, item_row, queue_rows, user_row
+from infra.settings import redis_client
 
 
 def test_rows_read_back_through_feast_and_match_feast_bytes(services):
     store = feature_store(services, backend="redis")
-    r = redis.Redis.from_url(services.redis.url)
+    r = redis_client(services.redis)
     ts = 1_767_225_600_123
     with r.pipeline(transaction=True) as pipe:
         queue_rows(pipe, "user_id", [("u-ours", user_row([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], [2, 7, 1, 8, 2], ts,

@@ -56,7 +56,7 @@ def send_sessions(settings, world, rows, malformed: int = 0, without_purchase: i
     """Log a request context and a closed session (the target bought, three items shown and
     not clicked) for each query row; returns how many messages went to the sessions topic."""
     q, vis, items = world["queries"], world["vis"], world["search"].item_ids
-    contexts, producer = [], KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    contexts, producer = [], KafkaProducer(**settings.kafka.client_options(), acks="all")
     rng = np.random.default_rng(len(rows))
     sent = 0
     for r in rows:
@@ -83,12 +83,12 @@ def send_sessions(settings, world, rows, malformed: int = 0, without_purchase: i
         sent += 1
     producer.flush()
     producer.close()
-    RequestLog.from_url(settings.redis.url).put(contexts)
+    RequestLog.from_settings(settings.redis).put(contexts)
     return sent
 
 
 def end_offsets(settings) -> dict[int, int]:
-    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    c = KafkaConsumer(**settings.kafka.client_options())
     try:
         return {p: end for p, (_, end) in topic_offsets(c, settings.kafka.sessions_topic).items()}
     finally:
@@ -100,7 +100,7 @@ def unpublished_tail(settings, covered: dict[int, int]) -> list[SessionLog]:
     from kafka import TopicPartition
 
     ends = end_offsets(settings)
-    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    c = KafkaConsumer(**settings.kafka.client_options(), enable_auto_commit=False)
     tps = [TopicPartition(settings.kafka.sessions_topic, p) for p, end in ends.items() if end > covered.get(p, 0)]
     c.assign(tps)
     for tp in tps:
@@ -152,7 +152,7 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     manifest, _ = load_version(registry / model / rows[-1]["version"])  # files match their sha256
     assert set(manifest["gate"]["candidate"]) >= {"order_HR@4", "canary_HR@1"}
     assert len(manifest["stream"]["session_end_ts"]) == manifest["stream"]["examples"]
-    dlq = KafkaConsumer(settings.kafka.dlq_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+    dlq = KafkaConsumer(settings.kafka.dlq_topic, **settings.kafka.client_options(),
                         auto_offset_reset="earliest", consumer_timeout_ms=5000)
     letters = [json.loads(m.value) for m in dlq]
     dlq.close()
@@ -203,7 +203,7 @@ def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tm
     settings = isolated(services, "dpo-kill")
     registry, model = fresh_registry(world, "dpo-kill")
     options = {"group": "kill", "micro_batch": 8, "max_wait_s": 1, "steps": 1, "orders": 40, "tolerance": 100,
-               "canary_tolerance": 100, "log_level": "WARNING"}
+               "canary_tolerance": 100, "log_level": "WARNING", "lease_ttl_s": 5}  # the killed job's lease lapses soon
     argv = dpo_argv(world["catalog"].root, registry, model, world["cache"], options)
     env = {**os.environ, **settings.to_env()}
     sent = send_sessions(settings, world, range(40))
@@ -252,7 +252,7 @@ def test_a_recreated_sessions_topic_is_read_from_its_start(services, world):
     assert reset == [min(marks)] and valid == {**offsets, min(marks): 0}
     assert resume_offsets(first, "another.topic") == ({}, {})  # offsets belong to their topic
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**settings.kafka.client_options())
     admin.delete_topics([settings.kafka.sessions_topic])
     admin.close()
     deadline = time.time() + 20
@@ -272,3 +272,21 @@ def test_a_recreated_sessions_topic_is_read_from_its_start(services, world):
     later = job_versions(registry, model, "recreated")[len(first):]
     assert sum(r["stream"]["examples"] for r in later) == 6  # none of the new log's sessions skipped
     assert all(int(o) == 0 for o in later[0]["stream"]["from"].values())
+
+
+def test_a_second_job_for_the_same_model_refuses_while_the_first_holds_the_lease(services, tmp_path):
+    from infra.lease import Lease, LeaseHeld
+    from infra.settings import redis_client
+    from training.dpo_stream import lease_key
+
+    settings = isolated(services, "dpo-lease")
+    r = redis_client(settings.redis)
+    first = Lease(r, lease_key("lease-model"), ttl_s=30, token="host-1-first")  # what a running job holds
+    first.acquire()
+    config = StreamConfig(group="lease", lease_wait_s=0.5)
+    with pytest.raises(LeaseHeld, match="another DPO stream job is training lease-model: .* held by host-1-first"):
+        DPOStreamJob(settings, None, tmp_path / "registry", "lease-model", tmp_path / "cache", config)
+    first.release()  # the first job closed: the next one starts (here up to the empty registry it is given)
+    with pytest.raises(FileNotFoundError, match="no CURRENT"):
+        DPOStreamJob(settings, None, tmp_path / "registry", "lease-model", tmp_path / "cache", config)
+    assert r.get(lease_key("lease-model")) is None  # a start that failed gave the lease back

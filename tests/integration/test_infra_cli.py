@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,46 @@ def test_services_tied_to_a_process_die_when_it_is_killed(tmp_path):
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_up_against_external_services_named_by_a_broker_list_and_a_password(services, tmp_path):
+    """An external cluster may be named by several brokers of which the first is down, and an
+    external Redis may want a password: `up` and `status` check them as their clients would."""
+    dead = free_port()
+    env = {**os.environ, "ONEVISION_STATE_DIR": str(tmp_path / "state"),
+           "ONEVISION_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{dead},{services.kafka.servers[0]}",
+           "ONEVISION_KAFKA__EMBEDDED": "false", "ONEVISION_REDIS__URL": services.redis.url,
+           "ONEVISION_REDIS__PASSWORD": services.redis.password.get_secret_value(),
+           "ONEVISION_REDIS__EMBEDDED": "false"}
+    up = _cli(env, "up")
+    assert up.stdout.count("healthy") == 2
+    status = json.loads(_cli(env, "status", "--json").stdout)
+    assert all(s["healthy"] and not s["embedded"] for s in status)
+    assert status[0]["address"] == env["ONEVISION_KAFKA__BOOTSTRAP_SERVERS"]
+    env["ONEVISION_REDIS__PASSWORD"] = "wrong"
+    res = _cli(env, "up", check=False)
+    assert res.returncode == 2 and f"external redis at {services.redis.safe_url} is not reachable" in res.stderr
+    assert "wrong" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_embedded_redis_requires_any_password_but_keeps_it_off_its_command_line(tmp_path):
+    """The password reaches redis-server through a 0600 config file (a command line is world-readable
+    in /proc), escaped so that quotes, backslashes, spaces and UTF-8 survive; an ACL user too."""
+    import redis
+
+    from infra import services as svc
+    from infra.settings import RedisSettings, Settings, redis_client
+
+    password = 'a "quoted" \\ pass wörd'
+    r = RedisSettings(url=f"redis://ops@127.0.0.1:{free_port()}/0", password=password)
+    proc = svc.redis_server(Settings(state_dir=tmp_path, redis=r))
+    assert not any(password in a or "pass" in a for a in proc.argv)
+    assert Path(proc.argv[1]).stat().st_mode & 0o077 == 0
+    proc.start(tie_to_parent=True)
+    try:
+        with redis_client(r) as client:
+            assert client.ping()
+        with redis_client(r.model_copy(update={"password": None})) as client, pytest.raises(redis.AuthenticationError):
+            client.ping()
+    finally:
+        proc.stop()

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import redis
 from kafka import KafkaConsumer
 
 from features.client import feature_store, item_features, user_features
 from infra import services as svc
 from infra.process import free_port
-from infra.settings import RedisSettings, Settings
+from infra.settings import RedisSettings, Settings, redis_client
 from onevision.behaviour.backfill import user_context
 from onevision.items import ItemTable
 from streaming.launch import worker_argv
@@ -65,7 +64,7 @@ def spawn_worker(settings: Settings, table_path: Path, group: str) -> subprocess
 
 def applied(settings: Settings, group: str) -> int:
     """Events applied and stored (the sum of the offsets the worker stored with its state)."""
-    r = redis.Redis.from_url(settings.redis.url)
+    r = redis_client(settings.redis)
     return sum(int(v) for v in r.hvals(f"ov:{group}:offsets"))
 
 
@@ -80,7 +79,7 @@ def committed(settings: Settings, group: str) -> list[int | None]:
     """The group's Kafka-committed offsets per partition."""
     from kafka import TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    c = KafkaConsumer(**settings.kafka.client_options(), group_id=group, enable_auto_commit=False)
     try:
         return [c.committed(TopicPartition(settings.kafka.events_topic, p))
                 for p in sorted(c.partitions_for_topic(settings.kafka.events_topic))]
@@ -89,11 +88,12 @@ def committed(settings: Settings, group: str) -> list[int | None]:
 
 
 def dump(settings: Settings, group: str) -> dict:
-    """Everything in a Redis db but the worker's liveness stats, with its namespace made neutral."""
-    r = redis.Redis.from_url(settings.redis.url)
+    """Everything in a Redis db but the workers' liveness stats and fencing epochs (they count
+    starts and assignments), with its namespace made neutral."""
+    r = redis_client(settings.redis)
     out = {}
     for key in r.scan_iter(count=1000):
-        if key.endswith(b":workers"):
+        if key.endswith((b":workers", b":epoch")):
             continue
         kind = r.type(key)
         value = r.hgetall(key) if kind == b"hash" else r.get(key)
@@ -127,7 +127,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_apply(services):
     w = run_until_idle(s, table, "dlq-test")
     assert w.stats["dlq"] == 6 and w.stats["applied"] == 3 and w.stats["duplicates"] == 1
 
-    c = KafkaConsumer(s.kafka.dlq_topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
+    c = KafkaConsumer(s.kafka.dlq_topic, **s.kafka.client_options(), auto_offset_reset="earliest",
                       consumer_timeout_ms=5000)
     letters = [json.loads(m.value) for m in c]
     c.close()
@@ -204,7 +204,7 @@ def test_redis_down_for_ten_seconds_loses_nothing(services, tmp_path):
         wait_applied(s, "outage", len(events), timeout=120)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
-        stats = json.loads(next(iter(redis.Redis.from_url(s.redis.url).hvals("ov:outage:workers"))))
+        stats = json.loads(next(iter(redis_client(s.redis).hvals("ov:outage:workers"))))
         assert stats["redis_retries"] > 0
 
         run_until_idle(reference, table, "outage")

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-import redis
 import yaml
 
 from features.client import feature_store, read_s_conv
 from features.redis_writer import item_row, queue_rows
+from infra.settings import redis_client
 from onevision.catalog.format import load_catalog
 from onevision.registry import current_version, load_version, publish
 from serving.experiments import ExperimentConfig
@@ -50,7 +50,7 @@ def test_items_inside_a_sid_follow_the_live_s_conv(served):
     search = next(iter(models.searches.values()))
     before = shared_group(search)
     last = search.item_ids[before[-1]]  # the catalog's least converting item of the group ...
-    with redis.Redis.from_url(settings.redis.url) as r, r.pipeline() as pipe:
+    with redis_client(settings.redis) as r, r.pipeline() as pipe:
         queue_rows(pipe, "item_id", [(last, item_row(search.searcher.item_sids[before[-1]], 500, 90, 9000.0, 1e6,
                                                      int(time.time() * 1000)))])
         pipe.execute()
