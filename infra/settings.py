@@ -117,10 +117,13 @@ class RedisSettings(BaseModel):
             raise ValueError(f"redis.url is not a redis://, rediss:// or unix:// URL: {e}") from None
         if not found:
             return data
-        scheme, rest = url.split("://", 1)
-        userinfo, _, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        stripped = f"{scheme}://{user + '@' if user else ''}{hostpart}"
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(url)  # the password may sit in the userinfo or in a ?password= query
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]  # still percent-encoded, as it came
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+        stripped = urlunsplit((parts.scheme, f"{user + '@' if user else ''}{host}", parts.path, query, parts.fragment))
         return {**data, "url": stripped, "password": data.get("password") or found}
 
     @model_validator(mode="after")

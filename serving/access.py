@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -107,9 +108,15 @@ def state_secret(configured: SecretStr | None, state_dir: Path, name: str) -> Se
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_urlsafe(32))
-        tmp.chmod(0o600)
-        tmp.replace(path)  # atomic: two replicas racing keep one of the two
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        try:
+            os.link(tmp, path)  # the first of racing replicas wins; the others read its secret
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return SecretStr(path.read_text().strip())
 
 

@@ -55,6 +55,7 @@ SAMPLE_PHOTOS = 16
 EVENT_ACK_S = 5.0  # how long /v1/events waits for the broker before answering 503
 RETRY_AFTER_S = 5
 MAX_EVENT_BYTES = 64 * 1024
+SEEN_KEY = "ov:events-seen:{}"  # event ids /v1/events has produced, for the feedback tokens' lifetime
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
 ITEM_STATS_S = 30.0  # how often it reads the items' live S_conv from the online store (5,000 items: ~0.3 s)
 log = logging.getLogger("ray.serve")
@@ -166,7 +167,7 @@ class Ingress:
     def __init__(self, model: DeploymentHandle, catalog: str, settings: dict, experiments: str,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES):
         from features.client import feature_store
-        from infra.settings import Settings
+        from infra.settings import Settings, redis_client
         from serving.access import FeedbackSigner, api_key, feedback_secret
         from serving.exposures import ExposureLog
         from serving.rate_limit import RateLimits
@@ -194,6 +195,7 @@ class Ingress:
         self.samples = q[q["split"] == "test"].head(SAMPLE_PHOTOS)  # the page's gallery: photos never trained on
         self.metrics = CollectorRegistry()
         self.exposures = ExposureLog(self.producer, RequestLog.from_settings(self.settings.redis), self.metrics)
+        self.redis = redis_client(self.settings.redis, socket_timeout=1, socket_connect_timeout=1)
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
         self.responses = Counter("onevision_http_responses", "HTTP responses by route and status",
@@ -248,7 +250,8 @@ class Ingress:
         return SearchResponse(
             request_id=request_id, variant=assignment.variant, experiment=assignment.experiment,
             model_version=answer["model_version"], low_confidence=answer["low_confidence"],
-            similarity=answer["similarity"], short_sids=user["short_sids"], degraded=degraded,
+            similarity=answer["similarity"], degraded=degraded,
+            short_sids=user["short_sids"] if has_api_key(self.api_key, request.headers.get(API_KEY_HEADER)) else None,
             feedback_token=self.signer.sign(request_id, params.user_id, params.scene, assignment.variant,
                                             assignment.experiment, items),
             items=[Hit(position=i, **h) for i, h in enumerate(answer["hits"])])
@@ -275,6 +278,21 @@ class Ingress:
         if item_id not in self.item_image:
             return JSONResponse({"error": f"unknown item {item_id!r}"}, status_code=404)
         return FileResponse(self.root / self.item_image[item_id])
+
+    def _first_time(self, event_id: str) -> bool:
+        """Whether this event id is new here within the feedback tokens' lifetime (a replayed click,
+        a retried order: counted once). Redis down: let it through; the workers' window of recent
+        ids still drops near duplicates."""
+        try:
+            return bool(self.redis.set(SEEN_KEY.format(event_id), 1, nx=True, ex=self.settings.api.feedback_ttl_s))
+        except Exception:  # noqa: BLE001 - degraded, not refused
+            return True
+
+    def _forget(self, event_id: str) -> None:
+        try:
+            self.redis.delete(SEEN_KEY.format(event_id))
+        except Exception:  # noqa: BLE001 - expires with its TTL
+            pass
 
     @api.get("/v1/users/{user_id}")
     async def user(self, user_id: str, request: Request) -> Response:
@@ -306,9 +324,12 @@ class Ingress:
             return JSONResponse({"error": validation_reason(exc)}, status_code=422)
         except (ValueError, TypeError, RecursionError) as exc:  # bad JSON, a missing field, absurd nesting
             return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=422)
+        if not await asyncio.to_thread(self._first_time, e.event_id):
+            return JSONResponse({"event_id": e.event_id, "duplicate": True}, status_code=202)
         try:
             await produce(self.producer, e, EVENT_ACK_S)
         except Unavailable as exc:
+            await asyncio.to_thread(self._forget, e.event_id)  # the client's retry must go through
             self.events_unavailable.inc()
             log.warning("event %s not taken by the broker: %s", e.event_id, exc)
             return JSONResponse({"error": "the event log is unavailable: retry later"}, status_code=503,

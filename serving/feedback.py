@@ -20,7 +20,7 @@ from streaming.producer import EventProducer, event
 from streaming.schema import Event
 
 TRUSTED_FIELDS = ("type", "user_id", "item_id", "request_id", "position", "variant", "experiment", "scene", "price",
-                  "ts")
+                  "ts", "event_id")  # event_id: the caller's idempotency key (a retried order is one order)
 WRITABLE = ("click", "order")
 
 

@@ -45,7 +45,7 @@ class SearchResponse(BaseModel):
     model_version: str
     low_confidence: bool
     similarity: float
-    short_sids: list[list[int]]  # the user's short-term SIDs this answer used, newest first
+    short_sids: list[list[int]] | None = None  # the user's short-term SIDs it used, newest first (API key only)
     degraded: bool = False  # the online store did not answer: cold-start features were used
     feedback_token: str = Field(description="send it with a click on one of `items` (POST /v1/events)")
     items: list[Hit]
@@ -67,6 +67,8 @@ class FeedbackBody(BaseModel):
     scene: str | None = None
     price: float | None = Field(None, ge=0, description="API key only; otherwise the catalog's")
     ts: int | None = Field(None, ge=0, description="ms since the epoch; API key only")
+    event_id: str | None = Field(None, max_length=256, description="API key only: an idempotency key, so that a "
+                                 "retry after a 503 counts once")
 
 
 def openapi_body(**content: type[BaseModel] | dict) -> dict:

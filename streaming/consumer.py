@@ -147,21 +147,39 @@ class ConsumerJob(ConsumerRebalanceListener):
             elif rebuild_missing:
                 self.consumer.seek_to_beginning(tp)
 
-    def past_log_end(self, stored: dict[int, int]) -> dict[int, int]:
+    def past_log_end(self, stored: dict[int, int], wait_s: float = 3.0) -> dict[int, int]:
         """The stored offsets that lie past their partition's log end (partition -> that end): the
         topic was made again (a broker that lost its data, a topic deleted and recreated), so its
-        records are new ones that the stored offset would skip. Reads the true ends with a probe
-        consumer (`streaming.status.end_offsets`); costs about a poll per assignment."""
+        records are new ones that the stored offset would skip. Only a positive proof counts: the
+        log's end (`streaming.status.end_offsets`) is below the stored offset AND no record at the
+        stored offset - 1 arrives within `wait_s`; a probe that fails proves nothing, and then the
+        stored offsets stand (replaying a partition would count it twice)."""
         from streaming.status import end_offsets
 
         if not stored:
             return {}
-        probe = KafkaConsumer(**self.settings.kafka.client_options(), enable_auto_commit=False)
         try:
-            ends = end_offsets(probe, self.topic)
-        finally:
-            probe.close()
-        return {p: ends[p][1] for p, o in stored.items() if p in ends and o > ends[p][1]}
+            probe = KafkaConsumer(**self.settings.kafka.client_options(), enable_auto_commit=False,
+                                  request_timeout_ms=15_000)
+            try:
+                ends = end_offsets(probe, self.topic)
+                suspects = {p: ends[p][1] for p, o in stored.items() if p in ends and o > ends[p][1]}
+                return {p: end for p, end in suspects.items() if not self._has_record(probe, p, stored[p] - 1, wait_s)}
+            finally:
+                probe.close()
+        except Exception as err:  # noqa: BLE001 - the broker is in trouble: keep the stored offsets
+            log.warning("could not check the logs' ends (%s); keeping the stored offsets", type(err).__name__)
+            return {}
+
+    def _has_record(self, probe: KafkaConsumer, partition: int, offset: int, wait_s: float) -> bool:
+        tp = TopicPartition(self.topic, partition)
+        probe.assign([tp])
+        probe.seek(tp, offset)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if probe.poll(timeout_ms=500, max_records=1):
+                return True
+        return False
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Commit partition -> next offset to Kafka, after the job stored them."""

@@ -161,6 +161,7 @@ class EventWorker(ConsumerJob):
         self.seek_stored(assigned, stored, rebuild_missing=True)  # no state stored (new group, lost Redis): rebuild
         self.assigned(parts)
         log.info("worker %s assigned partitions %s", self.config.worker_id, parts)
+        self.active()  # a (re)assignment is work: the idle clock starts again after it
         self.publish_stats()
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -352,10 +353,11 @@ class EventWorker(ConsumerJob):
                              landed=(lambda: self._landed(offsets, epochs)) if offsets else None)
         return landed is not False
 
-    def _landed(self, offsets: dict[str, int], epochs: dict[str, int]) -> bool:
+    def _landed(self, offsets: dict[str, int], epochs: dict[str, int]) -> bool | None:
         """Whether a transaction whose reply was lost did apply: its offsets are stored and the
         epochs are still this worker's (so nobody else can have stored those offsets). When the
-        epochs moved the retry finds the worker fenced, whichever way its write went."""
+        epochs moved the retry finds the worker fenced, whichever way its write went. None while
+        Redis cannot tell (a retry then might apply the batch twice)."""
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(f"{self.ns}:offsets", list(offsets))
@@ -363,7 +365,7 @@ class EventWorker(ConsumerJob):
                     pipe.hmget(epoch_key(self.ns), list(epochs))
                 stored, *current = pipe.execute()
         except REDIS_DOWN:
-            return False
+            return None
         return (holds(current[0] if current else [], epochs)
                 and all(s is not None and int(s) == v for s, v in zip(stored, offsets.values())))
 
@@ -410,7 +412,14 @@ class EventWorker(ConsumerJob):
                 log.warning("Redis call failed (%s); retrying in %.2fs, nothing committed", err, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                if landed is not None and landed():
+                if landed is None:
+                    continue
+                while (answer := landed()) is None:  # unknown: ask again, never write blind
+                    if self._abandon.is_set():
+                        raise err
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                if answer:
                     return None
 
     # ---- metrics -----------------------------------------------------------------------------

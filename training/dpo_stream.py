@@ -404,6 +404,8 @@ class DPOStreamJob(ConsumerJob):
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
         if not self.holds_lease():  # another job may have published meanwhile: this candidate's parent is stale
             return {}
+        if self._current_path().name != self.ref_version:  # CURRENT moved while training (an operator, or a job
+            return {}  # that held the lease while ours lapsed): the next round trains again from the new CURRENT
         stream = {"topic": self.topic, "group": self.config.group, "from": dict(self.cycle_from),
                   "through": dict(self.through), "marks": dict(self.marks), **self.counts, **stats,
                   "session_ids": [e.request_id for e in self.pending],

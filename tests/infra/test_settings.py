@@ -82,6 +82,10 @@ def test_a_password_in_the_redis_url_is_moved_out_of_it(monkeypatch):
         assert "p@ss" not in shown and "p%40ss" not in shown
     monkeypatch.setenv("ONEVISION_REDIS__PASSWORD", "from-env")  # the separate setting wins
     assert load_settings().redis.password.get_secret_value() == "from-env"
+    monkeypatch.delenv("ONEVISION_REDIS__PASSWORD")
+    monkeypatch.setenv("ONEVISION_REDIS__URL", "redis://cache:6380/1?password=qu3ry&socket_timeout=2")
+    r = load_settings().redis  # redis-py also reads a password from the query
+    assert r.url == "redis://cache:6380/1?socket_timeout=2" and r.password.get_secret_value() == "qu3ry"
 
 
 def test_redis_client_logs_in_and_speaks_tls_for_rediss():

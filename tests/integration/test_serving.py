@@ -109,7 +109,8 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
     assert len(body["items"]) == 5 and all(h["item_id"] in items for h in body["items"])
     assert [h["position"] for h in body["items"]] == list(range(5))
     assert body["variant"] == app["router"].assign("u-upload").variant and body["experiment"] == "ab"
-    assert body["model_version"].startswith(app["version"].parent.name) and body["short_sids"] == []
+    assert body["model_version"].startswith(app["version"].parent.name)
+    assert body["short_sids"] is None  # a shopper's behaviour is not for anonymous callers
     js = requests.post(f"{url}/v1/search", json={"user_id": "qa-user", "top_k": 3,
                                                   "image_b64": base64.b64encode(photo(app)).decode()}, timeout=60)
     assert js.status_code == 200, js.text
@@ -191,7 +192,7 @@ def test_clicks_reach_the_next_search_within_two_seconds(app):
     try:
         user, url = f"u-live-{uuid.uuid4().hex[:6]}", app["url"]
         ask = lambda: requests.post(f"{url}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},  # noqa: E731
-                                    data={"user_id": user}, timeout=60).json()
+                                    data={"user_id": user}, headers=TRUSTED, timeout=60).json()
         assert ask()["short_sids"] == []
         producer = EventProducer(settings)
         warm = f"{user}-warm-up"  # the worker has joined its group and caught up once this one lands
@@ -400,8 +401,8 @@ def test_forged_writes_are_refused_and_change_no_feature(app):
         assert r.status_code == status, (body, r.status_code, r.text)
     assert requests.get(f"{url}/v1/users/{user}", timeout=10).status_code == 401
     genuine = {"type": "click", "item_id": shown[1], "token": mine["feedback_token"]}
-    ids = {requests.post(f"{url}/v1/events", json=genuine, timeout=10).json()["event_id"] for _ in range(2)}
-    assert len(ids) == 1  # a replayed click is the same event: the worker drops the second
+    first, again = (requests.post(f"{url}/v1/events", json=genuine, timeout=10).json() for _ in range(2))
+    assert again == {"event_id": first["event_id"], "duplicate": True}  # a replay is not produced again
     assert requests.post(f"{url}/v1/events", json=order, headers=TRUSTED, timeout=10).status_code == 202
     poison = event("order", user, shown[2], price=1.0).model_dump(by_alias=True) | {"price": 1e308}
     producer = EventProducer(settings)
@@ -421,11 +422,10 @@ def test_forged_writes_are_refused_and_change_no_feature(app):
         r = requests.get(f"{url}/v1/users/{user}", headers=TRUSTED, timeout=10)
         assert r.status_code == 200 and r.json()["short_sids"] == f["short_sids"]
         mine_on_topic = [e for e in read_events(settings) if e["user_id"] == user and e["type"] != "exposure"]
-        assert sorted((e["type"], e["item_id"]) for e in mine_on_topic) == [("click", shown[1])] * 2 + [
-            ("order", shown[0])]
+        assert sorted((e["type"], e["item_id"]) for e in mine_on_topic) == [("click", shown[1]), ("order", shown[0])]
         while time.time() < deadline and worker.stats["dlq"] < 1:
             time.sleep(0.2)
-        assert thread.is_alive() and worker.stats["dlq"] >= 1 and worker.stats["duplicates"] >= 1
+        assert thread.is_alive() and worker.stats["dlq"] >= 1
         letters = dlq_letters(settings)
         assert any(d["reason"] == "invalid field" and "price" in d["detail"] and user in d["raw"] for d in letters)
     finally:

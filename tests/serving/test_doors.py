@@ -83,6 +83,8 @@ def test_orders_need_the_api_key_and_a_trusted_caller_may_state_the_price():
     e = feedback_event(order, signer(), PRICES, True, True)
     assert (e.type, e.user_id, e.price) == ("order", "u1", 1.0)
     assert feedback_event({**order, "price": None}, signer(), PRICES, True, True).price == 10.0
+    retried = [feedback_event({**order, "event_id": "order-77"}, signer(), PRICES, True, True) for _ in range(2)]
+    assert {e.event_id for e in retried} == {"order-77"}  # the caller's idempotency key: a retry is one order
 
 
 @pytest.mark.parametrize("body, reason", [
