@@ -136,9 +136,8 @@ async def doors(request: Request, call_next) -> Response:
     unexpected error answered (and counted) as a 500 with no internals in it."""
     ingress = request.app.state.ingress
     client = request.client.host if request.client else "unknown"
-    wait = None
-    if not has_api_key(ingress.api_key, request.headers.get(API_KEY_HEADER)):
-        wait = ingress.rate_limits.retry_after(client, request.url.path)
+    request.state.trusted = has_api_key(ingress.api_key, request.headers.get(API_KEY_HEADER))  # handlers read it
+    wait = None if request.state.trusted else ingress.rate_limits.retry_after(client, request.url.path)
     if wait is not None:
         response: Response = JSONResponse({"error": "too many requests: slow down"}, status_code=429,
                                           headers={"Retry-After": str(wait)})
@@ -251,7 +250,7 @@ class Ingress:
             request_id=request_id, variant=assignment.variant, experiment=assignment.experiment,
             model_version=answer["model_version"], low_confidence=answer["low_confidence"],
             similarity=answer["similarity"], degraded=degraded,
-            short_sids=user["short_sids"] if has_api_key(self.api_key, request.headers.get(API_KEY_HEADER)) else None,
+            short_sids=user["short_sids"] if request.state.trusted else None,
             feedback_token=self.signer.sign(request_id, params.user_id, params.scene, assignment.variant,
                                             assignment.experiment, items),
             items=[Hit(position=i, **h) for i, h in enumerate(answer["hits"])])
@@ -298,7 +297,8 @@ class Ingress:
     async def user(self, user_id: str, request: Request) -> Response:
         """A shopper's features (their behaviour): for callers holding the API key only."""
         try:
-            check_api_key(self.api_key, request.headers.get(API_KEY_HEADER), "reading a shopper's data")
+            if not request.state.trusted:
+                check_api_key(self.api_key, request.headers.get(API_KEY_HEADER), "reading a shopper's data")
         except Denied as exc:
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         user, degraded = await self.reads.get(user_id)
@@ -316,8 +316,7 @@ class Ingress:
         given = request.headers.get(API_KEY_HEADER)
         try:
             body = json.loads(await read_body(request, MAX_EVENT_BYTES))
-            e = feedback_event(body, self.signer, self.price, has_api_key(self.api_key, given),
-                               bool(given))
+            e = feedback_event(body, self.signer, self.price, request.state.trusted, bool(given))
         except (Denied, BadRequest) as exc:
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         except ValidationError as exc:
@@ -342,7 +341,7 @@ class Ingress:
         from streaming.status import worker_liveness
 
         try:
-            jobs = worker_liveness(self.settings)
+            jobs = worker_liveness(self.settings, self.redis)
         except Exception as exc:  # noqa: BLE001 - Redis down: liveness unknown, the service still answers
             log.warning("stream liveness not read: %s", type(exc).__name__)
             return None

@@ -18,7 +18,7 @@ from streaming.worker_config import WorkerConfig, namespace
 
 # Per-process bookkeeping that differs between two runs by construction (liveness rows, fencing
 # epochs), never part of a comparison of what the runs computed.
-BOOKKEEPING = (b":workers", b":status", b":epoch", b":epochs", b":fence", b":members")
+BOOKKEEPING = (b":workers", b":status", b":epoch")
 
 
 def write_items(table: ItemTable, path: Path) -> Path:

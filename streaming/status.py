@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.settings import Settings, redis_client
@@ -25,11 +26,11 @@ def judged(row: dict, now_ms: float) -> dict | None:
     return {**row, "age_s": round(age_s, 1), "alive": age_s < ALIVE_S and row.get("state", "running") == "running"}
 
 
-def worker_liveness(settings: Settings) -> list[dict]:
+def worker_liveness(settings: Settings, client: redis.Redis | None = None) -> list[dict]:
     """Every stream job seen within the hour (feature and session workers, the DPO job), with
     `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid` and `state`. It reads three
     Redis keys and no Kafka, so health checks and metrics endpoints can call it per request."""
-    r = redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)
+    r = client or redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)  # a caller's own, reused
     with r.pipeline(transaction=False) as pipe:
         for group in ROLE_GROUPS.values():
             pipe.hvals(f"{namespace(group)}:workers")

@@ -5,16 +5,12 @@ an undisturbed run; a 10 s Redis outage loses nothing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from kafka import KafkaConsumer
 
@@ -24,7 +20,8 @@ from infra.process import free_port
 from infra.settings import RedisSettings, Settings, redis_client
 from onevision.behaviour.backfill import user_context
 from onevision.items import ItemTable
-from streaming.launch import worker_argv
+from streaming.harness import applied, dump, spawn_worker, wait_applied
+from streaming.harness import write_items as write_table
 from streaming.producer import EventProducer, event
 from streaming.replay import replay
 from streaming.synthetic import synthetic_events, synthetic_table
@@ -45,34 +42,10 @@ def isolated(settings: Settings, name: str, db: int | None = None, redis_url: st
     return s
 
 
-def write_table(table: ItemTable, path: Path) -> Path:
-    pd.DataFrame({"item_id": table.item_ids, "sid": list(table.sids), "vector": list(table.vectors)}).to_parquet(path)
-    return path
-
-
 def run_until_idle(settings: Settings, table: ItemTable, group: str, idle: float = 3.0) -> FeatureWorker:
     w = FeatureWorker(settings, table, WorkerConfig(group=group))
     w.run(max_idle_s=idle, install_signals=False)
     return w
-
-
-def spawn_worker(settings: Settings, table_path: Path, group: str) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen(worker_argv(table_path, group=group, log_level="WARNING"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def applied(settings: Settings, group: str) -> int:
-    """Events applied and stored (the sum of the offsets the worker stored with its state)."""
-    r = redis_client(settings.redis)
-    return sum(int(v) for v in r.hvals(f"ov:{group}:offsets"))
-
-
-def wait_applied(settings: Settings, group: str, n: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while applied(settings, group) < n:
-        assert time.time() < deadline, f"only {applied(settings, group)} of {n} events applied"
-        time.sleep(0.25)
 
 
 def committed(settings: Settings, group: str) -> list[int | None]:
@@ -85,20 +58,6 @@ def committed(settings: Settings, group: str) -> list[int | None]:
                 for p in sorted(c.partitions_for_topic(settings.kafka.events_topic))]
     finally:
         c.close()
-
-
-def dump(settings: Settings, group: str) -> dict:
-    """Everything in a Redis db but the workers' liveness stats and fencing epochs (they count
-    starts and assignments), with its namespace made neutral."""
-    r = redis_client(settings.redis)
-    out = {}
-    for key in r.scan_iter(count=1000):
-        if key.endswith((b":workers", b":epoch")):
-            continue
-        kind = r.type(key)
-        value = r.hgetall(key) if kind == b"hash" else r.get(key)
-        out[key.replace(f"ov:{group}:".encode(), b"ov:*:")] = value
-    return out
 
 
 def test_bad_events_go_to_the_dlq_and_good_ones_around_them_apply(services):
