@@ -97,9 +97,10 @@ def served_generator(args: argparse.Namespace, progress: bool = True):
     from onevision.generator.model import OneVisionGenerator
     from onevision.registry import resolve, trained_run
     from serving.models import default_model
+    from training.point_in_time import point_in_time
 
     ensure_models(args)
-    catalog = load_catalog(args.catalog)
+    catalog = point_in_time(load_catalog(args.catalog), args.cache)
     version = trained_run(resolve(args.registry / default_model(args.catalog)))
     data = data_for_version(catalog, version, args.cache, progress=progress)
     return catalog, version, data, OneVisionGenerator.load(version)

@@ -52,9 +52,10 @@ SMOKE = {"preset": "tiny", "keeps": "2", "v_sub": 2, "epochs": 1, "max_examples"
 def users_at_request(catalog, tokenizer: Path, q) -> list[dict]:
     """Each query's user features as the feature store would have served them at its time."""
     from onevision.behaviour.backfill import user_context
+    from onevision.catalog.history import training_events
     from onevision.items import load_item_table
 
-    return user_context(catalog.events, load_item_table(tokenizer), q["user_id"].to_numpy(),
+    return user_context(training_events(catalog), load_item_table(tokenizer), q["user_id"].to_numpy(),
                         q["ts"].to_numpy()).features()
 
 

@@ -103,3 +103,14 @@ def load_item_table(path: str | Path) -> ItemTable:
         raise ItemTableError(f"{path} lacks column(s) {sorted(missing)}")
     vectors = np.stack(df["vector"].to_numpy()) if "vector" in df.columns else None
     return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vectors)
+
+
+def log1p_known(values) -> np.ndarray:
+    """log1p per column of (N,) or (N, C) values, an unknown one (NaN) taking its column's median
+    known value (0 when none is known): unknown prices and GMV read as typical, never as free."""
+    v = np.log1p(np.asarray(values, np.float64))
+    cols = v.reshape(len(v), -1).copy()
+    for c in range(cols.shape[1]):
+        ok = np.isfinite(cols[:, c])
+        cols[~ok, c] = np.median(cols[ok, c]) if ok.any() else 0.0
+    return cols.reshape(v.shape)

@@ -73,6 +73,16 @@ def publish(root: str | Path, model: str, files: dict[str, Path], config: dict, 
     return base / version
 
 
+def current_for_catalog(root: str | Path, model: str, fingerprint: str) -> Path | None:
+    """CURRENT of `model` if it was made from the catalog with this content fingerprint
+    (`catalog_fingerprint` in its config, `onevision.catalog.format.catalog_fingerprint`), else None:
+    a catalog rebuilt under the same name (another split, other photos) never reuses its models."""
+    if not current_version(root, model):
+        return None
+    version = resolve(model, root)
+    return version if read_version(version)[1].get("catalog_fingerprint") == fingerprint else None
+
+
 def resolve(path_or_model: str | Path, root: str | Path | None = None) -> Path:
     """A version directory from a path to one, a path to a model dir (its CURRENT), or a model name."""
     p = Path(path_or_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -38,3 +39,32 @@ def import_grocery(
     c = run(path, out)
     typer.echo(f"imported {len(c.items)} items and {len(c.queries)} queries "
                f"{c.queries['split'].value_counts().to_dict()} into {out}")
+
+
+@import_app.command("table")
+@user_errors
+def import_table(
+    items: Path = typer.Argument(..., help="items table, CSV or Parquet: item_id, image, category, title "
+                                           "[, price, views]"),
+    out: Path = typer.Argument(..., help="catalog directory to write"),
+    events: Path | None = typer.Option(None, "--events", help="event log: user_id, item_id, type (click|order), "
+                                                              "timestamp [, price]"),
+    queries: Path | None = typer.Option(None, "--queries", help="query photos: image, item_id [, user_id, kind, "
+                                                                "timestamp, split, target_item_ids]"),
+    images_dir: Path | None = typer.Option(None, "--images-dir", help="base of relative image paths "
+                                                                      "(default: each table's folder)"),
+    split: Literal["time", "given", "hash"] = typer.Option(
+        "time", "--split", help="time: the latest queries are test, the ones before val; given: the queries "
+                                "table's split column; hash: by query id"),
+    val_share: float = typer.Option(0.1, "--val-share", help="share of queries for val"),
+    test_share: float = typer.Option(0.2, "--test-share", help="share of queries for test (the latest, by time)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the hash split"),
+) -> None:
+    """Your own data: items, an optional event log and query photos (README "Bring your own data")."""
+    from onevision.importers.table import TableImport
+    from onevision.importers.table import import_table as run
+
+    result = run(TableImport(items=items, out=out, events=events, queries=queries, images_dir=images_dir,
+                             split=split, val_share=val_share, test_share=test_share, seed=seed))
+    for line in result.summary_lines():
+        typer.echo(line)

@@ -31,10 +31,10 @@ def traffic(
     from infra.settings import load_settings
     from onevision.catalog.format import load_catalog
     from serving.access import local_api_key
-    from serving.simulator import ShopperWorld, run_traffic
+    from serving.simulator import load_shoppers, run_traffic
     from streaming.producer import EventProducer
 
-    world = ShopperWorld.load(load_catalog(catalog))
+    world = load_shoppers(load_catalog(catalog))
     settings = load_settings()
     producer = EventProducer(settings)
     with Progress(transient=True) as bar:

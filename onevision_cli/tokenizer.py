@@ -60,17 +60,18 @@ def report(
     reports: Path = typer.Option(Path("reports"), help="where the report goes"),
 ) -> None:
     """Train or load every method and write reports/tokenizer_<catalog>.json, .md and .png."""
-    from onevision.catalog.format import load_catalog
+    from onevision.catalog.format import catalog_fingerprint, load_catalog
     from onevision.eval.tokenizer_report import write_tokenizer_report
-    from onevision.registry import current_version, load_version, resolve
+    from onevision.registry import current_for_catalog, load_version
     from training.tokenizer import train_tokenizer
 
     c = load_catalog(catalog)
     results = {}
     for method in [m.strip() for m in methods.split(",") if m.strip()]:
         model = f"tokenizer-{method}-{c.name}"
-        if current_version(registry, model) and not retrain:
-            manifest, _ = load_version(resolve(model, registry))
+        version = current_for_catalog(registry, model, catalog_fingerprint(c))
+        if version is not None and not retrain:
+            manifest, _ = load_version(version)
             results[method] = manifest["metrics"]
             typer.echo(f"{method}: loaded {model}/{manifest['version']}")
         else:

@@ -7,6 +7,12 @@ feature and session workers, replay the world's event log through Kafka into Fea
 search service (Ray Serve: OneVision, MCA and MCA w/o ranking in an A/B test) and the
 near-streaming DPO job beside it, let simulated shoppers use it for a while, print the A/B
 report, the versions the job published and where the web page is. Later capabilities plug in here.
+
+With `catalog` (a real catalog: an import such as the Grocery Store one, or a team's tables)
+no world is built: the catalog is loaded and every step runs on it, with `preset` as the
+training preset. A step that needs data the catalog lacks says so in one line and does the
+honest part (no event log: nothing is replayed and features start empty); the simulated
+shoppers are `serving.simulator.CatalogShoppers` (an assumed behaviour, see there).
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ from pathlib import Path
 import typer
 
 SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
+TRAINING_PRESETS = ("tiny", "small")  # what --preset may be with --catalog
 
 
 @dataclass(frozen=True)
 class QuickstartConfig:
     """What `onevision quickstart` runs on; the CLI's options take their defaults from here."""
 
-    preset: str = "small"  # world preset (tiny is for a fast smoke run)
+    preset: str = "small"  # world preset (tiny is for a fast smoke run); with `catalog`, the training preset
     seed: int = 0  # world seed
     reports: Path = Path("reports")
     registry: Path = Path("data/registry")
@@ -32,6 +39,7 @@ class QuickstartConfig:
     port: int = 8000  # HTTP port of the search service and its web page
     sim_duration: float = 30.0  # seconds of simulated shoppers against the service
     sim_rate: float = 4.0  # simulated searches per second
+    catalog: Path | None = None  # a real catalog to run on instead of the synthetic world
 
 
 def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
@@ -45,13 +53,25 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     from onevision.world.build import build_world, world_dir
     from onevision.world.config import preset as get_preset
 
-    out = world_dir(preset, seed)
-    training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-    typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
-    s = build_world(get_preset(preset, seed=seed), out)
-    typer.echo("  already built, reused" if s.skipped
-               else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
-    catalog = load_catalog(out)
+    if config.catalog is not None:
+        if preset not in TRAINING_PRESETS:
+            raise ValueError(f"--preset {preset}: with --catalog it is the training preset, one of "
+                             f"{', '.join(TRAINING_PRESETS)}")
+        training = preset
+        typer.secho(f"[1/7] catalog: {config.catalog} (no world built; training preset {training})", bold=True)
+        catalog = load_catalog(config.catalog)
+        typer.echo(f"  {catalog_summary(catalog)}")
+    else:
+        out = world_dir(preset, seed)
+        training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
+        typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
+        s = build_world(get_preset(preset, seed=seed), out)
+        typer.echo("  already built, reused" if s.skipped
+                   else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
+        catalog = load_catalog(out)
+    from training.point_in_time import point_in_time
+
+    point_in_time(catalog, Path("data/cache/features"))  # item stats as known at each query's time, fresh or reused
 
     typer.secho("[2/7] ANN baselines (faiss over image embeddings, test split)", bold=True)
     for name in ("pixels", "efficientnet"):
@@ -59,14 +79,16 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     typer.echo(table)
 
     typer.secho("[3/7] image encoder alignment and VRQ tokenizer", bold=True)
+    from onevision.catalog.format import catalog_fingerprint
     from onevision.eval.tokenizer_report import markdown
-    from onevision.registry import current_version, load_version, resolve
+    from onevision.registry import current_for_catalog, load_version
     from training.tokenizer import cached_aligned_encoder, train_tokenizer
 
     cache = Path("data/cache/features")
     model = f"tokenizer-vrq-{catalog.name}"
-    if current_version(registry, model):
-        tok_version = resolve(model, registry)
+    reused = current_for_catalog(registry, model, catalog_fingerprint(catalog))
+    if reused is not None:
+        tok_version = reused
         metrics = load_version(tok_version)[0]["metrics"]
         typer.echo(f"  reused {tok_version}")
     else:
@@ -103,10 +125,23 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
         typer.echo("  stop everything: onevision infra down")
 
 
+def catalog_summary(catalog) -> str:
+    """One line: what a catalog holds, and what it lacks that the steps would use."""
+    q, ev, prices = catalog.queries, catalog.events, catalog.items["price"]
+    users = set(q["user_id"]) | set(ev["user_id"]) | (set() if catalog.users is None else set(catalog.users["user_id"]))
+    splits = ", ".join(f"{n:,} {s}" for s, n in q["split"].value_counts().items())
+    kinds = ", ".join(f"{n:,} {k}" for k, n in q["kind"].value_counts().items())
+    types = ", ".join(f"{n:,} {t}" for t, n in ev["type"].value_counts().items()) or "no event log"
+    known = "prices unknown" if prices.isna().all() else f"{prices.notna().sum():,} prices known"
+    return (f"{len(catalog.items):,} items in {catalog.items['category'].nunique()} categories; {len(q):,} shopper "
+            f"photos ({splits}; {kinds}); {len(users):,} user{'s' * (len(users) != 1)}; events: {types}; {known}")
+
+
 def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset: str) -> tuple[Path, Path]:
     """[4/7]: the generator's four stages (reused when already trained), its pruned student (OneVision
     3.3, the model serving runs), then a few searches with CURRENT. Returns (trained run, student)."""
     from onevision.behaviour.backfill import user_context
+    from onevision.catalog.history import training_events
     from onevision.generator.image_search import ImageSearch
     from onevision.items import load_item_table
     from onevision.registry import read_version, resolve
@@ -134,12 +169,13 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
                 typer.echo(f"  val {set_name:<5} {label} (n={m['n']}): HR@1 {100 * m['HR@1']:.2f}  "
                            f"HR@4 {100 * m['HR@4']:.2f}  MRR@10 {100 * m['MRR@10']:.2f}")
     search = ImageSearch.from_registry(served, catalog)
-    test = catalog.queries[catalog.queries["split"] == "test"].head(3)
-    users = user_context(catalog.events, load_item_table(tokenizer), test["user_id"].to_numpy(),
+    split = catalog.queries["split"]
+    test = catalog.queries[split == ("test" if (split == "test").any() else "val")].head(3)
+    users = user_context(training_events(catalog), load_item_table(tokenizer), test["user_id"].to_numpy(),
                          test["ts"].to_numpy()).features()
     answers = search.search([catalog.path(p) for p in test["image"]], users, k=4)
     for (_, q), answer, user in zip(test.iterrows(), answers, users):
-        shown = ", ".join(("*" if h.item_id == q["target_item_id"] else "") + h.item_id for h in answer.hits)
+        shown = ", ".join(("*" if h.item_id in q["target_item_ids"] else "") + h.item_id for h in answer.hits)
         flag = "  [low confidence]" if answer.low_confidence else ""
         typer.echo(f"  {q['query_id']} by {q['user_id']} ({len(user['short_sids'])} recent clicks) -> {shown}{flag}")
     typer.echo("  (* = the item the shopper bought or clicked)")
@@ -147,7 +183,8 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
 
 
 def stream_features(catalog, items: Path) -> None:
-    """[6/7]: workers up, the world's log replayed through Kafka, one user's live features shown."""
+    """[6/7]: workers up, the catalog's log replayed through Kafka, one user's live features shown
+    (a catalog without a log: nothing to replay, features start empty)."""
     from tqdm import tqdm
 
     from features.client import feature_store, user_features
@@ -164,6 +201,10 @@ def stream_features(catalog, items: Path) -> None:
     for row in start_workers(settings, items, session_idle_s=SESSION_IDLE_S):
         typer.echo(f"  {row['name']:<20} pid {row['pid']}  log {row['log']}")
     events = catalog.events.sort_values("ts", kind="stable")
+    if events.empty:
+        typer.echo("  no event log: nothing to replay; features start empty (the simulated shoppers fill them)")
+        typer.echo("  watch it: onevision stream status; stop: onevision infra down")
+        return
     on_topic = sum(p["end"] for p in stream_status(settings)["partitions"])
     if on_topic >= len(events):
         typer.echo(f"  the topic already holds {on_topic:,} events: replay skipped")
@@ -184,8 +225,9 @@ def stream_features(catalog, items: Path) -> None:
         if w["alive"]:
             typer.echo(f"  {w['worker_id']}: {w['events']:,} events, freshness p50 {w['freshness_ms_p50']:.0f} ms, "
                        f"DLQ {st['dlq']}")
-    clicks = catalog.events[(catalog.events["type"] == "click") & (catalog.events["scene"] == "image_search")]
-    user = clicks["user_id"].value_counts().index[0]
+    acts = events[events["type"].isin(["click", "order"])]
+    clicks = acts[(acts["type"] == "click") & (acts["scene"] == "image_search")]
+    user = (clicks if len(clicks) else acts if len(acts) else events)["user_id"].value_counts().index[0]
     (row,) = user_features(store, [user])
     typer.echo(f"  {user}: short-term SIDs {row['short_sids']}, long-term SID {row['long_sid']}")
     typer.echo("  watch it: onevision stream status; stop: onevision infra down")
@@ -202,7 +244,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from serving.access import local_api_key
     from serving.launch import start_service
     from serving.models import default_model
-    from serving.simulator import ShopperWorld, run_traffic
+    from serving.simulator import CatalogShoppers, load_shoppers, run_traffic
     from streaming.producer import EventProducer, now_ms
     from training.dpo_stream import GROUP, job_versions
     from training.launch import start_dpo_job
@@ -220,12 +262,23 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     typer.echo(f"  orders and shoppers' data need the API key (header X-API-Key): {key_file}")
     model = default_model(catalog.root)
     started_ms = now_ms()
-    job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max_wait_s": 10})
-    typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
-               f"log {job['log']}")
+    gated = (catalog.queries["split"] == "val").any()  # the job's eval gate scores val ORDER (else CLICK) photos
+    if gated:
+        job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max_wait_s": 10})
+        typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
+                   f"log {job['log']}")
+    else:
+        typer.echo("  no val-split photos: the near-streaming DPO job has no held-out set to gate its versions on; "
+                   "not started")
+    shoppers = load_shoppers(catalog)
+    if isinstance(shoppers, CatalogShoppers):  # no world ground truth: the assumed behaviour, said out loud
+        b = shoppers.behaviour
+        typer.echo(f"  simulated shoppers (assumed, not a world): {len(shoppers.user_ids)} users "
+                   f"({shoppers.n_synthetic} synthetic) send {len(shoppers.photos):,} held-out photos, click a shown "
+                   f"item the photo accepts (p {b.click_top} at the top, position-biased) and order {b.order:.0%} "
+                   "of clicks")
     producer = EventProducer(settings)
-    stats = run_traffic(row["url"].rstrip("/"), ShopperWorld.load(catalog), producer, rate, duration,
-                        api_key=local_api_key(settings))
+    stats = run_traffic(row["url"].rstrip("/"), shoppers, producer, rate, duration, api_key=local_api_key(settings))
     producer.close()
     typer.echo(f"  {stats.requests} simulated searches ({stats.errors} failed), {stats.clicks} clicks, "
                f"{stats.orders} orders")
@@ -236,11 +289,12 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
         typer.echo(f"  report: {path} (and .md, .png)")
     except ValueError as exc:  # too little traffic for every variant yet
         typer.echo(f"  no A/B report yet: {exc}")
-    time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
-    rows = [r for r in job_versions(registry, model, GROUP) if r["stream"].get("published_ms", 0) >= started_ms]
-    typer.echo(f"  DPO job so far (this run): {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
-               f"{sum(r['status'] == 'rejected' for r in rows)} rejected, "
-               f"from {sum(r['stream']['examples'] for r in rows)} purchases; "
-               f"CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
+    if gated:
+        time.sleep(SESSION_IDLE_S + 15)  # the last sessions close, and the job trains, gates and publishes on them
+        rows = [r for r in job_versions(registry, model, GROUP) if r["stream"].get("published_ms", 0) >= started_ms]
+        typer.echo(f"  DPO job so far (this run): {sum(r['status'] == 'accepted' for r in rows)} versions accepted, "
+                   f"{sum(r['status'] == 'rejected' for r in rows)} rejected, "
+                   f"from {sum(r['stream']['examples'] for r in rows)} purchases; "
+                   f"CURRENT {model}/{current_version(registry, model)} (onevision registry list {model})")
     typer.echo(f"  more traffic: onevision sim traffic --catalog {catalog.root}; report: onevision ab report")
     return row["url"]

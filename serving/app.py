@@ -187,7 +187,9 @@ class Ingress:
         self.producer = EventProducer(self.settings, kafka_producer(self.settings, max_block_ms=500))
         self.page_html = PAGE.read_text()
         self.root = Path(catalog)
-        items = pd.read_parquet(self.root / "items.parquet", columns=["item_id", "image", "price"])
+        items = pd.read_parquet(self.root / "items.parquet")
+        if "price" not in items.columns:  # the catalog format's default: unknown
+            items["price"] = None
         self.price = {i: (float(p) if pd.notna(p) else None) for i, p in zip(items["item_id"], items["price"])}
         self.item_image = dict(zip(items["item_id"], items["image"]))
         q = pd.read_parquet(self.root / "queries.parquet", columns=["query_id", "image", "user_id", "split"])

@@ -39,7 +39,7 @@ import redis
 
 from infra.settings import Settings, redis_client
 from onevision.behaviour.long_term import CLICK, ORDER, add_action
-from onevision.behaviour.short_term import SCENE, add_click
+from onevision.behaviour.short_term import SHORT_SCENES, add_click
 from onevision.items import ItemTable
 from streaming.consumer import ConsumerJob
 from streaming.fencing import claim_partitions, epoch_key, fenced_write, holds
@@ -258,7 +258,7 @@ class EventWorker(ConsumerJob):
         if not u.first_sight(e.event_id):
             self.stats["duplicates"] += 1
             return
-        short = e.type == "click" and e.scene == SCENE
+        short = e.type == "click" and e.scene in SHORT_SCENES
         if short:
             add_click(u.short, e.ts, e.item_id)
         if e.type in ("click", "order"):

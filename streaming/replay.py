@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from infra.settings import Settings
+from onevision.catalog.format import load_catalog
 from streaming.producer import EventProducer
 
 EVENT_COLUMNS = ["schema", "event_id", "type", "ts", "user_id", "item_id", "request_id", "scene",
@@ -17,16 +18,20 @@ EVENT_COLUMNS = ["schema", "event_id", "type", "ts", "user_id", "item_id", "requ
 
 
 def encode_events(events: pd.DataFrame) -> list[bytes]:
-    """Events as schema-1 JSON, one per row (pandas' C encoder: about a microsecond a row)."""
+    """Events as schema-1 JSON, one per row (pandas' C encoder: about a microsecond a row). What a
+    catalog does not know goes as null: a price it left unknown (NaN) and a position it marks -1
+    (an event not logged from a result page: `load_catalog`'s default)."""
     df = events[[c for c in EVENT_COLUMNS if c in events.columns]]
+    if "position" in df.columns and (df["position"] < 0).any():
+        df = df.assign(position=df["position"].where(df["position"] >= 0).astype("Int64"))
     return [line.encode() for line in df.to_json(orient="records", lines=True).splitlines()]
 
 
 def load_events(catalog: str | Path) -> pd.DataFrame:
-    path = Path(catalog) / "events.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (is {catalog} a catalog folder?)")
-    return pd.read_parquet(path).sort_values("ts", kind="stable").reset_index(drop=True)
+    """A catalog's events in time order, with the format's defaults for the columns it leaves out
+    (`load_catalog`: a team's table of type/ts/user_id/item_id replays as valid events)."""
+    events = load_catalog(catalog, check_images=False).events
+    return events.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def replay(settings: Settings, events: pd.DataFrame, rate: float = 0.0, chunk: int = 500,

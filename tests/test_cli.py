@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 from onevision_cli.main import app
 
 COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["catalog", "validate"],
-            ["catalog", "import"], ["catalog", "import", "grocery"], ["eval"], ["eval", "ann"],
+            ["catalog", "import"], ["catalog", "import", "grocery"],
+            ["catalog", "import", "table"], ["eval"], ["eval", "ann"],
             ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["encoder"], ["encoder", "align"],
             ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"],
             ["stream"], ["stream", "worker"], ["stream", "run"], ["stream", "start"], ["stream", "stop"],

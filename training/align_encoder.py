@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import Catalog, catalog_fingerprint
 from onevision.encoders.aligned import AlignedConfig, AlignedEfficientNet
 from onevision.encoders.alignment_losses import alignment_loss
 from onevision.images import load_rgb
@@ -125,6 +125,7 @@ def publish_encoder(model: AlignedEfficientNet, recipe: AlignRecipe, catalog: Ca
 
     files = model.save(work)
     config = {"kind": "aligned-efficientnet", "encoder": asdict(recipe.encoder),
-              "recipe": {k: v for k, v in asdict(recipe).items() if k != "encoder"}, "catalog": catalog.name}
+              "recipe": {k: v for k, v in asdict(recipe).items() if k != "encoder"}, "catalog": catalog.name,
+              "catalog_fingerprint": catalog_fingerprint(catalog)}
     metrics = {"final_loss": float(np.mean(log["losses"][-20:])), "train_seconds": log["seconds"]}
     return publish(registry, f"encoder-{catalog.name}", files, config, metrics)

@@ -39,6 +39,7 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
 from training.loop import StageConfig, run_stage
+from training.point_in_time import point_in_time
 from training.sft import batch_ntp_loss
 
 LOSSES = ("kl", "ntp")
@@ -103,6 +104,7 @@ def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, c
     from training.generator import publish_derived
 
     t0 = time.perf_counter()
+    point_in_time(catalog, cache)
     teacher_version = Path(teacher_version)
     teacher = OneVisionGenerator.load(teacher_version)  # its files checked
     data = data_for_version(catalog, teacher_version, cache, progress)

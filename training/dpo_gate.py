@@ -39,9 +39,14 @@ class Gate:
     def __init__(self, data: GeneratorData, model: OneVisionGenerator, config: GateConfig = GateConfig()):
         self.data, self.config = data, config
         examples, queries = data.evaluation("val")
-        orders = np.flatnonzero(queries["kind"].to_numpy() == "order")[: config.orders]
+        kinds = queries["kind"].to_numpy()
+        # the held-out set: val ORDER queries; a catalog without them (a click log) gates on val CLICKs
+        self.kind = "order" if (kinds == "order").any() else "click"
+        if self.kind == "click":
+            print("dpo gate: no val ORDER queries in this catalog: candidates are gated on the val CLICK set")
+        orders = np.flatnonzero(kinds == self.kind)[: config.orders]
         if not len(orders):
-            raise ValueError(f"{data.catalog.root} has no val-split ORDER queries to gate candidates on")
+            raise ValueError(f"{data.catalog.root} has no val-split queries to gate candidates on")
         self.orders = examples.take(orders)
         self.canary = data.canary(config.canary, config.seed)
         # built once (trie, SID items); each score swaps the model in. No similarity look-ahead: the
@@ -66,7 +71,8 @@ class Gate:
     def scored_by(self) -> dict:
         """What the scores depend on: the search and the sets (not the tolerances)."""
         c = self.config
-        return {"search": GATE_SEARCH, "beam": c.beam, "orders": c.orders, "canary": c.canary, "seed": c.seed}
+        scored = {"search": GATE_SEARCH, "beam": c.beam, "orders": c.orders, "canary": c.canary, "seed": c.seed}
+        return scored if self.kind == "order" else {**scored, "held_out": self.kind}
 
     def record(self, verdict: Verdict) -> dict:
         """The verdict as a version's manifest stores it, with how it was scored."""

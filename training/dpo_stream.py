@@ -66,6 +66,7 @@ from training.configs import DPO_GROUP, StreamConfig
 from training.dpo import candidate_logprob, dpo_objective
 from training.dpo_gate import Gate
 from training.generator import publish_derived
+from training.point_in_time import point_in_time
 
 log = logging.getLogger(__name__)
 GROUP = DPO_GROUP
@@ -318,6 +319,7 @@ class DPOStreamJob(ConsumerJob):
         """What the job builds once from CURRENT: prompt building and the catalog's SIDs (`ImageSearch`),
         the gate's data; then CURRENT becomes the reference."""
         path = self._current_path()
+        point_in_time(self.catalog, self._cache)  # the gate's val queries read the stats known at their time
         self.search = ImageSearch.from_registry(path, self.catalog)
         model = self.search.searcher.model
         self.gate = Gate(data_for_version(self.catalog, path, self._cache, progress), model, self.config.gate)

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from safetensors.numpy import save_file
 
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import Catalog, catalog_fingerprint
 from onevision.generator.data import GeneratorData, fingerprint, load_generator_data
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
 from training.configs import ALL_STAGES, GeneratorRecipe
+from training.point_in_time import point_in_time
 
 STAGES = dict(zip(ALL_STAGES, (pretrain, sft, personalized_sft, dpo)))
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
@@ -59,8 +60,8 @@ def run_id(catalog: Catalog, tokenizer_version: Path, recipe: GeneratorRecipe) -
     """Everything that decides a trained generator, hashed: its checkpoints live under it (a rerun
     resumes) and its published config records it (`ensure_generator` reuses only the same run)."""
     r = recipe
-    return fingerprint(catalog.root.resolve(), load_version(tokenizer_version)[0]["files"], r.preset, tuple(r.stages),
-                       r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content)
+    return fingerprint(catalog_fingerprint(catalog), load_version(tokenizer_version)[0]["files"], r.preset,
+                       tuple(r.stages), r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content)
 
 
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
@@ -69,6 +70,7 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
     from onevision.eval.generative import evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
+    point_in_time(catalog, cache)  # val queries' items ordered by the stats known at their time
     preset, stages, seed, name = recipe.preset, tuple(recipe.stages), recipe.seed, recipe.name
     image_sid, hints, hint_similarity, sid_content = recipe.image_sid, recipe.hints, recipe.hint_similarity, \
         recipe.sid_content

@@ -70,6 +70,16 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
     `on_epoch(e)` runs before epoch e (0-based), a resumed one included: a schedule over epochs
     such as the pruning curriculum."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if done(workdir):  # a finished stage is its checkpoint, whatever the examples are now
+        load_model(model, str(workdir / MODEL))
+        return json.loads((workdir / STATE).read_text())
+    if n_examples == 0:  # never a silent zero-example stage: say so, keep the model as it is
+        print(f"{name}: no training examples in this catalog: stage skipped, the model stays as it was")
+        log = {"stage": name, "config": asdict(cfg), "epoch": 0, "step": 0, "losses": [], "epoch_loss": [],
+               "seconds": 0.0, "finished": True, "skipped": "no examples"}
+        save_model(model, str(workdir / MODEL))
+        (workdir / STATE).write_text(json.dumps(log))
+        return log
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = max(1, math.ceil(n_examples / cfg.batch_size))
@@ -98,6 +108,9 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
             running = []
             for b in range(per_epoch):
                 loss = loss_fn(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{name}: the loss is {float(loss)} at epoch {epoch}, batch {b}; "
+                                             "the last checkpoint is kept, nothing was saved from this epoch")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -17,9 +17,10 @@ from pathlib import Path
 from safetensors.numpy import save_file
 
 from onevision.baselines.mca import ITEM_EMBEDDING_FILE, RANKER_FILE, MCACascade, MCAConfig, UserArrays, registry_name
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import Catalog, catalog_fingerprint
 from onevision.generator.sid_items import calibrate_threshold
 from onevision.registry import publish
+from training.point_in_time import point_in_time
 
 
 def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MCACascade, dict]:
@@ -30,7 +31,8 @@ def fit_mca(catalog: Catalog, data, config: MCAConfig = MCAConfig()) -> tuple[MC
     mca = MCACascade.for_items(items, emb[data.bank.rows(items["image"])], config)
     train, tq = data.evaluation("train")
     ctx = data.context(tq)
-    fit = mca.fit(emb[train.image], UserArrays(ctx.short_items, ctx.long_items), train.target_item)
+    fit = mca.fit(emb[train.image], UserArrays(ctx.short_items, ctx.long_items), train.target_item, catalog.stats,
+                  train.ts)
     fit["confidence_threshold"] = (calibrate_threshold(emb[train.image], mca.emb[train.target_item]) if len(train)
                                    else 0.0)
     return mca, fit
@@ -40,6 +42,7 @@ def train_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, pr
               config: MCAConfig = MCAConfig()) -> tuple[Path, dict]:
     from onevision.generator.data import load_generator_data
 
+    point_in_time(catalog, cache)  # the ranker learns from stats known at each train request's time
     data = load_generator_data(catalog, tokenizer, cache, progress=progress)
     mca, fit = fit_mca(catalog, data, config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +50,8 @@ def train_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, pr
         save_file(mca.arrays(), str(ranker))
         save_file({"embedding": mca.emb}, str(embedding))  # V of each catalog item, catalog order
         version = publish(registry, registry_name(catalog.name), {RANKER_FILE: ranker, ITEM_EMBEDDING_FILE: embedding},
-                          config={"kind": "mca", "catalog": catalog.name, "tokenizer": str(tokenizer),
+                          config={"kind": "mca", "catalog": catalog.name,
+                                  "catalog_fingerprint": catalog_fingerprint(catalog), "tokenizer": str(tokenizer),
                                   "mca": asdict(config)},
                           metrics=fit)
     return version, fit

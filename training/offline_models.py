@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onevision.baselines.mca import registry_name as mca_name
-from onevision.catalog.format import Catalog
-from onevision.registry import current_version, read_version, resolve, trained_run
+from onevision.catalog.format import Catalog, catalog_fingerprint
+from onevision.registry import current_for_catalog, current_version, read_version, resolve, trained_run
 from training.generator import ALL_STAGES, GeneratorRecipe, generator_name, run_id, train_generator
 from training.mca import train_mca
+from training.point_in_time import point_in_time
 from training.tokenizer import train_tokenizer
 
 
@@ -38,8 +39,9 @@ def ensure_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path,
     """The registry's current `tokenizer-<method>[-no-<without>]-<catalog>`, trained if missing."""
     tag = f"{method}-no-{without}" if without else method
     model = f"tokenizer-{tag}-{catalog.name}"
-    if current_version(registry, model):
-        return resolve(model, registry)
+    version = current_for_catalog(registry, model, catalog_fingerprint(catalog))
+    if version is not None:
+        return version
     return train_tokenizer(catalog, method, registry, cache, preset=preset, progress=progress, without=without)[0]
 
 
@@ -70,7 +72,9 @@ def ensure_mca(catalog: Catalog, tokenizer: Path, registry: Path, cache: Path, p
 
 def offline_models(catalog: Catalog, registry: Path, cache: Path, runs: Path, preset: str = "small",
                    ablations: bool = True, progress: bool = True) -> OfflineModels:
-    """Every model the offline tables score, in the order they are needed."""
+    """Every model the offline tables score, in the order they are needed; sets the catalog's
+    point-in-time item stats (`training.point_in_time`) that the report reads."""
+    point_in_time(catalog, cache)
     vrq = ensure_tokenizer(catalog, "vrq", registry, cache, preset, progress=progress)
     mca = ensure_mca(catalog, vrq, registry, cache, progress)
     rqk = ensure_tokenizer(catalog, "rq-kmeans", registry, cache, preset, progress=progress)

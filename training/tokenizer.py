@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import Catalog, catalog_fingerprint, catalog_key
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
 from onevision.items import ITEM_SIDS
 from onevision.metrics.sid import quantized_ann_score, sid_report
-from onevision.registry import current_version, publish, resolve
+from onevision.registry import current_for_catalog, publish
 from onevision.tokenizers import PAPER_SIZES, Tokenizer, default_sizes, make_tokenizer, save_tokenizer
 from onevision.tokenizers.encode_items import write_item_sids
 from onevision.tokenizers.inputs import CatalogFeatures, build_features
 from onevision.tokenizers.vrq import VRQTraining
 from training.align_encoder import AlignRecipe
+from training.point_in_time import point_in_time
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe,
                    progress: bool = True) -> tuple[Path, ImageEncoder]:
     """The current aligned encoder of this catalog, aligning one first if there is none."""
     model = f"encoder-{catalog.name}"
-    if current_version(registry, model):
-        version = resolve(model, registry)
+    version = current_for_catalog(registry, model, catalog_fingerprint(catalog))
+    if version is not None:
         return version, AlignedImageEncoder(AlignedEfficientNet.load(version))
     from training.align_encoder import positive_groups, publish_encoder, train_aligned_encoder
 
@@ -93,10 +94,11 @@ def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignR
                     progress: bool = True) -> tuple[Path, CatalogFeatures]:
     from onevision.registry import load_version
 
+    point_in_time(catalog, cache)  # business features as known at the training cutoff
     encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
     # a rebuilt registry never hits a stale cache
     weights_sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]
-    path = cache / catalog.name / f"{encoder_version.parent.name}-{encoder_version.name}-{weights_sha}.npz"
+    path = cache / catalog_key(catalog) / f"{encoder_version.parent.name}-{encoder_version.name}-{weights_sha}.npz"
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)
     features = build_features(catalog, encoder, progress=progress)
@@ -158,7 +160,7 @@ def train_tokenizer(catalog: Catalog, method: str, registry: Path, cache: Path, 
         write_item_sids(catalog.items["item_id"], sids, work / ITEM_SIDS, tok.quantized(features.items))
         files[ITEM_SIDS] = work / ITEM_SIDS
         config = {"kind": "tokenizer", "tokenizer": tok.config(), "catalog": catalog.name,
-                  "encoder": str(encoder_version)}
+                  "catalog_fingerprint": catalog_fingerprint(catalog), "encoder": str(encoder_version)}
         config["without"] = without
         tag = f"{method}-no-{without}" if without else method
         version = publish(registry, f"tokenizer-{tag}-{catalog.name}", files, config, metrics)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from onevision.ann import search
+from onevision.items import log1p_known
 
 STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
 # a published cascade (training/mca.py -> registry `mca-<catalog>`): the fitted ranker and its
@@ -61,14 +62,17 @@ class UserArrays:
     short_items: np.ndarray
     long_items: list[np.ndarray]
 
+    def take(self, rows: np.ndarray) -> "UserArrays":
+        return UserArrays(self.short_items[rows], [self.long_items[r] for r in rows])
+
 
 class MCACascade:
     def __init__(self, item_embedding: np.ndarray, item_stats: np.ndarray, price: np.ndarray,
                  config: MCAConfig = MCAConfig()):
         """item_stats: (N, 3) clicks_30d, orders_30d, gmv_30d."""
         self.emb = np.ascontiguousarray(item_embedding, np.float32)
-        self.stats = np.log1p(np.asarray(item_stats, np.float64)).astype(np.float32)
-        self.log_price = np.log1p(np.asarray(price, np.float64)).astype(np.float32)
+        self.stats = log1p_known(item_stats).astype(np.float32)
+        self.log_price = log1p_known(price).astype(np.float32)
         self.cfg = config
         torch.manual_seed(config.seed)
         self.ranker = nn.Sequential(nn.Linear(len(FEATURES), config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1))
@@ -124,10 +128,33 @@ class MCACascade:
         x = torch.from_numpy((feats - self.mean) / self.std)
         return self.ranker(x).squeeze(-1)
 
-    def fit(self, query: np.ndarray, users: UserArrays, targets: np.ndarray) -> dict:
-        """Train the ranker on requests whose target survives recall and pre-rank."""
-        cands, sim = self.prerank(query)
-        feats = self.features(query, cands, sim, users)
+    def candidates(self, query: np.ndarray, users: UserArrays, as_of=None,
+                   ts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(candidates (B, P), their ranker features) after recall and pre-rank; with `as_of`
+        (`onevision.catalog.item_stats.ItemStatsAsOf`) and request times `ts`, each request reads
+        the item stats known at its time (requests grouped by snapshot)."""
+        if as_of is None or ts is None or len(query) == 0:
+            cands, sim = self.prerank(query)
+            return cands, self.features(query, cands, sim, users)
+        own, out = self.stats, None
+        try:
+            for rows, snapshot in as_of.groups(ts):
+                self.stats = log1p_known(snapshot).astype(np.float32)
+                c, s = self.prerank(query[rows])
+                f = self.features(query[rows], c, s, users.take(rows))
+                if out is None:
+                    out = (np.empty((len(query), *c.shape[1:]), c.dtype), np.empty((len(query), *f.shape[1:]), f.dtype))
+                out[0][rows], out[1][rows] = c, f
+        finally:
+            self.stats = own
+        assert out is not None, "as_of.groups covers every request"
+        return out
+
+    def fit(self, query: np.ndarray, users: UserArrays, targets: np.ndarray, as_of=None,
+            ts: np.ndarray | None = None) -> dict:
+        """Train the ranker on requests whose target survives recall and pre-rank (item stats as
+        of each request's time when given, see `candidates`)."""
+        cands, feats = self.candidates(query, users, as_of, ts)
         hit = cands == targets[:, None]
         keep = hit.any(1)
         feats, label = feats[keep], hit[keep].argmax(1)
@@ -148,14 +175,16 @@ class MCACascade:
                 "final_loss": float(np.mean(losses[-20:]))}
 
     @torch.no_grad()
-    def rank(self, query: np.ndarray, users: UserArrays | None, k: int = 10, ranking: bool = True) -> np.ndarray:
-        """(B, k) item rows: the full cascade, or recall + pre-rank only when not `ranking`."""
-        cands, sim = self.prerank(query)
-        if not ranking:
-            return cands[:, :k]
+    def rank(self, query: np.ndarray, users: UserArrays | None, k: int = 10, ranking: bool = True, as_of=None,
+             ts: np.ndarray | None = None) -> np.ndarray:
+        """(B, k) item rows: the full cascade, or recall + pre-rank only when not `ranking` (item
+        stats as of each request's time when given, see `candidates`)."""
         if users is None:
             users = UserArrays(np.full((len(query), 5), -1), [np.zeros(0, np.int64)] * len(query))
-        scores = self._scores(self.features(query, cands, sim, users)).numpy()
+        cands, feats = self.candidates(query, users, as_of, ts)
+        if not ranking:
+            return cands[:, :k]
+        scores = self._scores(feats).numpy()
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(cands, order, 1)
 

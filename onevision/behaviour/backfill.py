@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from onevision.behaviour.long_term import CLICK, LONG_LEN, ORDER, LongTermConfig, long_sids
-from onevision.behaviour.short_term import SCENE, SHORT_LEN
+from onevision.behaviour.short_term import SHORT_LEN, SHORT_SCENES
 from onevision.items import ItemTable, sid_string
 
 
@@ -68,7 +68,8 @@ def user_context(events: pd.DataFrame, table: ItemTable, user_ids, ts,
             continue
         cut = int(np.searchsorted(g["ts"].to_numpy(), t, side="left"))
         before = g.iloc[:cut]
-        clicks = before[(before["type"] == "click") & (before["scene"] == SCENE)]["idx"].to_numpy()[::-1][:SHORT_LEN]
+        clicks = before[(before["type"] == "click") & before["scene"].isin(SHORT_SCENES)]["idx"].to_numpy()
+        clicks = clicks[::-1][:SHORT_LEN]
         short_items[r, : len(clicks)] = clicks
         recent = before.iloc[-LONG_LEN:]
         kinds = np.where(recent["type"].to_numpy() == "order", ORDER, CLICK)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 SHORT_LEN = 5  # OneVision 3.2.3: the last five image-search clicks
 SCENE = "image_search"
+# clicks that count: the image-search scene, and a log's clicks of unknown scene (a team's log that
+# names none is taken to be image search, offline and online alike)
+SHORT_SCENES = (SCENE, "unknown")
 
 
 def add_click(short: list[tuple[int, str]], ts: int, item_id: str, size: int = SHORT_LEN) -> None:

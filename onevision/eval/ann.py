@@ -33,7 +33,10 @@ def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k
     encode_s = time.perf_counter() - t0
     ranked = search(item_vecs, query_vecs, k)
     index_of = {item_id: i for i, item_id in enumerate(catalog.items["item_id"])}
-    targets = queries["target_item_id"].map(index_of).to_numpy()
+    lists = [[index_of[t] for t in accepted] for accepted in queries["target_item_ids"]]
+    targets = np.full((len(lists), max(map(len, lists))), -1, np.int64)
+    for r, t in enumerate(lists):
+        targets[r, : len(t)] = t
     sets = {}
     for name in QUERY_SETS:
         mask = np.ones(len(queries), bool) if name == "all" else (queries["kind"] == name).to_numpy()

@@ -1,5 +1,8 @@
 """Offline scores of a generator: constrained beam search over shopper photos, SIDs expanded to
-items by S_conv, HR@1/4/10 and MRR@4/10 per query set (click, order, all)."""
+items by S_conv, HR@1/4/10 and MRR@4/10 per query set (click, order, all).
+
+When the catalog carries point-in-time item stats (`Catalog.stats`), each query's items are
+ordered by the S_conv known at its time: queries are searched in groups sharing a snapshot."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 
 from onevision.generator.rank.price_affinity import relative_price
 from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
-from onevision.generator.sid_items import calibrate_threshold, s_conv
+from onevision.generator.sid_items import SIDItems, calibrate_threshold, s_conv, s_conv_of
 from onevision.metrics.retrieval import retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")
@@ -53,8 +56,32 @@ def evaluate_generator(model, data, examples, kinds, beam: int = 10, personalize
     if searcher is None:
         searcher = searcher_for(model, data)
     searcher.model = model
-    res = searcher.search(ex.prompts(data.tokens, data.bank), beam=beam, k=10)
-    valid = searcher.trie.contains(res.sids.reshape(-1, res.sids.shape[-1])).reshape(res.sids.shape[:2])
-    finite = np.isfinite(res.scores)
-    return {"sets": set_metrics(res.items, ex.target_item, np.asarray(kinds)), "ranked": res.items,
-            "all_sids_valid": bool(valid[finite].all()), "low_confidence_share": float(res.low_confidence.mean())}
+    items, sids, scores, low = search_as_of(searcher, data, ex, beam)
+    valid = searcher.trie.contains(sids.reshape(-1, sids.shape[-1])).reshape(sids.shape[:2])
+    finite = np.isfinite(scores)
+    return {"sets": set_metrics(items, ex.targets, np.asarray(kinds)), "ranked": items,
+            "all_sids_valid": bool(valid[finite].all()), "low_confidence_share": float(low.mean()) if len(low) else 0.0}
+
+
+def search_as_of(searcher: GenerativeSearcher, data, ex, beam: int, k: int = 10) -> tuple[np.ndarray, ...]:
+    """(items, sids, scores, low_confidence) of `ex`, each query's items inside a SID ordered by the
+    S_conv known at its time when the catalog has point-in-time stats (else the searcher's own)."""
+    stats = getattr(data.catalog, "stats", None)
+    if stats is None or ex.ts is None or len(ex) == 0:
+        res = searcher.search(ex.prompts(data.tokens, data.bank), beam=beam, k=k)
+        return res.items, res.sids, res.scores, res.low_confidence
+    own = searcher.items
+    out: tuple[np.ndarray, ...] | None = None
+    try:
+        for rows, snapshot in stats.groups(ex.ts):
+            searcher.items = SIDItems.build(searcher.item_sids, s_conv_of(snapshot))
+            res = searcher.search(ex.prompts(data.tokens, data.bank, rows), beam=beam, k=k)
+            parts = (res.items, res.sids, res.scores, res.low_confidence)
+            if out is None:
+                out = tuple(np.empty((len(ex), *p.shape[1:]), p.dtype) for p in parts)
+            for whole, part in zip(out, parts):
+                whole[rows] = part
+    finally:
+        searcher.items = own
+    assert out is not None, "stats.groups covers every query"
+    return out

@@ -55,7 +55,7 @@ def offline_report(catalog: Catalog, models, cache: Path, reports: Path, beam: i
 
     data = data_for(models.vrq)
     test, q = data.evaluation("test")
-    kinds, targets = q["kind"].to_numpy(), test.target_item
+    kinds, targets = q["kind"].to_numpy(), test.targets
     emb = data.bank.tokens.embedding
     item_emb, query_emb = emb[data.bank.rows(catalog.items["image"])], emb[test.image]
     rows: dict[str, dict] = {}
@@ -63,16 +63,18 @@ def offline_report(catalog: Catalog, models, cache: Path, reports: Path, beam: i
     def record(name: str, ranked: np.ndarray, **extra) -> None:
         rows[name] = {"sets": set_metrics(ranked, targets, kinds), **extra}
         m = rows[name]["sets"]
-        log(f"  {name:<34} CLICK HR@4 {100 * m['click']['HR@4']:.2f}  ORDER HR@4 {100 * m['order']['HR@4']:.2f}")
+        log(f"  {name:<34} " + "  ".join(f"{s.upper()} HR@4 {100 * m[s]['HR@4']:.2f}" for s in ("click", "order")
+                                          if "HR@4" in m[s]))
 
     record(ANN, search(item_emb, query_emb, 10))
 
     mca, manifest = load_mca(models.mca, catalog.items)
     ctx = data.context(q)
     users = UserArrays(ctx.short_items, ctx.long_items)
-    record("MCA", mca.rank(query_emb, users), ranker=manifest["metrics"])
-    record("MCA w/o P.", mca.rank(query_emb, None))
-    record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False))
+    as_of = dict(as_of=catalog.stats, ts=test.ts)  # item stats known at each query's time
+    record("MCA", mca.rank(query_emb, users, **as_of), ranker=manifest["metrics"])
+    record("MCA w/o P.", mca.rank(query_emb, None, **as_of))
+    record("MCA w/o ranking", mca.rank(query_emb, None, ranking=False, **as_of))
 
     def generator_rows(label: str, version: Path, both: bool, extra: dict[str, dict] | None = None) -> None:
         """The model's rows: `label` (w/ and w/o P. when `both`) with the served search, and each
@@ -110,7 +112,37 @@ def offline_report(catalog: Catalog, models, cache: Path, reports: Path, beam: i
     path = reports / f"offline_{catalog.name}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     path.with_suffix(".md").write_text(markdown(report))
+    plot(report, path.with_suffix(".png"))
     return path, report
+
+
+def plot(report: dict, path: Path) -> None:
+    """HR@1 and HR@4 of every Table 1 method, per query set the catalog has: the PNG beside the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [s for s in ("click", "order") if report["n_queries"][s]]
+    names = report["table1"]
+    if not sets or not names:
+        return
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 0.42 * len(names) + 1.6), squeeze=False)
+    y = np.arange(len(names))
+    for ax, s in zip(axes[0], sets):
+        for k, (metric, colour) in enumerate((("HR@4", "#9ecae1"), ("HR@1", "#3182bd"))):
+            vals = [100 * report["methods"][n]["sets"][s][metric] for n in names]
+            ax.barh(y + (0.2 if k else -0.2), vals, height=0.4, color=colour, label=metric)
+            for yy, v in zip(y + (0.2 if k else -0.2), vals):
+                ax.text(v + 0.5, yy, f"{v:.1f}", va="center", fontsize=7)
+        ax.set(yticks=y, yticklabels=names if ax is axes[0][0] else [], xlim=(0, 110),
+               title=f"{s.upper()} ({report['n_queries'][s]} test photos)", xlabel="%")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Offline evaluation on {report['catalog']} (beam {report['beam']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # (other method, query set, metric, points OneVision w/ P. must lead by): the generator issue's acceptance
@@ -126,7 +158,7 @@ def comparisons(rows: dict) -> list[dict]:
     and whether it reaches the required lead."""
     out = []
     for other, query_set, metric, lead in COMPARISONS:
-        if OURS in rows and other in rows:
+        if OURS in rows and other in rows and metric in rows[OURS]["sets"][query_set]:
             ours, theirs = (100 * rows[r]["sets"][query_set][metric] for r in (OURS, other))
             out.append({"versus": other, "set": query_set, "metric": metric, "ours": round(ours, 2),
                         "theirs": round(theirs, 2), "lead": round(ours - theirs, 2), "required": lead,
@@ -137,19 +169,21 @@ def comparisons(rows: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     cols = [f"{m}@{k}" for m, k in DEFAULT_CUTOFFS]
 
+    n = report["n_queries"]
+    sets = [s for s in ("click", "order") if n[s]]  # a catalog reports the query sets it has
+
     def table(names: list[str]) -> list[str]:
-        head = ("| method | " + " | ".join(f"CLICK {c}" for c in cols) + " | "
-                + " | ".join(f"ORDER {c}" for c in cols) + " |")
-        lines = [head, "|---|" + "---:|" * (2 * len(cols))]
+        head = "| method | " + " | ".join(f"{s.upper()} {c}" for s in sets for c in cols) + " |"
+        lines = [head, "|---|" + "---:|" * (len(sets) * len(cols))]
         for name in names:
             m = report["methods"][name]["sets"]
-            vals = [f"{100 * m[s][c]:.2f}" for s in ("click", "order") for c in cols]
+            vals = [f"{100 * m[s][c]:.2f}" for s in sets for c in cols]
             lines.append(f"| {name} | " + " | ".join(vals) + " |")
         return lines
 
-    n = report["n_queries"]
-    return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: CLICK {n['click']}, "
-                      f"ORDER {n['order']} shopper photos; beam {report['beam']})", "", "## Table 1: methods", "",
+    return "\n".join([f"# Offline evaluation on {report['catalog']} (test split: "
+                      + ", ".join(f"{s.upper()} {n[s]}" for s in sets)
+                      + f" shopper photos; beam {report['beam']})", "", "## Table 1: methods", "",
                       *table(report["table1"]), "", "## Table 2: ablations", "", *table(report["table2"]), "",
                       f"## {OURS} against", "", "| versus | set | metric | ours | theirs | lead | required | holds |",
                       "|---|---|---|---:|---:|---:|---:|---|",

@@ -8,9 +8,12 @@
   window over each user's image-search clicks (each click becomes a target whose context is
   the clicks before it, its photo one of the item's other views); some user slots are blanked
   so that cold-start users get sensible answers.
-- DPO: train-split sessions that ended in an order: the purchased item against the session's
-  clicked-not-bought and exposed-not-clicked items, with the request-time features.
+- DPO: train-split sessions that ended in an order (or, in a catalog without orders, a click):
+  the chosen item against the session's clicked-not-bought and exposed-not-clicked items, with
+  the request-time features; where a log has no exposures the stage adds negatives from the
+  model's own beam (`training.dpo`).
 Val and test sets are shopper photos of the matching split with request-time features.
+User features read `onevision.catalog.history.training_events`: val/test sessions never feed one.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import pandas as pd
 from onevision.behaviour.backfill import UserContext, user_context
 from onevision.behaviour.long_term import LONG_LEN
 from onevision.behaviour.short_term import SHORT_LEN
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import UNKNOWN_SCENE, Catalog, catalog_key
+from onevision.catalog.history import training_events
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, cached_tokens
 from onevision.generator.prompt.builder import PromptInputs, Prompts, PromptTokens, build_prompts
@@ -58,7 +62,7 @@ def image_bank(catalog: Catalog, encoder_version: Path, cache_root: Path, progre
     if "views" in items.columns:
         paths += [v for views in items["views"] if views is not None for v in views]
     paths += list(catalog.queries["image"])
-    cache = cache_root / catalog.name / f"visual-{sha}.safetensors"
+    cache = cache_root / catalog_key(catalog) / f"visual-{sha}.safetensors"
     model = AlignedEfficientNet.load(encoder_version)
     tokens = cached_tokens(model, [catalog.path(p) for p in paths], cache, progress=progress, keys=paths)
     return ImageBank(tokens, {p: i for i, p in enumerate(paths)})
@@ -81,6 +85,8 @@ class Examples:
     hint_similarity: np.ndarray  # (N, H) their cosines to the image (0 = left out)
     recent_sids: np.ndarray  # (N, 50, L) SIDs of the user's recent clicks and orders, oldest first (-1 rows pad)
     candidates: np.ndarray | None = None  # (N, C, L) DPO: the positive first, then negatives; -1 rows pad
+    accepted: np.ndarray | None = None  # (N, M) item rows a hit may name (the target first; -1 pads)
+    ts: np.ndarray | None = None  # (N,) request time (ms) of evaluated queries: item stats are taken then
 
     def __len__(self) -> int:
         return len(self.image)
@@ -91,9 +97,14 @@ class Examples:
 
     @staticmethod
     def concat(parts: list["Examples"]) -> "Examples":
-        return Examples(**{f.name: (None if getattr(parts[0], f.name) is None  # type: ignore[arg-type]
+        return Examples(**{f.name: (None if any(getattr(p, f.name) is None for p in parts)  # type: ignore[arg-type]
                                     else np.concatenate([getattr(p, f.name) for p in parts]))
                            for f in fields(Examples)})
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(N, M) accepted item rows when known, else the target item (N,): what metrics score."""
+        return self.accepted if self.accepted is not None else self.target_item
 
     def prompts(self, tokens: PromptTokens, bank: ImageBank, idx=slice(None)) -> Prompts:
         img = self.image[idx]
@@ -181,7 +192,16 @@ class GeneratorData:
         return Examples.concat([photos, views])
 
     def context(self, q: pd.DataFrame) -> UserContext:
-        return user_context(self.catalog.events, self.table, q["user_id"].to_numpy(), q["ts"].to_numpy())
+        """User features at each row's time from the log without held-out sessions."""
+        return user_context(training_events(self.catalog), self.table, q["user_id"].to_numpy(), q["ts"].to_numpy())
+
+    def accepted(self, q: pd.DataFrame) -> np.ndarray:
+        """(Q, M) item rows each query accepts (`target_item_ids`, the target first), -1 pads."""
+        lists = [self.table.indices(pd.Series(t)) for t in q["target_item_ids"]]
+        out = np.full((len(q), max((len(t) for t in lists), default=1)), -1, np.int64)
+        for r, t in enumerate(lists):
+            out[r, : len(t)] = t
+        return out
 
     def evaluation(self, split: str) -> tuple[Examples, pd.DataFrame]:
         """Shopper photos of `split` with request-time user features, and the query rows;
@@ -190,6 +210,7 @@ class GeneratorData:
             q = self.queries(split)
             ex = self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]),
                             context=self.context(q))
+            ex.accepted, ex.ts = self.accepted(q), q["ts"].to_numpy(np.int64)
             self._evaluations[split] = (ex, q)
         return self._evaluations[split]
 
@@ -207,10 +228,9 @@ class GeneratorData:
     def sliding_window(self, rng: np.random.Generator, limit: int) -> Examples | None:
         """OneSearch's sliding window over each user's image-search clicks: every click is a
         target with the clicks before it as its short-term context (the first with none).
-        Clicks of val/test requests are never targets."""
-        ev = self.catalog.events
-        held_out = set(self.catalog.queries.loc[self.catalog.queries["split"] != "train", "request_id"])
-        clicks = ev[(ev["type"] == "click") & (ev["scene"] == "image_search") & ~ev["request_id"].isin(held_out)]
+        Clicks of val/test requests are never targets; a log without scenes counts every click."""
+        ev = training_events(self.catalog)
+        clicks = ev[(ev["type"] == "click") & ev["scene"].isin(("image_search", UNKNOWN_SCENE))]
         clicks = clicks[self.table.indices(clicks["item_id"]) >= 0]
         if clicks.empty:
             return None
@@ -222,27 +242,35 @@ class GeneratorData:
         photo = np.array([rows[rng.choice(views_of[i])] for i in items], np.int64)
         return self._base(photo, items, context=self.context(clicks))
 
-    def dpo(self, max_negatives: int = 8) -> Examples:
-        """Train-split sessions with an order: positive = the purchased item, negatives =
-        clicked-not-bought first, then exposed-not-clicked."""
+    def dpo_positives(self) -> tuple[pd.DataFrame, str]:
+        """The train queries DPO prefers: those that ended in an order, or, in a catalog without
+        train orders, the clicks (and which kind it took)."""
         q = self.queries("train")
-        q = q[q["kind"] == "order"].reset_index(drop=True)
+        kind = "order" if (q["kind"] == "order").any() else "click"
+        return q[q["kind"] == kind].reset_index(drop=True), kind
+
+    def dpo(self, max_negatives: int = 8) -> Examples:
+        """Train-split sessions with an order (else a click): positive = the chosen item, negatives =
+        clicked-not-bought first, then exposed-not-clicked; rows without a logged negative keep
+        -1 rows (`training.dpo` fills them from the model's beam)."""
+        q, _ = self.dpo_positives()
         ev = self.catalog.events
         ev = ev[ev["request_id"].isin(set(q["request_id"]))]
         by_req = {r: g for r, g in ev.groupby("request_id", sort=False)}
         base = self._base(self.bank.rows(q["image"]), self.table.indices(q["target_item_id"]), context=self.context(q))
         cands = np.full((len(q), 1 + max_negatives, self.levels), -1, np.int64)
-        for r, (req, target) in enumerate(zip(q["request_id"], q["target_item_id"])):
+        for r, (req, target, accepted) in enumerate(zip(q["request_id"], q["target_item_id"], q["target_item_ids"])):
             g = by_req.get(req)
             ordered = set(g.loc[g["type"] == "order", "item_id"]) if g is not None else set()
             clicked = set(g.loc[g["type"] == "click", "item_id"]) if g is not None else set()
             shown = list(dict.fromkeys(g.loc[g["type"] == "exposure", "item_id"])) if g is not None else []
             negs = [i for i in shown if i in clicked and i not in ordered] + [i for i in shown if i not in clicked]
-            negs = [i for i in negs if i != target][:max_negatives]
+            negs = [i for i in negs if i not in accepted][:max_negatives]
             cands[r, 0] = self.table.sids[self.table.index(target)]
             for j, item in enumerate(negs):
                 cands[r, 1 + j] = self.table.sids[self.table.index(item)]
         base.candidates = cands
+        base.accepted = self.accepted(q)
         return base
 
 

@@ -25,9 +25,17 @@ S_CONV_WEIGHTS = (1.0, 0.01, 5.0)  # eq. 13: clicks, GMV, orders in the 30-day w
 
 def s_conv(items: pd.DataFrame, weights: tuple[float, float, float] = S_CONV_WEIGHTS) -> np.ndarray:
     """Eq. 13 from a catalog's 30-day columns (missing columns count as zero)."""
-    cols = [items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
-            for c in ("clicks_30d", "gmv_30d", "orders_30d")]
-    return np.sum([w * c for w, c in zip(weights, cols)], axis=0)
+    return s_conv_of(np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
+                               for c in ("clicks_30d", "orders_30d", "gmv_30d")], 1), weights)
+
+
+def s_conv_of(stats: np.ndarray, weights: tuple[float, float, float] = S_CONV_WEIGHTS) -> np.ndarray:
+    """Eq. 13 from (N, 3) clicks, orders, GMV; an unknown GMV (orders at unknown prices) counts as
+    the median known one."""
+    clicks, orders, gmv = (np.asarray(stats, np.float64)[:, c] for c in range(3))
+    known = np.isfinite(gmv)
+    gmv = np.where(known, gmv, np.median(gmv[known]) if known.any() else 0.0)
+    return weights[0] * clicks + weights[1] * gmv + weights[2] * orders
 
 
 @dataclass

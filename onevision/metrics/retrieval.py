@@ -2,7 +2,8 @@
 
 A ranked list is a row of item indices, best first (-1 pads a short list). HR@K is the share
 of queries whose target is in the first K; MRR@K averages 1/rank of the target within the
-first K (0 when it is not there), as in the paper's Tables 1-4.
+first K (0 when it is not there), as in the paper's Tables 1-4. A query may accept several
+items (targets (n, m), -1 pads): its rank is that of the first accepted item in its list.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ DEFAULT_CUTOFFS: tuple[tuple[str, int], ...] = (("HR", 1), ("HR", 4), ("MRR", 4)
 
 
 def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """1-based rank of each query's target in its ranked row, or 0 when absent."""
+    """1-based rank of each query's first accepted target in its ranked row, or 0 when absent;
+    targets (n,) or (n, m) with -1 padding."""
     ranked = np.asarray(ranked)
     targets = np.asarray(targets)
     if ranked.ndim != 2 or len(ranked) != len(targets):
         raise ValueError(f"ranked must be (n_queries, k) and match {len(targets)} targets, got {ranked.shape}")
-    hit = ranked == targets[:, None]
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    hit = ((ranked[:, :, None] == targets[:, None, :]) & (targets[:, None, :] >= 0)).any(-1)
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
 
 

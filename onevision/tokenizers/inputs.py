@@ -15,16 +15,19 @@ import numpy as np
 
 from onevision.catalog.format import Catalog
 from onevision.encoders.base import ImageEncoder
+from onevision.items import log1p_known
 from onevision.tokenizers.base import PairData, TokenizerInputs
 
 BUSINESS_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d", "price")
 
 
 def business_features(items) -> np.ndarray:
-    """log1p of clicks, orders, GMV and price (columns a catalog lacks are zeros)."""
-    cols = [np.log1p(items[c].to_numpy(np.float64)) if c in items.columns else np.zeros(len(items))
-            for c in BUSINESS_COLUMNS]
-    return np.stack(cols, 1).astype(np.float32)
+    """log1p of clicks, orders, GMV and price (columns a catalog lacks are zeros). An unknown value
+    (NaN: an unknown price, GMV of orders at unknown prices) takes the median of the known ones
+    (0 when none is known): unknown is typical, never free."""
+    raw = np.stack([items[c].to_numpy(np.float64) if c in items.columns else np.zeros(len(items))
+                    for c in BUSINESS_COLUMNS], 1)
+    return log1p_known(raw).astype(np.float32)
 
 
 @dataclass

@@ -35,7 +35,7 @@ def _edit(root, name, fn):
 @pytest.mark.parametrize(
     "name, damage, message",
     [
-        ("items.parquet", lambda d: d.drop(columns=["price"]), "items.parquet is missing column 'price'"),
+        ("items.parquet", lambda d: d.drop(columns=["category"]), "items.parquet is missing column 'category'"),
         ("items.parquet", lambda d: pd.concat([d, d.iloc[:1]]), "duplicate item_id"),
         ("items.parquet", lambda d: d.assign(price="cheap"), "column 'price' must be number"),
         ("items.parquet", lambda d: d.assign(price=-d["price"]), "negative price"),
@@ -43,6 +43,11 @@ def _edit(root, name, fn):
         ("queries.parquet", lambda d: d.assign(target_item_id="nope"), "targets unknown item 'nope'"),
         ("queries.parquet", lambda d: d.assign(user_id=None), "column 'user_id' is empty in row 0"),
         ("events.parquet", lambda d: d.assign(type="like"), "column 'type' has value 'like'"),
+        ("events.parquet", lambda d: d.drop(columns=["ts"]), "events.parquet is missing column 'ts'"),
+        ("events.parquet", lambda d: d.assign(price=-1.0), "events.parquet has a negative price"),
+        ("queries.parquet", lambda d: d.assign(target_item_ids=[["nope"]] * len(d)), "must start with"),
+        ("queries.parquet", lambda d: d.assign(target_item_ids=[[t, "nope"] for t in d["target_item_id"]]),
+         "accepts unknown item 'nope'"),
     ],
 )
 def test_damaged_tables_are_named(catalog_copy, name, damage, message):
@@ -82,3 +87,24 @@ def test_cli_validate_ok(tiny_world):
     result = CliRunner().invoke(app, ["catalog", "validate", str(tiny_world)])
     assert result.exit_code == 0, result.output
     assert "ok - 120 items" in result.output
+
+
+def test_optional_columns_get_their_documented_defaults(catalog_copy):
+    """A team's export: no prices, no request ids or times on queries, a bare log, no event file."""
+    _edit(catalog_copy, "items.parquet", lambda d: d[["item_id", "image", "category", "title"]])
+    _edit(catalog_copy, "queries.parquet", lambda d: d.drop(columns=["ts", "request_id"]))
+    _edit(catalog_copy, "events.parquet", lambda d: d[["type", "ts", "user_id", "item_id"]])
+    c = load_catalog(catalog_copy)
+    assert c.items["price"].isna().all()
+    assert (c.queries["request_id"] == c.queries["query_id"]).all()
+    train = c.queries["split"] == "train"
+    assert (c.queries.loc[train, "ts"] == c.events["ts"].max() + 1).all()  # a train query: after the whole log
+    assert (c.queries.loc[~train, "ts"] == c.events["ts"].min()).all()  # a held-out one reads no history
+    assert [list(t) for t in c.queries["target_item_ids"]] == [[t] for t in c.queries["target_item_id"]]
+    ev = c.events
+    assert (ev["scene"] == "unknown").all() and (ev["position"] == -1).all() and ev["price"].isna().all()
+    assert ev["request_id"].isna().all() and ev["event_id"].is_unique
+    assert list(load_catalog(catalog_copy).events["event_id"]) == list(ev["event_id"])  # derived, stable
+    (catalog_copy / "events.parquet").unlink()
+    c = load_catalog(catalog_copy)
+    assert len(c.events) == 0 and (c.queries["ts"] == 0).all()

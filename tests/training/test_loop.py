@@ -52,3 +52,30 @@ def test_interrupted_stage_resumes_exactly(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
     assert np.isfinite(log["losses"]).all() and log["epoch_loss"][-1] < log["epoch_loss"][0]
     assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
+
+
+def test_a_stage_without_examples_is_skipped_out_loud_and_never_overwrites_a_finished_one(tmp_path, capsys):
+    cfg = StageConfig(epochs=1, batch_size=16, lr=1e-2)
+    m = model()
+    before = [p.detach().clone() for p in m.parameters()]
+    log = run_stage("empty", m, 0, loss_fn(m), cfg, tmp_path / "empty", progress=False)
+    assert log["skipped"] == "no examples" and log["finished"]
+    assert "empty: no training examples" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+    trained = model()
+    run_stage("s", trained, 64, loss_fn(trained), cfg, tmp_path / "s", progress=False)
+    again = model()  # a rerun that (wrongly) finds no examples still gets the finished stage's weights
+    log = run_stage("s", again, 0, loss_fn(again), cfg, tmp_path / "s", progress=False)
+    assert not log.get("skipped")
+    assert all(torch.equal(a, b) for a, b in zip(trained.parameters(), again.parameters()))
+
+
+def test_a_non_finite_loss_stops_the_stage_with_its_name(tmp_path):
+    import pytest
+
+    m = model()
+    with pytest.raises(FloatingPointError, match="nan-stage: the loss is nan"):
+        run_stage("nan-stage", m, 64, lambda idx: torch.tensor(float("nan"), requires_grad=True),
+                  StageConfig(epochs=1, batch_size=16), tmp_path / "n", progress=False)
+    assert not (tmp_path / "n" / STATE).exists()

@@ -25,11 +25,13 @@ PRICE_WEIGHT = 4.0
 
 
 def relative_price(items: pd.DataFrame) -> np.ndarray:
-    """log(price / the median price of the item's category), per item row; 0 for a free item."""
+    """log(price / the median known price of the item's category), per item row; 0 for a free item,
+    NaN for an unknown price (no price term for it, and a SID holding it reveals no level)."""
     price = items["price"].to_numpy(np.float64)
     median = items.groupby("category")["price"].transform("median").to_numpy(np.float64)
     ok = (price > 0) & (median > 0)
-    return np.where(ok, np.log(np.where(ok, price, 1.0) / np.where(ok, median, 1.0)), 0.0)
+    rel = np.where(ok, np.log(np.where(ok, price, 1.0) / np.where(ok, median, 1.0)), 0.0)
+    return np.where(np.isnan(price), np.nan, rel)
 
 
 class PriceAffinity:
