@@ -87,10 +87,13 @@ def encode(
     tokenizer: Path = typer.Option(..., help="a tokenizer's registry version (or model dir)"),
     catalog: Path = typer.Option(..., help="catalog whose items to encode (e.g. new items)"),
     out: Path = typer.Option(..., help="parquet file to write (item_id, sid)"),
+    cache: Path = CACHE,
 ) -> None:
-    """Give SIDs to a catalog's items with a trained tokenizer, without retraining."""
+    """Give SIDs to a catalog's items with a trained tokenizer, without retraining (business features
+    as known at the catalog's training cutoff, as the tokenizer was trained)."""
     from onevision.catalog.format import load_catalog
     from onevision.tokenizers.encode_items import encode_catalog_items
+    from training.point_in_time import point_in_time
 
-    n = encode_catalog_items(tokenizer, load_catalog(catalog), out)
+    n = encode_catalog_items(tokenizer, point_in_time(load_catalog(catalog), cache), out)
     typer.echo(f"encoded {n} items -> {out}")

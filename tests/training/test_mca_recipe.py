@@ -14,6 +14,7 @@ from onevision.images import ImageError, load_rgb
 from onevision.registry import load_version, resolve
 from onevision_cli.main import app
 from training.mca import fit_mca
+from training.point_in_time import point_in_time
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_published_cascade_ranks_like_the_fitted_one(published, tiny_world):
     manifest, config = load_version(version)
     assert {"ranker.safetensors", "item_embedding.safetensors"} <= set(manifest["files"])
     assert manifest["metrics"]["trained_on"] > 0 and "confidence_threshold" in manifest["metrics"]
-    catalog = load_catalog(tiny_world)
+    catalog = point_in_time(load_catalog(tiny_world), cache)  # as `train mca` fits it
     tok = resolve(config["tokenizer"])
     data = load_generator_data(catalog, tok, cache, progress=False)
     fitted, _ = fit_mca(catalog, data)

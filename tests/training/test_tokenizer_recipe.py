@@ -47,7 +47,7 @@ def test_new_items_are_encoded_without_retraining(trained, tiny_world, tmp_path)
     version = resolve(registry / "tokenizer-vrq-tiny")
     out = tmp_path / "new_sids.parquet"
     r = CliRunner().invoke(app, ["tokenizer", "encode", "--tokenizer", str(version), "--catalog", str(tiny_world),
-                                 "--out", str(out)])
+                                 "--out", str(out), "--cache", str(tmp_path / "cache")])
     assert r.exit_code == 0, r.output
     fresh = pd.read_parquet(out)
     stored = pd.read_parquet(version / "item_sids.parquet")
