@@ -136,19 +136,18 @@ class MCACascade:
         if as_of is None or ts is None or len(query) == 0:
             cands, sim = self.prerank(query)
             return cands, self.features(query, cands, sim, users)
-        own, out = self.stats, None
+
+        def at_snapshot(rows: np.ndarray, snapshot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            self.stats = log1p_known(snapshot).astype(np.float32)
+            c, s = self.prerank(query[rows])
+            return c, self.features(query[rows], c, s, users.take(rows))
+
+        own = self.stats
         try:
-            for rows, snapshot in as_of.groups(ts):
-                self.stats = log1p_known(snapshot).astype(np.float32)
-                c, s = self.prerank(query[rows])
-                f = self.features(query[rows], c, s, users.take(rows))
-                if out is None:
-                    out = (np.empty((len(query), *c.shape[1:]), c.dtype), np.empty((len(query), *f.shape[1:]), f.dtype))
-                out[0][rows], out[1][rows] = c, f
+            cands, feats = as_of.per_snapshot(ts, at_snapshot)
         finally:
             self.stats = own
-        assert out is not None, "as_of.groups covers every request"
-        return out
+        return cands, feats
 
     def fit(self, query: np.ndarray, users: UserArrays, targets: np.ndarray, as_of=None,
             ts: np.ndarray | None = None) -> dict:

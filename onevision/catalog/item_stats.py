@@ -12,7 +12,7 @@ the snapshot valid at a time and to evaluate queries in groups that share a snap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +174,16 @@ class ItemStatsAsOf:
         zeros = np.zeros((len(self.item_ids), len(STAT_COLUMNS)))
         return [(rows, zeros if k < 0 else self.stats[k])
                 for k, rows in zip(keys.tolist(), np.split(order, starts[1:]))]
+
+    def per_snapshot(self, ts: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
+                     ) -> tuple[np.ndarray, ...]:
+        """`fn(rows, (N, 3) stats)` for each group of `groups(ts)`, its arrays (one row per position of
+        `rows`) put back in the order of `ts`: work that reads the stats known at each time."""
+        out: tuple[np.ndarray, ...] = ()
+        for rows, snapshot in self.groups(ts):
+            parts = fn(rows, snapshot)
+            if not out:
+                out = tuple(np.empty((len(ts), *p.shape[1:]), p.dtype) for p in parts)
+            for whole, part in zip(out, parts):
+                whole[rows] = part
+        return out

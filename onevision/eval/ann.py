@@ -15,7 +15,7 @@ import numpy as np
 from onevision.ann import search
 from onevision.catalog.format import Catalog
 from onevision.encoders.base import ImageEncoder
-from onevision.metrics.retrieval import DEFAULT_CUTOFFS, retrieval_metrics
+from onevision.metrics.retrieval import DEFAULT_CUTOFFS, padded_targets, retrieval_metrics
 
 QUERY_SETS = ("click", "order", "all")
 
@@ -33,10 +33,7 @@ def evaluate_ann(catalog: Catalog, encoder: ImageEncoder, split: str = "test", k
     encode_s = time.perf_counter() - t0
     ranked = search(item_vecs, query_vecs, k)
     index_of = {item_id: i for i, item_id in enumerate(catalog.items["item_id"])}
-    lists = [[index_of[t] for t in accepted] for accepted in queries["target_item_ids"]]
-    targets = np.full((len(lists), max(map(len, lists))), -1, np.int64)
-    for r, t in enumerate(lists):
-        targets[r, : len(t)] = t
+    targets = padded_targets([index_of[t] for t in accepted] for accepted in queries["target_item_ids"])
     sets = {}
     for name in QUERY_SETS:
         mask = np.ones(len(queries), bool) if name == "all" else (queries["kind"] == name).to_numpy()

@@ -70,18 +70,14 @@ def search_as_of(searcher: GenerativeSearcher, data, ex, beam: int, k: int = 10)
     if stats is None or ex.ts is None or len(ex) == 0:
         res = searcher.search(ex.prompts(data.tokens, data.bank), beam=beam, k=k)
         return res.items, res.sids, res.scores, res.low_confidence
+
+    def search(rows: np.ndarray, snapshot: np.ndarray) -> tuple[np.ndarray, ...]:
+        searcher.items = SIDItems.build(searcher.item_sids, s_conv_of(snapshot))
+        res = searcher.search(ex.prompts(data.tokens, data.bank, rows), beam=beam, k=k)
+        return res.items, res.sids, res.scores, res.low_confidence
+
     own = searcher.items
-    out: tuple[np.ndarray, ...] | None = None
     try:
-        for rows, snapshot in stats.groups(ex.ts):
-            searcher.items = SIDItems.build(searcher.item_sids, s_conv_of(snapshot))
-            res = searcher.search(ex.prompts(data.tokens, data.bank, rows), beam=beam, k=k)
-            parts = (res.items, res.sids, res.scores, res.low_confidence)
-            if out is None:
-                out = tuple(np.empty((len(ex), *p.shape[1:]), p.dtype) for p in parts)
-            for whole, part in zip(out, parts):
-                whole[rows] = part
+        return stats.per_snapshot(ex.ts, search)
     finally:
         searcher.items = own
-    assert out is not None, "stats.groups covers every query"
-    return out

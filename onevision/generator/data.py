@@ -36,6 +36,7 @@ from onevision.generator.prompt.builder import PromptInputs, Prompts, PromptToke
 from onevision.generator.prompt.image_sids import ImageSIDs
 from onevision.generator.prompt.sid_content import SIDContent
 from onevision.items import ItemTable, load_item_table
+from onevision.metrics.retrieval import padded_targets
 
 SID_TASK, CATEGORY_TASK = 0, 1
 
@@ -197,11 +198,7 @@ class GeneratorData:
 
     def accepted(self, q: pd.DataFrame) -> np.ndarray:
         """(Q, M) item rows each query accepts (`target_item_ids`, the target first), -1 pads."""
-        lists = [self.table.indices(pd.Series(t)) for t in q["target_item_ids"]]
-        out = np.full((len(q), max((len(t) for t in lists), default=1)), -1, np.int64)
-        for r, t in enumerate(lists):
-            out[r, : len(t)] = t
-        return out
+        return padded_targets(self.table.indices(pd.Series(t)) for t in q["target_item_ids"])
 
     def evaluation(self, split: str) -> tuple[Examples, pd.DataFrame]:
         """Shopper photos of `split` with request-time user features, and the query rows;

@@ -13,6 +13,15 @@ import numpy as np
 DEFAULT_CUTOFFS: tuple[tuple[str, int], ...] = (("HR", 1), ("HR", 4), ("MRR", 4), ("HR", 10), ("MRR", 10))
 
 
+def padded_targets(lists) -> np.ndarray:
+    """Per-query lists of accepted item rows -> the (n, m) targets `target_ranks` reads (-1 pads)."""
+    lists = [np.asarray(t, np.int64) for t in lists]
+    out = np.full((len(lists), max((len(t) for t in lists), default=1)), -1, np.int64)
+    for r, t in enumerate(lists):
+        out[r, : len(t)] = t
+    return out
+
+
 def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of each query's first accepted target in its ranked row, or 0 when absent;
     targets (n,) or (n, m) with -1 padding."""

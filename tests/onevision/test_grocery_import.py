@@ -54,3 +54,13 @@ def test_import_makes_a_valid_catalog(tmp_path):
 def test_not_the_data_set(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not the Grocery Store Dataset"):
         import_grocery(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_grocery_import_has_unknown_prices_stable_ids_and_rejects_a_missing_photo(tmp_path):
+    src = _fake_grocery(tmp_path / "grocery")
+    (src / "dataset" / "test/Fruit/Apple/Granny-Smith/Granny-Smith_001.jpg").unlink()  # listed but missing
+    c = import_grocery(src, tmp_path / "out", progress=False)
+    assert c.items["price"].isna().all()
+    assert c.queries["query_id"].tolist() == ["train-00000", "train-00001", "train-00002", "val-00000", "test-00000"]
+    assert c.queries["split"].tolist() == ["train"] * 3 + ["val", "test"]
+    assert '"missing image file": 1' in (tmp_path / "out" / "import_report.json").read_text()

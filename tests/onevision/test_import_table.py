@@ -9,7 +9,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from onevision.catalog.format import load_catalog
-from onevision.importers.grocery import import_grocery
 from onevision.importers.table import TableImport, import_table, parse_timestamp
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -200,37 +199,3 @@ def test_cli_prints_counts_and_each_reason(shop, tmp_path):
     assert "queries: 7 imported of 12 rows" in result.output and "rejected items: duplicate item id: 1" in lines
     bad = CliRunner().invoke(app, ["catalog", "import", "table", str(src / "nope.csv"), str(tmp_path / "x")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
-
-
-CLASSES = [("Golden-Delicious", 0, "Apple", 0, "Fruit/Apple/Golden-Delicious"),
-           ("Oat-Milk-X", 1, "Oat-Milk", 1, "Packages/Oat-Milk/Oat-Milk-X")]
-
-
-def test_grocery_import_has_unknown_prices_and_the_given_splits(tmp_path):
-    ds = tmp_path / "grocery" / "dataset"
-    lines = ["Class Name (str),Class ID (int),Coarse Class Name (str),Coarse Class ID (int),"
-             "Iconic Image Path (str),Product Description Path (str)"]
-    for name, cid, coarse, coarse_id, folder in CLASSES:
-        _image(ds / "iconic-images-and-descriptions" / folder / f"{name}_Iconic.jpg", cid)
-        (ds / "iconic-images-and-descriptions" / folder / f"{name}_Information.txt").write_text(f"Title: {name} X\n")
-        lines.append(f"{name},{cid},{coarse},{coarse_id},/iconic-images-and-descriptions/{folder}/{name}_Iconic.jpg,"
-                     f"/iconic-images-and-descriptions/{folder}/{name}_Description.txt")
-    (ds / "classes.csv").write_text("\n".join(lines) + "\n")
-    for split, n in (("train", 3), ("val", 1), ("test", 2)):
-        rows = []
-        for k in range(n):
-            name, cid, _, coarse_id, folder = CLASSES[k % 2]
-            rel = f"{split}/{folder}/{name}_{k:03d}.jpg"
-            if (split, k) != ("test", 1):  # listed but missing: rejected, not fatal
-                _image(ds / rel, k)
-            rows.append(f"{rel}, {cid}, {coarse_id}")
-        (ds / f"{split}.txt").write_text("\n".join(rows) + "\n")
-
-    c = import_grocery(tmp_path / "grocery", tmp_path / "out", progress=False)
-    assert c.items["item_id"].tolist() == ["g000", "g001"] and c.items["price"].isna().all()
-    assert c.items["title"].tolist() == ["Golden-Delicious X", "Oat-Milk-X X"]
-    assert c.queries["query_id"].tolist() == ["train-00000", "train-00001", "train-00002", "val-00000", "test-00000"]
-    assert c.queries["split"].tolist() == ["train"] * 3 + ["val", "test"]
-    assert c.queries["target_item_id"].tolist() == ["g000", "g001", "g000", "g000", "g000"]
-    assert len(c.events) == 0 and load_catalog(tmp_path / "out") is not None
-    assert '"missing image file": 1' in (tmp_path / "out" / "import_report.json").read_text()
