@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from onevision_cli.errors import user_errors
-from onevision_cli.options import CACHE, CATALOG, REGISTRY, RUNS
-from training.configs import DPOStreamRun, GateConfig, GeneratorRecipe, StreamConfig
+from onevision_cli.options import ADDRESS, CACHE, CATALOG, DEVICE, PRECISION, REGISTRY, RUNS, WORKERS
+from training.configs import DPOStreamRun, GateConfig, GeneratorRecipe, ParallelConfig, StreamConfig
 
 app = typer.Typer(help="Generator training: pretrain -> SFT -> personalized SFT -> list-wise DPO; "
                   "pruning distillation; near-streaming DPO; the MCA baseline.", no_args_is_help=True)
@@ -37,6 +37,10 @@ def train_all(
     registry: Path = REGISTRY,
     cache: Path = CACHE,
     runs: Path = RUNS,
+    workers: int = WORKERS,
+    address: str = ADDRESS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Run the stages and publish the generator with its validation metrics."""
     from onevision.catalog.format import load_catalog
@@ -49,13 +53,17 @@ def train_all(
     tok = ensure_tokenizer(c, tokenizer, registry, cache, preset)
     run = GeneratorRecipe(preset, tuple(s.strip() for s in stages.split(",")), seed, name, image_sid, hints,
                           hint_similarity, sid_content)
-    version, metrics = train_generator(c, tok, registry, cache, runs, run)
+    parallel = ParallelConfig(workers, address, device, precision)
+    version, metrics = train_generator(c, tok, registry, cache, runs, run, parallel=parallel)
     for stage, m in metrics["stages"].items():
         typer.echo(f"  {stage:<18} {m['epochs']} epochs, final loss {m['final_loss']:.4f}, {m['seconds']:.0f}s")
     for set_name, m in metrics["val"].items():
         if "HR@1" in m:
             typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@1 {100 * m['HR@1']:.2f}  HR@4 {100 * m['HR@4']:.2f}  "
                        f"MRR@10 {100 * m['MRR@10']:.2f}")
+    if "distributed" in metrics:
+        d = metrics["distributed"]
+        typer.echo(f"  trained by {d['workers']} Ray Train workers on {d['device']} in {d['seconds']:.0f}s")
     typer.echo(f"generator -> {version} (loss curves loss_<stage>.png inside)")
 
 
@@ -109,6 +117,7 @@ def train_dpo_stream(
     registry: Path = REGISTRY,
     cache: Path = CACHE,
     log_level: str = typer.Option(DPOStreamRun.log_level),
+    device: str = DEVICE,
 ) -> None:
     """Near-streaming list-wise DPO: session logs from Kafka -> micro-batch updates -> eval gate ->
     registry (serving hot-swaps accepted versions). Resumes from its last published offsets."""
@@ -118,7 +127,8 @@ def train_dpo_stream(
     config = StreamConfig(group=group, micro_batch=micro_batch, max_wait_s=max_wait, steps=steps, lr=lr, beta=beta,
                           nll_weight=nll_weight, replay=replay, seed=seed,
                           gate=GateConfig(orders=gate_orders, tolerance=tolerance, canary_tolerance=canary_tolerance))
-    run = DPOStreamRun(catalog, registry, model or default_model(catalog), cache, config, max_idle, threads, log_level)
+    run = DPOStreamRun(catalog, registry, model or default_model(catalog), cache, config, max_idle, threads, log_level,
+                       device)
     typer.echo(summary(run_dpo_stream(run)))
 
 
@@ -138,6 +148,10 @@ def train_distill(
     registry: Path = REGISTRY,
     cache: Path = CACHE,
     runs: Path = RUNS,
+    workers: int = WORKERS,
+    address: str = ADDRESS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Prune the generator's visual tokens and distill it from its trained run (OneVision 3.3);
     the student is published as the model's next version and becomes CURRENT (served)."""
@@ -150,7 +164,8 @@ def train_distill(
     overrides = {k: v for k, v in (("keep", keep), ("epochs", epochs)) if v is not None}
     config = preset_config(preset, curriculum=curriculum, loss=loss, seed=seed, **overrides)
     teacher = trained_run(resolve(model or default_model(c.root), registry))
-    version, metrics = distill_generator(c, teacher, registry, cache, runs, config)
+    version, metrics = distill_generator(c, teacher, registry, cache, runs, config,
+                                         parallel=ParallelConfig(workers, address, device, precision))
     stage = metrics["stages"]["distill"]
     typer.echo(f"  distill: visual tokens per epoch {stage['keep_schedule']}, final loss {stage['final_loss']:.4f}, "
                f"{stage['seconds']:.0f}s")
@@ -160,4 +175,7 @@ def train_distill(
             ref = f" (teacher {100 * t['HR@4']:.2f})" if "HR@4" in t else ""
             typer.echo(f"  val {set_name:<5} n={m['n']:<5} HR@4 {100 * m['HR@4']:.2f}{ref}  "
                        f"MRR@4 {100 * m['MRR@4']:.2f}")
+    if "distributed" in metrics:
+        d = metrics["distributed"]
+        typer.echo(f"  trained by {d['workers']} Ray Train workers on {d['device']} in {d['seconds']:.0f}s")
     typer.echo(f"pruned generator (keeps {config.keep} visual tokens, teacher {teacher.name}) -> {version} (CURRENT)")

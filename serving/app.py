@@ -70,15 +70,18 @@ class SearchModel:
     def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
                  max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S,
                  torch_threads: int | None = None, watch_s: float = WATCH_S, settings: dict | None = None,
-                 item_stats_s: float = ITEM_STATS_S):
+                 item_stats_s: float = ITEM_STATS_S, device: str = "cpu"):
         import torch
 
         from onevision.catalog.format import load_catalog
+        from onevision.device import resolve_device
 
         if torch_threads:  # Ray sets one thread per reserved CPU; the model may use more
             torch.set_num_threads(torch_threads)
+        # `auto` takes the replica's GPU when Ray gave it one (ray_actor_options num_gpus)
         self.models = ServedModels(load_catalog(Path(catalog)), Path(registry),
-                                   ExperimentConfig.load(Path(experiments)), beam=beam)
+                                   ExperimentConfig.load(Path(experiments)), beam=beam,
+                                   device=str(resolve_device(device)))
         self.search.set_max_batch_size(max_batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
         self.stopped = threading.Event()
@@ -374,7 +377,8 @@ class Ingress:
 def build(args: dict) -> serve.Application:
     """The application from `serve run`'s args: catalog, registry, experiments (YAML path),
     settings (a dict of `infra.settings.Settings`; the environment's when absent), beam,
-    max_batch_size, torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only)."""
+    max_batch_size, torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only),
+    device (cpu | cuda | auto: where each SearchModel replica runs the encoder and generator)."""
     from infra.settings import load_settings
 
     settings = args.get("settings") or load_settings().private_dump()
@@ -385,5 +389,6 @@ def build(args: dict) -> serve.Application:
                              max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
                              torch_threads=int(threads) if threads else None,
                              watch_s=float(args.get("watch_s", WATCH_S)),
-                             settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)))
+                             settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)),
+                             device=str(args.get("device", "cpu")))
     return Ingress.bind(model, catalog, settings, experiments)

@@ -36,8 +36,8 @@ def default_model(catalog: Path, method: str = "onevision") -> str:
 
 
 class ServedModels:
-    def __init__(self, catalog, registry: Path, config: ExperimentConfig, beam: int = 256):
-        self.catalog, self.registry, self.beam = catalog, Path(registry), beam
+    def __init__(self, catalog, registry: Path, config: ExperimentConfig, beam: int = 256, device: str = "cpu"):
+        self.catalog, self.registry, self.beam, self.device = catalog, Path(registry), beam, device
         self.follow: dict[str, str] = {}  # variant -> model whose CURRENT it follows (no pinned version)
         self.method: dict[str, str] = {}  # variant -> onevision | mca | mca-no-ranking
         self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
@@ -70,7 +70,7 @@ class ServedModels:
         method, name = self.method[variant], f"{model}/{version}"
         if (method, name) not in self.searches:
             path = self.registry / model / version
-            loaded = (ImageSearch.from_registry(path, self.catalog) if method == "onevision"
+            loaded = (ImageSearch.from_registry(path, self.catalog, self.device) if method == "onevision"
                       else CascadeSearch.from_registry(path, self.catalog, ranking=method == "mca"))
             if self.live_s_conv:
                 loaded.use_s_conv(self.live_s_conv)

@@ -30,6 +30,22 @@ class GeneratorRecipe:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """Where a recipe trains: `workers` data-parallel Ray Train workers (1: this process, no Ray),
+    on a local Ray or the cluster at `address`, each on `device` with `cpus_per_worker` CPUs."""
+
+    workers: int = 1
+    address: str | None = None  # an existing Ray cluster (ray://host:10001 or host:6379); None: a local Ray
+    device: str = "cpu"  # auto | cpu | cuda: with cuda each worker takes one GPU (NCCL), else gloo on CPUs
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mixed precision on GPUs only)
+    cpus_per_worker: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers > 1 or self.address is not None
+
+
+@dataclass(frozen=True)
 class GateConfig:
     """The DPO job's eval gate."""
 
@@ -75,4 +91,5 @@ class DPOStreamRun:
     config: StreamConfig = field(default_factory=StreamConfig)
     max_idle_s: float | None = None  # exit after this long without sessions (None: run until stopped)
     threads: int = 1  # torch threads (the job shares the machine with serving)
+    device: str = "cpu"  # auto | cpu | cuda: where the policy, its reference and the gate run
     log_level: str = "INFO"

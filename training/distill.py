@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,14 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onevision.catalog.format import Catalog
+from onevision.catalog.format import Catalog, load_catalog
 from onevision.generator.data import GeneratorData, data_for_version, fingerprint
 from onevision.generator.losses import distill_kl_per_level
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
+from training.configs import ParallelConfig
+from training.distributed import check_same_weights, record_weights, run_on_ray
 from training.loop import StageConfig, run_stage
 from training.point_in_time import point_in_time
+from training.runtime import Runtime, current, use_runtime
 from training.sft import batch_ntp_loss
 
 LOSSES = ("kl", "ntp")
@@ -73,7 +77,7 @@ def distill(teacher: OneVisionGenerator, data: GeneratorData, config: DistillCon
         raise ValueError(f"unknown distillation loss {config.loss!r}; choose from {', '.join(LOSSES)}")
     v_max = teacher.tokens.n_visual
     keep_at = schedule(v_max, config)  # validates 1 <= keep <= V_max
-    teacher = teacher.eval().requires_grad_(False)
+    teacher = teacher.to(current().torch_device).eval().requires_grad_(False)
     student = copy.deepcopy(teacher).requires_grad_(True)
     ex = data.personalized(config.seed)
     if config.max_examples and len(ex) > config.max_examples:
@@ -97,9 +101,32 @@ def distill_id(teacher_version: Path, config: DistillConfig) -> str:
     return fingerprint(read_version(teacher_version)[0]["files"], sorted(asdict(config).items()))
 
 
+def distill_task(args: dict) -> None:
+    """A Ray Train worker's part of `train distill` (`training.distributed`)."""
+    catalog = load_catalog(Path(args["catalog"]))
+    cache = Path(args["cache"])
+    point_in_time(catalog, cache)
+    teacher_version = Path(args["teacher"])
+    data = data_for_version(catalog, teacher_version, cache, progress=False)
+    config = DistillConfig(**args["config"])
+    student, _ = distill(OneVisionGenerator.load(teacher_version), data, config, Path(args["workdir"]),
+                         current().progress)
+    record_weights(student, Path(args["workdir"]) / "ray" / "ranks")
+
+
 def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, cache: Path, runs: Path,
-                      config: DistillConfig, progress: bool = True, make_current: bool = True) -> tuple[Path, dict]:
-    """Distill the pruned student of `teacher_version` and publish it as the model's next version."""
+                      config: DistillConfig, progress: bool = True, make_current: bool = True,
+                      parallel: ParallelConfig = ParallelConfig()) -> tuple[Path, dict]:
+    """Distill the pruned student of `teacher_version` and publish it as the model's next version
+    (data-parallel on Ray Train first with `parallel.workers` > 1, as `train_generator` does)."""
+    with use_runtime(Runtime(parallel.device, parallel.precision, progress)):
+        return _distill_and_publish(catalog, teacher_version, registry, cache, runs, config, progress, make_current,
+                                    parallel)
+
+
+def _distill_and_publish(catalog: Catalog, teacher_version: Path, registry: Path, cache: Path, runs: Path,
+                         config: DistillConfig, progress: bool, make_current: bool,
+                         parallel: ParallelConfig) -> tuple[Path, dict]:
     from onevision.eval.generative import evaluate_generator, searcher_for
     from training.generator import publish_derived
 
@@ -110,7 +137,16 @@ def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, c
     data = data_for_version(catalog, teacher_version, cache, progress)
     run = distill_id(teacher_version, config)
     workdir = Path(runs) / teacher_version.parent.name / f"distill-{run}"
-    student, log = distill(teacher, data, config, workdir, progress)
+    distributed = None
+    if parallel.distributed:
+        shutil.rmtree(workdir / "ray" / "ranks", ignore_errors=True)
+        args = {"catalog": str(catalog.root.resolve()), "cache": str(Path(cache).resolve()),
+                "teacher": str(teacher_version.resolve()), "config": asdict(config),
+                "workdir": str(workdir.resolve())}
+        seconds = run_on_ray("training.distill:distill_task", args, parallel, workdir / "ray", "distill")
+        check_same_weights(workdir / "ray" / "ranks", parallel.workers)
+        distributed = {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
+    student, log = distill(teacher, data, config, workdir, progress)  # resumes; loads what Ray trained
     val, q = data.evaluation("val")
     searcher = searcher_for(student, data)
     scores = {}
@@ -122,6 +158,8 @@ def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, c
                "stages": {"distill": {"epochs": log["epoch"],
                                       "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                                       "seconds": round(log["seconds"], 1), "keep_schedule": log["keep_schedule"]}}}
+    if distributed is not None:
+        metrics["distributed"] = distributed
     (workdir / "training_log.json").write_text(json.dumps(log))
     files = {"training_log.json": workdir / "training_log.json"}
     if (workdir / "loss.png").is_file():

@@ -53,6 +53,7 @@ from pydantic import ValidationError
 from infra.lease import Lease, LeaseHeld
 from infra.settings import Settings
 from onevision.catalog.format import Catalog
+from onevision.device import resolve_device
 from onevision.generator.data import data_for_version
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import OneVisionGenerator
@@ -242,8 +243,9 @@ class DPOStreamJob(ConsumerJob):
     offsets_home = "the registry"
 
     def __init__(self, settings: Settings, catalog: Catalog, registry: Path, model: str, cache: Path,
-                 config: StreamConfig = StreamConfig(), progress: bool = False):
+                 config: StreamConfig = StreamConfig(), progress: bool = False, device: str = "cpu"):
         self.settings, self.catalog, self.model, self.config = settings, catalog, model, config
+        self.device = resolve_device(device)
         self.registry = Path(registry)
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
         self.requests = RequestLog.from_settings(settings.redis)
@@ -320,7 +322,7 @@ class DPOStreamJob(ConsumerJob):
         the gate's data; then CURRENT becomes the reference."""
         path = self._current_path()
         point_in_time(self.catalog, self._cache)  # the gate's val queries read the stats known at their time
-        self.search = ImageSearch.from_registry(path, self.catalog)
+        self.search = ImageSearch.from_registry(path, self.catalog, self.device)
         model = self.search.searcher.model
         self.gate = Gate(data_for_version(self.catalog, path, self._cache, progress), model, self.config.gate)
         self.item_row = {item: i for i, item in enumerate(self.search.item_ids)}
@@ -336,7 +338,7 @@ class DPOStreamJob(ConsumerJob):
     def _set_reference(self, path: Path, model: OneVisionGenerator | None = None) -> None:
         """`path` (a version of the model) is the reference: its weights, its gate scores and its lineage's anchor."""
         manifest, cfg = load_version(path)
-        reference = model if model is not None else OneVisionGenerator.load(path, cfg)
+        reference = model if model is not None else OneVisionGenerator.load(path, cfg).to(self.device)
         self.ref_version, self.ref_manifest, self.ref_config = path.name, manifest, cfg
         stored = self.gate.stored(manifest.get("gate", {}))
         if stored is None:  # never gated, or by another search: scored now, and the lineage's anchor restarts here

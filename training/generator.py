@@ -19,13 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.numpy import save_file
 
-from onevision.catalog.format import Catalog, catalog_fingerprint
+from onevision.catalog.format import Catalog, catalog_fingerprint, load_catalog
 from onevision.generator.data import GeneratorData, fingerprint, load_generator_data
 from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
-from training.configs import ALL_STAGES, GeneratorRecipe
+from training.configs import ALL_STAGES, GeneratorRecipe, ParallelConfig
+from training.distributed import check_same_weights, record_weights, run_on_ray
 from training.point_in_time import point_in_time
+from training.runtime import Runtime, current, use_runtime
 
 STAGES = dict(zip(ALL_STAGES, (pretrain, sft, personalized_sft, dpo)))
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
@@ -49,7 +51,7 @@ def train_stages(data: GeneratorData, preset: str, stages: tuple[str, ...], work
     if unknown:
         raise ValueError(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
     torch.manual_seed(seed)
-    model = OneVisionGenerator(data.tokens, MODEL_PRESET.get(preset, "small"))
+    model = OneVisionGenerator(data.tokens, MODEL_PRESET.get(preset, "small")).to(current().torch_device)
     logs = {}
     for stage in stages:
         logs[stage] = STAGES[stage].run(model, data, stage_config(stage, preset, seed), workdir / stage, progress)
@@ -64,23 +66,60 @@ def run_id(catalog: Catalog, tokenizer_version: Path, recipe: GeneratorRecipe) -
                        tuple(r.stages), r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content)
 
 
+def _recipe_data(catalog: Catalog, tokenizer_version: Path, cache: Path, recipe: GeneratorRecipe,
+                 progress: bool) -> GeneratorData:
+    return load_generator_data(catalog, tokenizer_version, cache, progress=progress, image_sid=recipe.image_sid,
+                               hints=recipe.hints, hint_similarity=recipe.hint_similarity,
+                               sid_content=recipe.sid_content)
+
+
+def stages_task(args: dict) -> None:
+    """A Ray Train worker's part of `train all` (`training.distributed`): the same data from the
+    caches the driver filled, the same stages, on this worker's rank."""
+    catalog = load_catalog(Path(args["catalog"]))
+    cache = Path(args["cache"])
+    point_in_time(catalog, cache)
+    recipe = GeneratorRecipe(**{**args["recipe"], "stages": tuple(args["recipe"]["stages"])})
+    data = _recipe_data(catalog, Path(args["tokenizer_version"]), cache, recipe, progress=False)
+    model, _ = train_stages(data, recipe.preset, recipe.stages, Path(args["workdir"]), recipe.seed,
+                            current().progress)
+    record_weights(model, Path(args["workdir"]) / "ray" / "ranks")
+
+
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
-                    recipe: GeneratorRecipe = GeneratorRecipe(), progress: bool = True) -> tuple[Path, dict]:
-    """Run the stages and publish; returns the registry version and its validation metrics."""
+                    recipe: GeneratorRecipe = GeneratorRecipe(), progress: bool = True,
+                    parallel: ParallelConfig = ParallelConfig()) -> tuple[Path, dict]:
+    """Run the stages and publish; returns the registry version and its validation metrics. With
+    `parallel.workers` > 1 (or a cluster address) the stages run data-parallel on Ray Train first;
+    this process then loads their finished checkpoints, evaluates and publishes (on
+    `parallel.device`)."""
+    with use_runtime(Runtime(parallel.device, parallel.precision, progress)):
+        return _train_and_publish(catalog, tokenizer_version, registry, cache, runs, recipe, progress, parallel)
+
+
+def _train_and_publish(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
+                       recipe: GeneratorRecipe, progress: bool, parallel: ParallelConfig) -> tuple[Path, dict]:
     from onevision.eval.generative import evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
     point_in_time(catalog, cache)  # val queries' items ordered by the stats known at their time
     preset, stages, seed, name = recipe.preset, tuple(recipe.stages), recipe.seed, recipe.name
-    image_sid, hints, hint_similarity, sid_content = recipe.image_sid, recipe.hints, recipe.hint_similarity, \
-        recipe.sid_content
-    data = load_generator_data(catalog, tokenizer_version, cache, progress=progress, image_sid=image_sid, hints=hints,
-                               hint_similarity=hint_similarity, sid_content=sid_content)
+    data = _recipe_data(catalog, tokenizer_version, cache, recipe, progress)
     name = name or generator_name(tokenizer_version)
     tok_manifest, _ = load_version(tokenizer_version)
     run = run_id(catalog, tokenizer_version, recipe)
     workdir = runs / name / run
-    model, logs = train_stages(data, preset, stages, workdir, seed, progress)
+    distributed = None
+    if parallel.distributed:
+        # absolute paths: a worker's working directory is not this one
+        args = {"catalog": str(catalog.root.resolve()), "tokenizer_version": str(Path(tokenizer_version).resolve()),
+                "cache": str(Path(cache).resolve()), "recipe": {**asdict(recipe), "stages": list(stages)},
+                "workdir": str(Path(workdir).resolve())}
+        shutil.rmtree(workdir / "ray" / "ranks", ignore_errors=True)
+        seconds = run_on_ray("training.generator:stages_task", args, parallel, workdir / "ray", "train-all")
+        check_same_weights(workdir / "ray" / "ranks", parallel.workers)
+        distributed = {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
+    model, logs = train_stages(data, preset, stages, workdir, seed, progress)  # resumes; loads what Ray trained
     val, q = data.evaluation("val")
     searcher = searcher_for(model, data)
     metrics = {"val": evaluate_generator(model, data, val, q["kind"].to_numpy(), beam=10, searcher=searcher)["sets"],
@@ -88,8 +127,10 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
                "stages": {s: {"epochs": log["epoch"],
                               "final_loss": log["epoch_loss"][-1] if log["epoch_loss"] else None,
                               "seconds": round(log["seconds"], 1)} for s, log in logs.items()}}
+    if distributed is not None:
+        metrics["distributed"] = distributed
     config = {**model.config(), "tokenizer": str(tokenizer_version), "tokenizer_files": tok_manifest["files"],
-              "catalog": catalog.name, "stages": list(stages), "image_sid": image_sid,
+              "catalog": catalog.name, "stages": list(stages), "image_sid": recipe.image_sid,
               "seed": seed, "training_preset": preset, "run_id": run}
     with tempfile.TemporaryDirectory() as tmp:
         files = model.save(Path(tmp))

@@ -21,6 +21,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm import tqdm
 
+from onevision.device import autocast
+from training.runtime import all_sum, average_gradients, barrier, current, shard, world
+
 STATE, MODEL, OPTIMIZER = "state.json", "model.safetensors", "optimizer.safetensors"
 
 
@@ -68,20 +71,32 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
               on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train `model` over `n_examples` (loss_fn gets the batch's example indices); resumable.
     `on_epoch(e)` runs before epoch e (0-based), a resumed one included: a schedule over epochs
-    such as the pruning curriculum."""
+    such as the pruning curriculum.
+
+    It runs on the current runtime (`training.runtime`): the model moves to its device, the loss is
+    computed under its mixed precision, and in a data-parallel group each rank takes its share of
+    every batch and the gradients are averaged before the (identical) optimizer steps; rank 0 writes
+    the checkpoints. One process on the CPU is exactly the plain loop."""
+    rt = current()
+    device, amp = rt.torch_device, rt.amp
+    rank, size = world()
+    model.to(device)
     workdir.mkdir(parents=True, exist_ok=True)
     if done(workdir):  # a finished stage is its checkpoint, whatever the examples are now
-        load_model(model, str(workdir / MODEL))
+        load_model(model, str(workdir / MODEL), device=str(device))
         return json.loads((workdir / STATE).read_text())
     if n_examples == 0:  # never a silent zero-example stage: say so, keep the model as it is
         print(f"{name}: no training examples in this catalog: stage skipped, the model stays as it was")
         log = {"stage": name, "config": asdict(cfg), "epoch": 0, "step": 0, "losses": [], "epoch_loss": [],
                "seconds": 0.0, "finished": True, "skipped": "no examples"}
-        save_model(model, str(workdir / MODEL))
-        (workdir / STATE).write_text(json.dumps(log))
+        if rank == 0:
+            save_model(model, str(workdir / MODEL))
+            (workdir / STATE).write_text(json.dumps(log))
+        barrier()
         return log
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # bf16 needs none
     per_epoch = max(1, math.ceil(n_examples / cfg.batch_size))
     total = per_epoch * cfg.epochs
     lr_at = _lr_lambda(total, max(1, int(cfg.warmup_share * total)))
@@ -90,7 +105,7 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
            "seconds": 0.0, "finished": False}
     if (workdir / STATE).is_file():
         log = json.loads((workdir / STATE).read_text())
-        load_model(model, str(workdir / MODEL))
+        load_model(model, str(workdir / MODEL), device=str(device))
         if log["finished"]:
             return log
         _load_optimizer(opt, workdir / OPTIMIZER)
@@ -99,7 +114,7 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
             group["lr"] = base * lr_at(log["step"])
     model.train()
     t0 = time.perf_counter() - log["seconds"]
-    with tqdm(total=total, initial=log["step"], desc=name, unit="step", disable=not progress) as bar:
+    with tqdm(total=total, initial=log["step"], desc=name, unit="step", disable=not (progress and rt.progress)) as bar:
         for epoch in range(log["epoch"], cfg.epochs):
             if on_epoch is not None:
                 on_epoch(epoch)
@@ -107,29 +122,50 @@ def run_stage(name: str, model: torch.nn.Module, n_examples: int, loss_fn: Calla
             torch.manual_seed(cfg.seed * 1000 + epoch)
             running = []
             for b in range(per_epoch):
-                loss = loss_fn(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{name}: the loss is {float(loss)} at epoch {epoch}, batch {b}; "
-                                             "the last checkpoint is kept, nothing was saved from this epoch")
+                batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                local = shard(batch)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(local):
+                    with autocast(device, amp):
+                        loss = loss_fn(local)
+                else:  # a last batch smaller than the group: this rank adds a zero gradient
+                    loss = torch.zeros((), device=device)
+                value = float(loss.detach()) if size == 1 else \
+                    all_sum(float(loss.detach()) * len(local), device) / len(batch)
+                if not np.isfinite(value):  # every rank sees the same value and stops together
+                    raise FloatingPointError(f"{name}: the loss is {value} at epoch {epoch}, batch {b}; "
+                                             "the last checkpoint is kept, nothing was saved from this epoch")
+                if len(local):
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                average_gradients(params, len(local), len(batch))
+                if scaler is not None:
+                    scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
                 sched.step()
-                running.append(float(loss.detach()))
+                running.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
             log["losses"].extend(running)
             log["epoch_loss"].append(float(np.mean(running)))
             log.update(epoch=epoch + 1, step=(epoch + 1) * per_epoch, seconds=time.perf_counter() - t0,
                        finished=epoch + 1 == cfg.epochs)
-            save_model(model, str(workdir / MODEL))
-            _save_optimizer(opt, workdir / OPTIMIZER)
-            tmp = workdir / (STATE + ".tmp")
-            tmp.write_text(json.dumps(log))
-            tmp.replace(workdir / STATE)
+            if rank == 0:
+                save_model(model, str(workdir / MODEL))
+                _save_optimizer(opt, workdir / OPTIMIZER)
+                tmp = workdir / (STATE + ".tmp")
+                tmp.write_text(json.dumps(log))
+                tmp.replace(workdir / STATE)
+            barrier()
+            if rt.on_checkpoint is not None:
+                rt.on_checkpoint(workdir, log)
     model.eval()
-    plot_losses(log, workdir / "loss.png")
+    if rank == 0:
+        plot_losses(log, workdir / "loss.png")
     return log
 
 

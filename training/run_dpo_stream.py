@@ -43,7 +43,8 @@ def run_dpo_stream(run: DPOStreamRun) -> dict:
     logging.basicConfig(level=run.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     torch.set_num_threads(run.threads)
-    job = DPOStreamJob(load_settings(), load_catalog(run.catalog), run.registry, run.model, run.cache, run.config)
+    job = DPOStreamJob(load_settings(), load_catalog(run.catalog), run.registry, run.model, run.cache, run.config,
+                       device=run.device)
     return job.run(max_idle_s=run.max_idle_s)
 
 

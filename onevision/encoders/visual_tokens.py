@@ -38,10 +38,11 @@ class VisualTokens:
 def encode_images(model: AlignedEfficientNet, images: Sequence, batch_size: int = 64) -> VisualTokens:
     """Tokens of decoded images (PIL RGB)."""
     toks, embs = [], []
+    device = next(model.parameters()).device
     for start in range(0, len(images), batch_size):
-        out = model.encode(model.preprocess(images[start:start + batch_size]))
-        toks.append(out.tokens.numpy().astype(np.float16))
-        embs.append(out.embedding.numpy().astype(np.float32))
+        out = model.encode(model.preprocess(images[start:start + batch_size]).to(device))
+        toks.append(out.tokens.cpu().numpy().astype(np.float16))  # the host keeps them: hints, logs, caches
+        embs.append(out.embedding.cpu().numpy().astype(np.float32))
     return VisualTokens(np.concatenate(toks), np.concatenate(embs))
 
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from onevision.behaviour.short_term import SHORT_LEN
+from onevision.device import resolve_device
 from onevision.encoders.aligned import AlignedEfficientNet
 from onevision.encoders.visual_tokens import VisualTokens, encode_images
 from onevision.generator.prompt.builder import PromptInputs, Prompts, build_prompts
@@ -105,8 +107,9 @@ class ImageSearch:
         return answers
 
     @classmethod
-    def from_registry(cls, generator_version: Path, catalog) -> "ImageSearch":
-        """The generator of a registry version with its tokenizer's items and encoder V."""
+    def from_registry(cls, generator_version: Path, catalog, device: str | torch.device = "cpu") -> "ImageSearch":
+        """The generator of a registry version with its tokenizer's items and encoder V, both on
+        `device` (the ranking after the beam runs on the host)."""
         from safetensors.numpy import load_file
 
         from onevision.generator.model import OneVisionGenerator
@@ -117,11 +120,12 @@ class ImageSearch:
         from onevision.registry import load_version, resolve_ref
 
         manifest, config = load_version(generator_version)
-        model = OneVisionGenerator.load(generator_version)
+        device = resolve_device(device)
+        model = OneVisionGenerator.load(generator_version).to(device)
         tokenizer = resolve_ref(config["tokenizer"], generator_version)
         tok_config = load_version(tokenizer)[1]
         table = load_item_table(tokenizer)
-        encoder = AlignedEfficientNet.load(resolve_ref(tok_config["encoder"], tokenizer))
+        encoder = AlignedEfficientNet.load(resolve_ref(tok_config["encoder"], tokenizer)).to(device)
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
         threshold = float(manifest["metrics"].get("confidence_threshold", 0.0))

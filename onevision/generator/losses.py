@@ -34,13 +34,14 @@ def ntp_loss(model: OneVisionGenerator, prompts, targets: torch.Tensor) -> torch
 def category_ntp_loss(model: OneVisionGenerator, prompts, categories: torch.Tensor) -> torch.Tensor:
     """OneVision eq. 9 for pretraining tasks (iii) and (iv), whose target is one category token
     (T = 1): cross-entropy of the category head, averaged over the examples."""
-    return F.cross_entropy(model.category_logits(prompts), categories)
+    logits = model.category_logits(prompts)
+    return F.cross_entropy(logits, categories.to(logits.device))
 
 
 def candidate_logprob(model: OneVisionGenerator, prompts, candidates: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(y | x_s) (B, C) of each prompt's candidate SIDs (B, C, L; -1 rows pad) and which are
     real: the inputs of eq. 10, column 0 the purchase."""
-    cands = torch.from_numpy(candidates)
+    cands = torch.from_numpy(candidates).to(model.device)
     valid = (cands >= 0).all(-1)
     return model.sid_logprob(prompts, cands.clamp(min=0)), valid
 

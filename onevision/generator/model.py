@@ -63,7 +63,7 @@ class SIDBart(BartForConditionalGeneration):
         t = out.logits.shape[1]
         cache = kwargs.get("past_key_values")
         first = cache.get_seq_length() - t if cache is not None and cache.get_seq_length() else 0
-        positions = torch.arange(first, first + t).clamp(max=self.vocab.levels)
+        positions = torch.arange(first, first + t, device=out.logits.device).clamp(max=self.vocab.levels)
         out.logits = out.logits + self.level_mask[positions].to(out.logits.dtype)
         return out
 
@@ -105,10 +105,17 @@ class OneVisionGenerator(torch.nn.Module):
     def vocab(self) -> SIDVocab:
         return self.bart.vocab
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; every tensor the model makes is made there, and prompts built on
+        the host are moved there once, in `embed`."""
+        return self.grid_proj.weight.device
+
     def embed(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
         if prompts.ids.shape[1] != self.tokens.length:
             raise ValueError(f"prompts of {prompts.ids.shape[1]} tokens, the model reads {self.tokens.length} "
                              f"({self.tokens.n_hints} image SIDs): build them with the model's PromptTokens")
+        prompts = prompts.to(self.device)
         x = self.bart.get_input_embeddings()(prompts.ids)
         start = self.tokens.visual_start
         n_grid = prompts.grid.shape[1]
@@ -123,7 +130,8 @@ class OneVisionGenerator(torch.nn.Module):
         if self.content_proj is not None:
             content = self.content_proj(prompts.sid_content).repeat_interleave(self.tokens.levels, dim=1)
             x = x.index_add(1, self.slot_positions, content)
-        mask = torch.cat([prompts.mask[:, :start], torch.ones(len(x), n_grid + 1, dtype=prompts.mask.dtype),
+        mask = torch.cat([prompts.mask[:, :start], torch.ones(len(x), n_grid + 1, dtype=prompts.mask.dtype,
+                                                              device=x.device),
                           prompts.mask[:, start + n_grid + 1:]], dim=1)
         return x, mask
 
@@ -142,12 +150,13 @@ class OneVisionGenerator(torch.nn.Module):
         """Teacher-forced along each SID (N, L): per level, the level-restricted log-softmax
         (N, K_level) of the next code given the SID's codes before it."""
         enc, mask = encoded if encoded is not None else self.encode(prompts)
-        flat = sids.reshape(-1, sids.shape[-1])
+        flat = sids.reshape(-1, sids.shape[-1]).to(enc.device)
         reps = flat.shape[0] // enc.shape[0]
         if reps > 1:
             enc, mask = enc.repeat_interleave(reps, 0), mask.repeat_interleave(reps, 0)
-        tokens = flat + torch.from_numpy(self.vocab.offsets)
-        dec_in = torch.cat([torch.full((len(flat), 1), BOS, dtype=torch.long), tokens[:, :-1]], dim=1)
+        tokens = flat + torch.from_numpy(self.vocab.offsets).to(enc.device)
+        dec_in = torch.cat([torch.full((len(flat), 1), BOS, dtype=torch.long, device=enc.device), tokens[:, :-1]],
+                           dim=1)
         hidden = self.bart.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
                                          encoder_attention_mask=mask).last_hidden_state
         return [torch.log_softmax(self.bart.level_logits(hidden[:, level], level).float(), dim=-1)
@@ -156,15 +165,15 @@ class OneVisionGenerator(torch.nn.Module):
     def sid_logprob(self, prompts, sids: torch.Tensor, encoded=None) -> torch.Tensor:
         """Log-probability of each SID (B, L) or of each of several SIDs per prompt (B, C, L):
         the sum over levels of the level-restricted log-softmax."""
-        flat = sids.reshape(-1, sids.shape[-1])
-        total = torch.zeros(len(flat))
+        flat = sids.reshape(-1, sids.shape[-1]).to(self.device)
+        total = torch.zeros(len(flat), device=self.device)
         for level, logp in enumerate(self.level_logprobs(prompts, sids, encoded)):
             total = total + logp.gather(1, flat[:, level:level + 1]).squeeze(1)
         return total.reshape(sids.shape[:-1])
 
     def category_logits(self, prompts, encoded=None) -> torch.Tensor:
         enc, mask = encoded if encoded is not None else self.encode(prompts)
-        dec_in = torch.full((len(enc), 1), SEP_TOKEN, dtype=torch.long)
+        dec_in = torch.full((len(enc), 1), SEP_TOKEN, dtype=torch.long, device=enc.device)
         hidden = self.bart.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
                                          encoder_attention_mask=mask).last_hidden_state[:, 0]
         start = self.tokens.category_offset

@@ -56,7 +56,7 @@ class _Decoder:
             self.qkv.append((torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),
                              torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])))
         # padding as an additive -inf, so the cross-attention is two matmuls and a softmax
-        self.enc_bias = torch.zeros(enc_mask.shape, dtype=enc.dtype).masked_fill(~enc_mask.bool(),
+        self.enc_bias = torch.zeros(enc_mask.shape, dtype=enc.dtype, device=enc.device).masked_fill(~enc_mask.bool(),
                                                                                  float("-inf"))[:, None, None, :]
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, W, heads, t, d)
 
@@ -94,68 +94,73 @@ class _Decoder:
     def reorder(self, parent: torch.Tensor) -> None:
         """Keep the self-attention caches of the chosen parents (B, W')."""
         b, w = parent.shape
-        flat = (torch.arange(b)[:, None] * self.self_kv[0][0].shape[1] + parent).reshape(-1)
+        flat = (torch.arange(b, device=parent.device)[:, None] * self.self_kv[0][0].shape[1] + parent).reshape(-1)
         self.self_kv = [tuple(c.flatten(0, 1).index_select(0, flat).view(b, w, *c.shape[2:]) for c in kv)
                         for kv in self.self_kv]
 
 
 @torch.no_grad()
 def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, trie: SIDTrie,
-                beam: int = 10, constrained: bool = True, guide: list[np.ndarray] | None = None) -> BeamResult:
+                beam: int = 10, constrained: bool = True, guide: list[torch.Tensor] | None = None) -> BeamResult:
     """Encode the prompts' embeddings once, then `decode`."""
     model.eval()
     if attention_mask is None:
-        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
     enc = model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
     return decode(model, enc, attention_mask, trie, beam=beam, constrained=constrained, guide=guide)
 
 
 @torch.no_grad()
 def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDTrie, beam: int = 10,
-           constrained: bool = True, guide: list[np.ndarray] | None = None) -> BeamResult:
+           constrained: bool = True, guide: list[torch.Tensor] | None = None) -> BeamResult:
     """Beam search from encoder states (B, S, H) and their mask (B, S). With `guide`
     (`SimilarityGuide.bonuses` of the B photos: per level, a bonus per trie node) hypotheses are
-    ranked by log-probability + their node's bonus; SIDs come out in that order."""
+    ranked by log-probability + their node's bonus; SIDs come out in that order.
+
+    Everything stays on the encoder states' device (the trie is moved there once); the SIDs and
+    scores are copied to the host once, at the end."""
     if guide is not None and not constrained:
         raise ValueError("the similarity look-ahead follows the trie; it needs constrained decoding")
     model.eval()
-    b = enc.shape[0]
+    b, device = enc.shape[0], enc.device
+    trie = trie.to(device)
     decoder = _Decoder(model, enc, enc_mask)
-    tokens = torch.full((b, 1), BOS, dtype=torch.long)
+    tokens = torch.full((b, 1), BOS, dtype=torch.long, device=device)
     width = 1  # hypotheses per query so far
-    nodes = np.zeros(b, dtype=np.int64)
-    scores = torch.zeros(b, 1)
-    codes = torch.zeros((b, 1, 0), dtype=torch.long)
+    nodes = torch.zeros(b, dtype=torch.long, device=device)
+    scores = torch.zeros(b, 1, device=device)
+    codes = torch.zeros((b, 1, 0), dtype=torch.long, device=device)
+    queries = torch.arange(b, device=device)
     offsets = model.vocab.offsets
     for level in range(trie.levels):
         hidden = decoder.step(tokens, level)
         logp = torch.log_softmax(model.level_logits(hidden.reshape(b * width, -1), level).float(), dim=-1)
         if constrained:
-            logp = logp.masked_fill(~trie.allowed(level, np.maximum(nodes, 0)), float("-inf"))
+            logp = logp.masked_fill(~trie.allowed(level, nodes.clamp(min=0)), float("-inf"))
         k = logp.shape[-1]
         total = (scores.reshape(b * width, 1) + logp).reshape(b, width * k)
         top = min(beam, width * k)
         if guide is None:
             scores, flat = total.topk(top, dim=-1)
         else:  # a missing child (-1) reads the bonus table's last column, -inf
-            child = trie.children(level, np.maximum(nodes, 0))
-            bonus = guide[level][np.repeat(np.arange(b), width)[:, None], child]
-            _, flat = (total + torch.from_numpy(bonus).reshape(b, width * k)).topk(top, dim=-1)
+            child = trie.children(level, nodes.clamp(min=0))
+            bonus = guide[level].to(device)[queries.repeat_interleave(width)[:, None], child]
+            _, flat = (total + bonus.reshape(b, width * k)).topk(top, dim=-1)
             scores = total.gather(1, flat)
         parent, code = flat // k, flat % k
         decoder.reorder(parent)
-        rows = (torch.arange(b)[:, None] * width + parent).reshape(-1).numpy()
-        nodes = trie.advance(level, nodes[rows], code.reshape(-1).numpy()) if constrained \
-            else np.zeros(b * top, dtype=np.int64)
-        codes = torch.cat([codes[torch.arange(b)[:, None], parent], code[:, :, None]], dim=-1)
+        rows = (queries[:, None] * width + parent).reshape(-1)
+        nodes = trie.advance(level, nodes[rows], code.reshape(-1)) if constrained \
+            else torch.zeros(b * top, dtype=torch.long, device=device)
+        codes = torch.cat([codes[queries[:, None], parent], code[:, :, None]], dim=-1)
         tokens = code + int(offsets[level])
         width = top
-    return BeamResult(codes.numpy(), scores.numpy())
+    return BeamResult(codes.cpu().numpy(), scores.cpu().numpy())
 
 
 @torch.no_grad()
 def generate_sids(model: OneVisionGenerator, prompts: Prompts, trie: SIDTrie, beam: int = 10, constrained: bool = True,
-                  guide: list[np.ndarray] | None = None) -> BeamResult:
+                  guide: list[torch.Tensor] | None = None) -> BeamResult:
     """The generator's SIDs for `prompts`: encode, then `decode` (`guide`: the similarity look-ahead)."""
     model.eval()
     enc, mask = model.encode(prompts)

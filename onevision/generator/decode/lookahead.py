@@ -24,8 +24,8 @@ from onevision.generator.sid_items import SIDItems
 
 class SimilarityGuide:
     """Per level l (1..L), the best item cosine under every trie node of that level (a prefix of
-    l codes), for a batch of photos. The items come grouped by SID (`retrieve.SIDItems`, in the
-    trie's SID order); their order inside a SID does not matter here."""
+    l codes), for a batch of photos, as tensors on the trie's device. The items come grouped by
+    SID (`retrieve.SIDItems`, in the trie's SID order); their order inside a SID does not matter here."""
 
     def __init__(self, trie: SIDTrie, items: SIDItems, item_embedding: np.ndarray):
         if len(items.members) != len(item_embedding):
@@ -33,16 +33,36 @@ class SimilarityGuide:
         if items.sids.shape != trie.sids.shape or (items.sids != trie.sids).any():
             raise ValueError("the guide's items must carry exactly the trie's SIDs")
         self.items, self.trie = items, trie
-        self.item_embedding = torch.from_numpy(np.ascontiguousarray(item_embedding, np.float32))
+        device = trie.device
+        # the catalog's embeddings in SID order, and the SID each of them belongs to
+        self.member_embedding = torch.from_numpy(np.ascontiguousarray(item_embedding[items.members],
+                                                                      np.float32)).to(device)
+        self.member_sid = torch.repeat_interleave(torch.arange(len(items.sids)),
+                                                  torch.from_numpy(np.diff(items.starts))).to(device)
 
-    def bonuses(self, query_embedding: np.ndarray, weight: float) -> list[np.ndarray]:
+    def to(self, trie: SIDTrie) -> "SimilarityGuide":
+        """The same guide for `trie`, this trie on another device."""
+        if trie.device == self.trie.device:
+            return self
+        other = object.__new__(SimilarityGuide)
+        other.items, other.trie = self.items, trie
+        other.member_embedding, other.member_sid = self.member_embedding.to(trie.device), \
+            self.member_sid.to(trie.device)
+        return other
+
+    def bonuses(self, query_embedding, weight: float) -> list[torch.Tensor]:
         """(B, D) photos -> per level l = 1..L, (B, nodes at l + 1): weight x the best cosine under
         each node; the last column, for a missing node (-1), is -inf."""
-        # torch's matmul, not numpy's: OpenBLAS's threads spin after a call and slowed the decoder's
-        # own matmuls that follow by half (bench/decode.py)
-        query = torch.from_numpy(np.ascontiguousarray(query_embedding, np.float32))
-        cos = (query @ self.item_embedding.T).numpy()  # (B, N)
-        best = np.maximum.reduceat(cos[:, self.items.members], self.items.starts[:-1], axis=1)  # (B, SIDs)
-        pad = np.full((len(cos), 1), -np.inf, np.float32)
-        return [np.hstack([weight * np.maximum.reduceat(best, starts, axis=1), pad])
-                for starts in self.trie.node_starts[1:]]
+        query = torch.as_tensor(np.ascontiguousarray(query_embedding, np.float32)) \
+            if not torch.is_tensor(query_embedding) else query_embedding.float()
+        cos = query.to(self.trie.device) @ self.member_embedding.T  # (B, N) in SID order
+        best = self._max_into(cos, self.member_sid, len(self.items.sids))  # (B, SIDs)
+        pad = torch.full((len(cos), 1), float("-inf"), device=cos.device)
+        return [torch.cat([weight * self._max_into(best, nodes, self.trie.n_nodes[level]), pad], dim=1)
+                for level, nodes in enumerate(self.trie.sid_nodes, start=1)]
+
+    @staticmethod
+    def _max_into(values: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, M) values -> (B, n): the max over the columns of each group (-inf where none)."""
+        out = torch.full((len(values), n), float("-inf"), dtype=values.dtype, device=values.device)
+        return out.scatter_reduce(1, groups.expand(len(values), -1), values, "amax", include_self=True)

@@ -157,9 +157,24 @@ class Prompts:
                        self.hint_similarity[rows], self.sid_content[rows], self.slots[rows], self.recent_sids[rows])
 
     @property
+    def device(self) -> torch.device:
+        return self.ids.device
+
+    def to(self, device: torch.device | str) -> "Prompts":
+        """The batch on `device` (itself when already there). Host tensors are pinned first when
+        they go to a GPU, so the copies run asynchronously."""
+        device = torch.device(device)
+        if self.ids.device == device:
+            return self
+        fields = (self.ids, self.mask, self.grid, self.embedding, self.hint_similarity, self.sid_content, self.slots,
+                  self.recent_sids)
+        pin = device.type == "cuda" and self.ids.device.type == "cpu"
+        return Prompts(*((t.pin_memory() if pin else t).to(device, non_blocking=pin) for t in fields))
+
+    @property
     def short_sids(self) -> np.ndarray:
         """(B, 5, L) the short-term SIDs' codes, -1 rows missing."""
-        return self.slots[:, 1:1 + SHORT_LEN].numpy()
+        return self.slots[:, 1:1 + SHORT_LEN].cpu().numpy()
 
 
 @dataclass

@@ -45,11 +45,12 @@ def _draw(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def kmeanspp_centres(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding per image: (B, V, D) -> (B, k) token indices of the initial centres."""
     b, v, _ = x.shape
-    rows = torch.arange(b)
-    u = torch.rand(k, generator=generator)  # one draw per step, shared by the batch's images
+    rows = torch.arange(b, device=x.device)
+    # one draw per step, shared by the batch's images; drawn on the host so that every device sees the same
+    u = torch.rand(k, generator=generator).to(x.device)
     x_sq = x.pow(2).sum(-1, keepdim=True)
-    chosen = torch.empty(b, k, dtype=torch.long)
-    chosen[:, 0] = _draw(torch.ones(b, v), u[0])
+    chosen = torch.empty(b, k, dtype=torch.long, device=x.device)
+    chosen[:, 0] = _draw(torch.ones(b, v, device=x.device), u[0])
     d2 = _sq_dist(x, x[rows, chosen[:, 0]].unsqueeze(1), x_sq).squeeze(-1)  # (B, V)
     for j in range(1, k):
         weights = d2.clone()
@@ -70,9 +71,9 @@ def select_tokens(x: torch.Tensor, k: int, iters: int = 4, seed: int = 0) -> tor
     if not 1 <= k <= v:
         raise ValueError(f"cannot keep {k} of {v} tokens")
     if k == v:
-        return torch.arange(v).expand(b, v).clone()
+        return torch.arange(v, device=x.device).expand(b, v).clone()
     x = x.detach().float()
-    rows = torch.arange(b)
+    rows = torch.arange(b, device=x.device)
     centres = x[rows.unsqueeze(1), kmeanspp_centres(x, k, torch.Generator().manual_seed(seed))]  # (B, k, D)
     x_sq = x.pow(2).sum(-1, keepdim=True)
     for _ in range(iters):
@@ -102,7 +103,7 @@ def prune_span(hidden: torch.Tensor, mask: torch.Tensor, start: int, n: int, kee
     (B, S, H) and their mask (B, S): (states (B, S - n + keep, H), mask, kept positions (B, keep)
     within the span). Gradients flow through the kept states; the selection itself does not."""
     if keep >= n:
-        return hidden, mask, torch.arange(n).expand(len(hidden), n)
+        return hidden, mask, torch.arange(n, device=hidden.device).expand(len(hidden), n)
     kept = select_tokens(hidden[:, start:start + n], keep, seed=seed)  # (B, keep)
     states = hidden[:, start:start + n].gather(1, kept.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     hidden = torch.cat([hidden[:, :start], states, hidden[:, start + n:]], dim=1)

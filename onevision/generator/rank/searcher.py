@@ -99,13 +99,14 @@ class GenerativeSearcher:
 
     def search(self, prompts: Prompts, beam: int = 10, k: int = 10, constrained: bool = True) -> SearchResult:
         parts = []
-        query = prompts.embedding.numpy()
+        query = prompts.embedding.cpu().numpy()  # the items are ranked on the host, after the beam
+        trie = self.trie.to(self.model.device)  # the beam and its look-ahead run on the model's device
+        guide_on = self.guide.to(trie) if self.guide is not None and self.config.similarity_weight and constrained \
+            else None
         for start in range(0, len(prompts), self.config.batch_size):
-            sl = slice(start, start + self.config.batch_size)
-            guide = self.guide.bonuses(query[sl], self.config.similarity_weight) \
-                if self.guide is not None and self.config.similarity_weight and constrained else None
-            parts.append(generate_sids(self.model, prompts[sl], self.trie, beam=beam, constrained=constrained,
-                                       guide=guide))
+            batch = prompts[start:start + self.config.batch_size].to(self.model.device)
+            guide = guide_on.bonuses(batch.embedding, self.config.similarity_weight) if guide_on is not None else None
+            parts.append(generate_sids(self.model, batch, trie, beam=beam, constrained=constrained, guide=guide))
         sids = np.concatenate([p.sids for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         # items ranked by their own similarity; SIDs re-ordered by their best item's (one expansion)
@@ -113,7 +114,7 @@ class GenerativeSearcher:
         if self.price is not None:
             terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
         if self.category is not None:
-            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.numpy())))
+            terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.cpu().numpy())))
         bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
         if terms:
             def bonus(rows: np.ndarray, items: np.ndarray) -> np.ndarray:

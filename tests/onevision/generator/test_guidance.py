@@ -39,6 +39,7 @@ def test_bonus_is_the_best_cosine_under_each_prefix(setup):
     bonuses = SimilarityGuide(trie, grouped(item_sids), emb).bonuses(query, 3.0)
     cos = query @ emb.T
     for level, table in enumerate(bonuses, start=1):
+        table = table.numpy()
         assert table.shape == (2, trie.n_nodes[level] + 1) and np.isneginf(table[:, -1]).all()
         prefixes = np.unique(trie.sids[:, :level], axis=0)  # node ids are lexicographic
         for node in range(0, len(prefixes), 7):
