@@ -18,6 +18,7 @@ from onevision_cli import (
     train,
     world,
 )
+from onevision_cli.encode import encode
 from onevision_cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("quickstart")(quickstart)
+app.command("encode")(encode)
 for group in (world, catalog, encoder, tokenizer, train, eval, infra, stream, features, serve, registry):
     app.add_typer(group.app, name=group.__name__.rsplit(".", 1)[-1])
 app.add_typer(experiment.sim, name="sim")

@@ -17,6 +17,8 @@ shoppers are `serving.simulator.CatalogShoppers` (an assumed behaviour, see ther
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,21 @@ import typer
 
 SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
 TRAINING_PRESETS = ("tiny", "small")  # what --preset may be with --catalog
+_STEPS: list[tuple[str, float]] = []  # (step, when it started) of the running quickstart
+
+
+def step(title: str) -> None:
+    """Print a step's header and start its clock (the summary gives each step's time)."""
+    typer.secho(title, bold=True)
+    _STEPS.append((re.split(r"[:(]", title)[0].strip(), time.perf_counter()))
+
+
+def step_times() -> dict[str, float]:
+    """Seconds per step so far, in order, and the total."""
+    now = time.perf_counter()
+    ends = [t for _, t in _STEPS[1:]] + [now]
+    times = {name: round(end - start, 1) for (name, start), end in zip(_STEPS, ends)}
+    return {**times, "total": round(now - _STEPS[0][1], 1)} if _STEPS else {}
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,7 @@ class QuickstartConfig:
 def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     """Build a world, score the ANN baselines, align V and train VRQ, train the generator and show searches,
     start the services and stream features, print where everything is."""
+    _STEPS.clear()
     preset, seed, reports, registry = config.preset, config.seed, config.reports, config.registry
     services, port, sim_duration, sim_rate = config.services, config.port, config.sim_duration, config.sim_rate
     from onevision.catalog.format import load_catalog
@@ -58,13 +76,13 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
             raise ValueError(f"--preset {preset}: with --catalog it is the training preset, one of "
                              f"{', '.join(TRAINING_PRESETS)}")
         training = preset
-        typer.secho(f"[1/7] catalog: {config.catalog} (no world built; training preset {training})", bold=True)
+        step(f"[1/7] catalog: {config.catalog} (no world built; training preset {training})")
         catalog = load_catalog(config.catalog)
         typer.echo(f"  {catalog_summary(catalog)}")
     else:
         out = world_dir(preset, seed)
         training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-        typer.secho(f"[1/7] world: {preset} (seed {seed}) -> {out}", bold=True)
+        step(f"[1/7] world: {preset} (seed {seed}) -> {out}")
         s = build_world(get_preset(preset, seed=seed), out)
         typer.echo("  already built, reused" if s.skipped
                    else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
@@ -73,12 +91,12 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
 
     point_in_time(catalog, Path("data/cache/features"))  # item stats as known at each query's time, fresh or reused
 
-    typer.secho("[2/7] ANN baselines (faiss over image embeddings, test split)", bold=True)
+    step("[2/7] ANN baselines (faiss over image embeddings, test split)")
     for name in ("pixels", "efficientnet"):
         path, table = write_report(catalog, evaluate_ann(catalog, get_encoder(name)), reports)
     typer.echo(table)
 
-    typer.secho("[3/7] image encoder alignment and VRQ tokenizer", bold=True)
+    step("[3/7] image encoder alignment and VRQ tokenizer")
     from onevision.catalog.format import catalog_fingerprint
     from onevision.eval.tokenizer_report import markdown
     from onevision.registry import current_for_catalog, load_version
@@ -105,7 +123,7 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
         from infra.services import up
         from infra.settings import load_settings
 
-        typer.secho("[5/7] embedded services", bold=True)
+        step("[5/7] embedded services")
         for row in up(load_settings()):
             typer.echo(f"  {row['name']:<6} {row['address']:<22} {'healthy' if row['healthy'] else 'NOT healthy'}")
         typer.echo("  stop them with: onevision infra down")
@@ -123,6 +141,11 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     if services:
         typer.secho(f"  web page: {url}", bold=True)
         typer.echo("  stop everything: onevision infra down")
+    times = step_times()
+    typer.echo("  time    : " + ", ".join(f"{name.split()[0]} {sec:.0f}s" for name, sec in times.items()
+                                           if name != "total") + f"; total {times['total'] / 60:.1f} min")
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "quickstart_times.json").write_text(json.dumps(times, indent=1))
 
 
 def catalog_summary(catalog) -> str:
@@ -149,8 +172,7 @@ def generator_step(catalog, tokenizer: Path, registry: Path, cache: Path, preset
     from training.generator import GeneratorRecipe, generator_name
     from training.offline_models import ensure_generator
 
-    typer.secho("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation",
-                bold=True)
+    step("[4/7] generator: pretrain -> SFT -> personalized SFT -> list-wise DPO -> pruning distillation")
     runs, name = Path("data/runs"), generator_name(tokenizer)
     version = ensure_generator(catalog, tokenizer, registry, cache, runs, GeneratorRecipe(preset, name=name))
     config = preset_config(preset)
@@ -194,7 +216,7 @@ def stream_features(catalog, items: Path) -> None:
     from streaming.replay import replay
     from streaming.status import stream_status
 
-    typer.secho("[6/7] streaming features: Kafka -> feature + session workers -> Feast on Redis", bold=True)
+    step("[6/7] streaming features: Kafka -> feature + session workers -> Feast on Redis")
     settings = load_settings()
     ensure_topics(settings)
     store = feature_store(settings, backend="redis")
@@ -250,8 +272,8 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from training.launch import start_dpo_job
     from training.mca import train_mca
 
-    typer.secho("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), near-streaming DPO, simulated shoppers, "
-                "A/B report", bold=True)
+    step("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), near-streaming DPO, simulated shoppers, "
+         "A/B report")
     if current_version(registry, registry_name(catalog.name)) is None:
         version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
         typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")

@@ -19,6 +19,7 @@ import numpy as np
 from onevision.catalog.format import Catalog, catalog_fingerprint, catalog_key
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
+from onevision.generator.data import weights_sha
 from onevision.items import ITEM_SIDS
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_for_catalog, publish
@@ -90,15 +91,18 @@ def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe,
     return version, PrecomputedEncoder(AlignedImageEncoder(aligned), known)
 
 
+def features_cache(catalog: Catalog, encoder_version: Path, cache: Path) -> Path:
+    """The CatalogFeatures file of this encoder version (keyed on its weights too, so a rebuilt
+    registry never hits a stale cache)."""
+    v = Path(encoder_version)
+    return Path(cache) / catalog_key(catalog) / f"{v.parent.name}-{v.name}-{weights_sha(v)}.npz"
+
+
 def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignRecipe,
                     progress: bool = True) -> tuple[Path, CatalogFeatures]:
-    from onevision.registry import load_version
-
     point_in_time(catalog, cache)  # business features as known at the training cutoff
     encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
-    # a rebuilt registry never hits a stale cache
-    weights_sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]
-    path = cache / catalog_key(catalog) / f"{encoder_version.parent.name}-{encoder_version.name}-{weights_sha}.npz"
+    path = features_cache(catalog, encoder_version, cache)
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)
     features = build_features(catalog, encoder, progress=progress)

@@ -63,17 +63,27 @@ def cached_tokens(model: AlignedEfficientNet, paths: Sequence[str | Path], cache
     computed and written when the file is missing or holds other images. `keys` name the images
     (default: the paths); a catalog passes its relative image paths, so the same catalog read
     through another path (absolute or relative, another checkout) still finds its cache."""
-    names = np.array([str(p) for p in (paths if keys is None else keys)])
-    if cache.is_file():
+    names = [str(p) for p in (paths if keys is None else keys)]
+    if cache_holds(cache, names):
         z = load_file(cache)
-        if _same_paths(z, names):
-            return VisualTokens(z["tokens"], z["embedding"])
+        return VisualTokens(z["tokens"], z["embedding"])
     out = encode_files(model, list(paths), progress=progress)
+    save_tokens(cache, out, names)
+    return out
+
+
+def save_tokens(cache: Path, tokens: VisualTokens, keys: Sequence[str]) -> None:
+    """The cache file `cached_tokens` reads (the tokens, the embeddings and the images' keys), atomically."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
-    save_file({"tokens": out.tokens, "embedding": out.embedding, "paths": _encode_paths(names)}, str(tmp))
+    save_file({"tokens": np.ascontiguousarray(tokens.tokens), "embedding": np.ascontiguousarray(tokens.embedding),
+               "paths": _encode_paths(np.array([str(k) for k in keys]))}, str(tmp))
     tmp.replace(cache)
-    return out
+
+
+def cache_holds(cache: Path, keys: Sequence[str]) -> bool:
+    """Whether `cache` is a tokens file of exactly these images, in this order."""
+    return cache.is_file() and _same_paths(load_file(cache), np.array([str(k) for k in keys]))
 
 
 def _encode_paths(names: np.ndarray) -> np.ndarray:

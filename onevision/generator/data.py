@@ -53,17 +53,31 @@ class ImageBank:
         return np.array([self.row[p] for p in paths], dtype=np.int64)
 
 
-def image_bank(catalog: Catalog, encoder_version: Path, cache_root: Path, progress: bool = True) -> ImageBank:
-    """Visual tokens of all of the catalog's images, cached per (catalog, encoder weights)."""
-    from onevision.registry import load_version
-
-    sha = load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]
+def bank_paths(catalog: Catalog) -> list[str]:
+    """The catalog-relative paths of every image the bank holds: item images, views, query photos."""
     items = catalog.items
     paths = list(items["image"])
     if "views" in items.columns:
         paths += [v for views in items["views"] if views is not None for v in views]
-    paths += list(catalog.queries["image"])
-    cache = cache_root / catalog_key(catalog) / f"visual-{sha}.safetensors"
+    return paths + list(catalog.queries["image"])
+
+
+def weights_sha(encoder_version: Path) -> str:
+    """The first 16 hex digits of the encoder weights' sha256: what every cache of V's outputs is keyed by."""
+    from onevision.registry import load_version
+
+    return load_version(encoder_version)[0]["files"]["encoder.safetensors"][:16]
+
+
+def visual_cache(catalog: Catalog, encoder_version: Path, cache_root: Path) -> Path:
+    """The bank's cache file (written by `image_bank` or by batch encoding)."""
+    return Path(cache_root) / catalog_key(catalog) / f"visual-{weights_sha(encoder_version)}.safetensors"
+
+
+def image_bank(catalog: Catalog, encoder_version: Path, cache_root: Path, progress: bool = True) -> ImageBank:
+    """Visual tokens of all of the catalog's images, cached per (catalog, encoder weights)."""
+    paths = bank_paths(catalog)
+    cache = visual_cache(catalog, encoder_version, cache_root)
     model = AlignedEfficientNet.load(encoder_version)
     tokens = cached_tokens(model, [catalog.path(p) for p in paths], cache, progress=progress, keys=paths)
     return ImageBank(tokens, {p: i for i, p in enumerate(paths)})

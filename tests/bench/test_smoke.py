@@ -3,8 +3,9 @@ exits 0 and writes its JSON, with the keys its readers expect, under a temporary
 
 The benches that read a world and models get the session's tiny world and a private copy of the
 registry and feature cache the tiny generator was trained into (a bench that fits what it lacks,
-serving's MCA ranker, writes only there); the others need nothing. stream, serve, chaos and dpo_loop
-start their own broker and Redis (and Ray Serve): about a minute each on two cores."""
+serving's MCA ranker, writes only there); the others need nothing (encode builds the tiny world and
+aligns an encoder in its own scratch --data). stream, serve, chaos and dpo_loop start their own broker
+and Redis (and Ray Serve): about a minute each on two cores."""
 
 from __future__ import annotations
 
@@ -67,6 +68,10 @@ BENCHES = {
                    # the embedded broker keeps its topics in memory: what it held is lost on a restart
                    services=True, check=lambda r: all(r["lost"][k] == 0 and r["duplicated"][k] == 0
                                                       for k in ("kill", "redis_outage"))),
+    # builds the tiny world and briefly aligns an encoder in its own --data
+    "encode": Bench("bench_encode.json", keys("catalog", "encoder", "n_images", "rows", "pass"),
+                    check=lambda r: r["pass"] and all(row["items_per_second"] > 0 for row in r["rows"])
+                    and [row["workers"] for row in r["rows"] if row["runner"] == "ray data"] == [1, 2]),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),
