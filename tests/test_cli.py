@@ -9,10 +9,12 @@ COMMANDS = [[], ["quickstart"], ["world"], ["world", "build"], ["catalog"], ["ca
             ["catalog", "import"], ["catalog", "import", "grocery"],
             ["catalog", "import", "table"], ["eval"], ["eval", "ann"],
             ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["encoder"], ["encoder", "align"],
+            ["encode"],
             ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "report"], ["tokenizer", "encode"],
             ["stream"], ["stream", "worker"], ["stream", "run"], ["stream", "start"], ["stream", "stop"],
             ["stream", "replay"], ["stream", "status"], ["features"], ["features", "apply"], ["features", "get"],
-            ["train"], ["train", "all"], ["train", "mca"], ["train", "dpo-stream"], ["eval", "offline"],
+            ["train"], ["train", "all"], ["train", "mca"], ["train", "dpo-stream"], ["train", "distill"],
+            ["eval", "offline"],
             ["registry"], ["registry", "list"], ["registry", "promote"], ["registry", "rollback"]]
 
 

@@ -62,8 +62,10 @@ def run_id(catalog: Catalog, tokenizer_version: Path, recipe: GeneratorRecipe) -
     """Everything that decides a trained generator, hashed: its checkpoints live under it (a rerun
     resumes) and its published config records it (`ensure_generator` reuses only the same run)."""
     r = recipe
+    # each stage's length and rates too: a changed preset trains anew instead of loading old checkpoints
+    stages = tuple(sorted(asdict(stage_config(s, r.preset, r.seed)).items()) for s in r.stages if s in STAGES)
     return fingerprint(catalog_fingerprint(catalog), load_version(tokenizer_version)[0]["files"], r.preset,
-                       tuple(r.stages), r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content)
+                       tuple(r.stages), r.seed, r.image_sid, r.hints, r.hint_similarity, r.sid_content, stages)
 
 
 def _recipe_data(catalog: Catalog, tokenizer_version: Path, cache: Path, recipe: GeneratorRecipe,

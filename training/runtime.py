@@ -77,12 +77,15 @@ def average_gradients(params: list[torch.nn.Parameter], local: int, total: int) 
     if size == 1:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]) * (local / total)
+    # which parameters got a gradient on some rank; one none did keeps None (AdamW then skips it, as alone)
+    used = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [used])
+    flat[:-len(params)] *= local / total
     torch.distributed.all_reduce(flat)
     start = 0
-    for p, g in zip(params, grads):
+    for p, g, any_rank in zip(params, grads, flat[-len(params):].tolist()):
         n = g.numel()
-        p.grad = flat[start:start + n].view_as(p).clone()
+        p.grad = flat[start:start + n].view_as(p).clone() if any_rank else None
         start += n
 
 

@@ -72,6 +72,12 @@ BENCHES = {
     "encode": Bench("bench_encode.json", keys("catalog", "encoder", "n_images", "rows", "pass"),
                     check=lambda r: r["pass"] and all(row["items_per_second"] > 0 for row in r["rows"])
                     and [row["workers"] for row in r["rows"] if row["runner"] == "ray data"] == [1, 2]),
+    # the GPU run's sections on the CPU: each stage on the device and as the CPU baseline, beam, batching
+    "gpu": Bench("bench_gpu.json", keys("smoke", "device", "torch", "train", "beam", "device_audit", "batching",
+                                        "errors", "complete"),
+                 models=True, check=lambda r: r["complete"] and not r["errors"] and len(r["train"]["rows"]) == 10
+                 and all(row["steps"] == 2 for row in r["train"]["rows"]) and r["beam"]["all_valid"]
+                 and r["device_audit"]["ok"] and [row["batch"] for row in r["batching"]["rows"]] == [1, 4]),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),

@@ -29,4 +29,4 @@ def generate_reference(model: SIDBart, inputs_embeds: torch.Tensor, attention_ma
     out = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_beams=beam,
                          num_return_sequences=beam, max_new_tokens=levels, do_sample=False, length_penalty=0.0,
                          prefix_allowed_tokens_fn=lambda _, ids: prefixes.get(tuple(ids[1:].tolist()), [0]))
-    return out[:, 1:levels + 1].reshape(len(inputs_embeds), beam, levels).numpy() - model.vocab.offsets
+    return out[:, 1:levels + 1].reshape(len(inputs_embeds), beam, levels).cpu().numpy() - model.vocab.offsets
