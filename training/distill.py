@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
 from training.configs import ParallelConfig
-from training.distributed import check_same_weights, record_weights, run_on_ray
+from training.distributed import record_weights, train_on_ray
 from training.loop import StageConfig, run_stage
 from training.point_in_time import point_in_time
 from training.runtime import Runtime, current, use_runtime
@@ -139,13 +138,10 @@ def _distill_and_publish(catalog: Catalog, teacher_version: Path, registry: Path
     workdir = Path(runs) / teacher_version.parent.name / f"distill-{run}"
     distributed = None
     if parallel.distributed:
-        shutil.rmtree(workdir / "ray" / "ranks", ignore_errors=True)
         args = {"catalog": str(catalog.root.resolve()), "cache": str(Path(cache).resolve()),
                 "teacher": str(teacher_version.resolve()), "config": asdict(config),
                 "workdir": str(workdir.resolve())}
-        seconds = run_on_ray("training.distill:distill_task", args, parallel, workdir / "ray", "distill")
-        check_same_weights(workdir / "ray" / "ranks", parallel.workers)
-        distributed = {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
+        distributed = train_on_ray("training.distill:distill_task", args, parallel, workdir, "distill")
     student, log = distill(teacher, data, config, workdir, progress)  # resumes; loads what Ray trained
     val, q = data.evaluation("val")
     searcher = searcher_for(student, data)

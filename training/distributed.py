@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,17 @@ def run_on_ray(task: str, args: dict, parallel: ParallelConfig, storage: Path, n
         if started:
             ray.shutdown()
     return time.perf_counter() - t0
+
+
+def train_on_ray(task: str, args: dict, parallel: ParallelConfig, workdir: Path, name: str) -> dict:
+    """`run_on_ray` for a recipe whose checkpoints live in `workdir`: Ray Train's own under
+    `workdir/ray/`, then the check that every rank ended with the same weights (`record_weights`,
+    called by the task). Returns what the manifest records of the run."""
+    ranks = workdir / "ray" / "ranks"
+    shutil.rmtree(ranks, ignore_errors=True)
+    seconds = run_on_ray(task, args, parallel, workdir / "ray", name)
+    check_same_weights(ranks, parallel.workers)
+    return {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
 
 
 def weights_digest(model) -> str:

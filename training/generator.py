@@ -25,7 +25,7 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
 from training.configs import ALL_STAGES, GeneratorRecipe, ParallelConfig
-from training.distributed import check_same_weights, record_weights, run_on_ray
+from training.distributed import record_weights, train_on_ray
 from training.point_in_time import point_in_time
 from training.runtime import Runtime, current, use_runtime
 
@@ -117,10 +117,7 @@ def _train_and_publish(catalog: Catalog, tokenizer_version: Path, registry: Path
         args = {"catalog": str(catalog.root.resolve()), "tokenizer_version": str(Path(tokenizer_version).resolve()),
                 "cache": str(Path(cache).resolve()), "recipe": {**asdict(recipe), "stages": list(stages)},
                 "workdir": str(Path(workdir).resolve())}
-        shutil.rmtree(workdir / "ray" / "ranks", ignore_errors=True)
-        seconds = run_on_ray("training.generator:stages_task", args, parallel, workdir / "ray", "train-all")
-        check_same_weights(workdir / "ray" / "ranks", parallel.workers)
-        distributed = {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
+        distributed = train_on_ray("training.generator:stages_task", args, parallel, workdir, "train-all")
     model, logs = train_stages(data, preset, stages, workdir, seed, progress)  # resumes; loads what Ray trained
     val, q = data.evaluation("val")
     searcher = searcher_for(model, data)

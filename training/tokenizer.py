@@ -19,8 +19,7 @@ import numpy as np
 from onevision.catalog.format import Catalog, catalog_fingerprint, catalog_key
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
-from onevision.encoders.visual_tokens import VisualTokens, bank_seed, save_tokens
-from onevision.generator.data import visual_cache, weights_sha
+from onevision.generator.data import weights_sha
 from onevision.items import ITEM_SIDS
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_for_catalog, publish
@@ -75,12 +74,10 @@ class PrecomputedEncoder(ImageEncoder):
         return np.stack([self.known[str(p)] for p in paths]) if len(paths) else np.zeros((0, self.dim), np.float32)
 
 
-def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progress: bool = True,
-                   cache: Path | None = None) -> tuple[Path, ImageEncoder]:
-    """The current aligned encoder of this catalog, aligning one first if there is none. A fresh
-    alignment has already run V over the catalog's views and train photos: their embeddings answer
-    the returned encoder, and (given `cache`) their visual tokens seed the image bank's cache, so
-    later steps encode only the images alignment never saw."""
+def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe,
+                   progress: bool = True) -> tuple[Path, ImageEncoder]:
+    """The current aligned encoder of this catalog, aligning one first if there is none (a fresh
+    alignment's embeddings of the views and train photos answer the returned encoder)."""
     model = f"encoder-{catalog.name}"
     version = current_for_catalog(registry, model, catalog_fingerprint(catalog))
     if version is not None:
@@ -92,10 +89,6 @@ def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progres
         version = publish_encoder(aligned, align, catalog, log, registry, Path(work))
     paths, _ = positive_groups(catalog)
     known = {str(p): v for p, v in zip(paths, log["embeddings"])}
-    if cache is not None:
-        keys = [str(Path(p).relative_to(catalog.root)) for p in paths]
-        save_tokens(bank_seed(visual_cache(catalog, version, cache)), VisualTokens(log["tokens"], log["embeddings"]),
-                    keys)
     return version, PrecomputedEncoder(AlignedImageEncoder(aligned), known)
 
 
@@ -109,7 +102,7 @@ def features_cache(catalog: Catalog, encoder_version: Path, cache: Path) -> Path
 def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignRecipe,
                     progress: bool = True) -> tuple[Path, CatalogFeatures]:
     point_in_time(catalog, cache)  # business features as known at the training cutoff
-    encoder_version, encoder = ensure_encoder(catalog, registry, align, progress, cache)
+    encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
     path = features_cache(catalog, encoder_version, cache)
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)
