@@ -109,13 +109,12 @@ def train_aligned_encoder(catalog: Catalog, recipe: AlignRecipe,
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     model.eval()
-    with torch.inference_mode():  # embeddings and visual tokens of every image seen, reused by later steps
-        outs = [model.head(feats[s : s + 256].float()) for s in range(0, len(feats), 256)]
-        embeddings = np.concatenate([o.embedding.numpy() for o in outs])
-        tokens = np.concatenate([o.tokens.numpy().astype(np.float16) for o in outs])
+    with torch.inference_mode():  # embeddings of every image seen, reused by later steps
+        embeddings = np.concatenate([model.head(feats[s : s + 256].float()).embedding.numpy()
+                                     for s in range(0, len(feats), 256)])
     log = {"losses": losses, "n_images": len(paths), "n_items_with_pairs": int(len(items)),
            "cache_seconds": round(cache_s, 1), "seconds": round(time.perf_counter() - t0, 1),
-           "embeddings": embeddings, "tokens": tokens}
+           "embeddings": embeddings}
     return model, log
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
@@ -68,34 +69,9 @@ def cached_tokens(model: AlignedEfficientNet, paths: Sequence[str | Path], cache
     if cache_holds(cache, names):
         z = load_file(cache)
         return VisualTokens(z["tokens"], z["embedding"])
-    seed = bank_seed(cache)
-    known: dict[str, int] = {}
-    if seed.is_file():  # some images already encoded (`bank_seed`): only the others are encoded now
-        z = load_file(seed)
-        known = {name: i for i, name in enumerate(_decode_paths(z["paths"]))}
-    missing = [i for i, name in enumerate(names) if name not in known]
-    new = encode_files(model, [paths[i] for i in missing], progress=progress) if missing else None
-    if known:
-        rows = np.array([known.get(name, -1) for name in names])
-        out = VisualTokens(np.empty((len(names), *z["tokens"].shape[1:]), np.float16),
-                           np.empty((len(names), z["embedding"].shape[1]), np.float32))
-        hit = rows >= 0
-        out.tokens[hit], out.embedding[hit] = z["tokens"][rows[hit]], z["embedding"][rows[hit]]
-        if new is not None:
-            out.tokens[missing], out.embedding[missing] = new.tokens, new.embedding
-    else:
-        assert new is not None
-        out = new
+    out = encode_files(model, paths, progress=progress)
     save_tokens(cache, out, names)
-    seed.unlink(missing_ok=True)
     return out
-
-
-def bank_seed(cache: Path) -> Path:
-    """Beside a bank's cache file: tokens of some of its images computed by an earlier step (the
-    encoder's alignment, from its cached trunk features), which `cached_tokens` takes instead of
-    encoding those images again."""
-    return cache.with_name(cache.stem + ".seed.safetensors")
 
 
 def save_tokens(cache: Path, tokens: VisualTokens, keys: Sequence[str]) -> None:
@@ -109,15 +85,15 @@ def save_tokens(cache: Path, tokens: VisualTokens, keys: Sequence[str]) -> None:
 
 def cache_holds(cache: Path, keys: Sequence[str]) -> bool:
     """Whether `cache` is a tokens file of exactly these images, in this order."""
-    return cache.is_file() and _same_paths(load_file(cache), np.array([str(k) for k in keys]))
+    if not cache.is_file():
+        return False
+    with safe_open(str(cache), "np") as f:  # only the keys, not the tokens
+        stored = {"paths": f.get_tensor("paths")} if "paths" in f.keys() else {}
+    return _same_paths(stored, np.array([str(k) for k in keys]))
 
 
 def _encode_paths(names: np.ndarray) -> np.ndarray:
     return np.frombuffer("\n".join(names).encode(), dtype=np.uint8).copy()
-
-
-def _decode_paths(encoded: np.ndarray) -> list[str]:
-    return encoded.tobytes().decode().split("\n")
 
 
 def _same_paths(z: dict, names: np.ndarray) -> bool:

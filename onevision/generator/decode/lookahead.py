@@ -33,6 +33,7 @@ class SimilarityGuide:
         if items.sids.shape != trie.sids.shape or (items.sids != trie.sids).any():
             raise ValueError("the guide's items must carry exactly the trie's SIDs")
         self.items, self.trie = items, trie
+        self._copies: dict[torch.device, SimilarityGuide] = {trie.device: self}
         device = trie.device
         # the catalog's embeddings in SID order, and the SID each of them belongs to
         self.member_embedding = torch.from_numpy(np.ascontiguousarray(item_embedding[items.members],
@@ -41,14 +42,15 @@ class SimilarityGuide:
                                                   torch.from_numpy(np.diff(items.starts))).to(device)
 
     def to(self, trie: SIDTrie) -> "SimilarityGuide":
-        """The same guide for `trie`, this trie on another device."""
-        if trie.device == self.trie.device:
-            return self
-        other = object.__new__(SimilarityGuide)
-        other.items, other.trie = self.items, trie
-        other.member_embedding, other.member_sid = self.member_embedding.to(trie.device), \
-            self.member_sid.to(trie.device)
-        return other
+        """The same guide for `trie`, this trie on another device (made once per device, then kept:
+        the searcher asks for it on every search)."""
+        if trie.device not in self._copies:
+            other = object.__new__(SimilarityGuide)
+            other.items, other.trie, other._copies = self.items, trie, self._copies
+            other.member_embedding, other.member_sid = self.member_embedding.to(trie.device), \
+                self.member_sid.to(trie.device)
+            self._copies[trie.device] = other
+        return self._copies[trie.device]
 
     def bonuses(self, query_embedding, weight: float) -> list[torch.Tensor]:
         """(B, D) photos -> per level l = 1..L, (B, nodes at l + 1): weight x the best cosine under

@@ -25,7 +25,7 @@ def generate_reference(model: SIDBart, inputs_embeds: torch.Tensor, attention_ma
     """(B, beam, L) SID codes, best first, from transformers' beam search."""
     levels = model.vocab.levels
     if attention_mask is None:
-        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
     out = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_beams=beam,
                          num_return_sequences=beam, max_new_tokens=levels, do_sample=False, length_penalty=0.0,
                          prefix_allowed_tokens_fn=lambda _, ids: prefixes.get(tuple(ids[1:].tolist()), [0]))
