@@ -21,7 +21,8 @@ R = GeneratorRecipe()
 @user_errors
 def train_all(
     catalog: Path = CATALOG,
-    preset: str = typer.Option(R.preset, help="model size and training lengths: tiny | small | paper"),
+    preset: str = typer.Option(R.preset, help="model size and training lengths: tiny | quick | small | paper "
+                                              "(quick: the small model, trained shorter)"),
     tokenizer: str = typer.Option("vrq", help="tokenizer method whose SIDs the generator emits (trained first if "
                                               "missing)"),
     stages: str = typer.Option(",".join(R.stages), help="stages to run, in order"),
@@ -137,7 +138,7 @@ def train_dpo_stream(
 def train_distill(
     catalog: Path = CATALOG,
     keep: int = typer.Option(None, min=1, help="V_sub: visual tokens the pruned model keeps (default: the preset's)"),
-    preset: str = typer.Option("small", help="distillation length: tiny | small"),
+    preset: str = typer.Option("small", help="distillation length: tiny | quick | small"),
     model: str = typer.Option(None, help="registry model whose trained run is the teacher and which the student is "
                                          "published to (default generator-vrq-<catalog>, the one serving follows)"),
     epochs: int = typer.Option(None, min=1, help="epochs (default: the preset's)"),

@@ -20,13 +20,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 SESSION_IDLE_S = 10.0  # a session closes (and reaches the DPO job) this long after its last event
-TRAINING_PRESETS = ("tiny", "small")  # what --preset may be with --catalog
+TRAINING_PRESETS = ("tiny", "quick", "small")  # what --training (or --preset with --catalog) may be
+# training lengths per world unless --training says otherwise (`quick`: the small model trained shorter,
+# a faster first run whose val figures come out a little lower; docs/results.md has both)
+WORLD_TRAINING = {"tiny": "tiny"}
 _STEPS: list[tuple[str, float]] = []  # (step, when it started) of the running quickstart
 
 
@@ -57,6 +61,7 @@ class QuickstartConfig:
     sim_duration: float = 30.0  # seconds of simulated shoppers against the service
     sim_rate: float = 4.0  # simulated searches per second
     catalog: Path | None = None  # a real catalog to run on instead of the synthetic world
+    training: str | None = None  # training lengths (TRAINING_PRESETS); None: the world's, or `preset` with `catalog`
 
 
 def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
@@ -71,18 +76,17 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     from onevision.world.build import build_world, world_dir
     from onevision.world.config import preset as get_preset
 
+    training = config.training or (preset if config.catalog is not None else WORLD_TRAINING.get(preset, "small"))
+    if training not in TRAINING_PRESETS:
+        what = "--training" if config.training or config.catalog is None else "--preset (the training preset here)"
+        raise ValueError(f"{what} {training}: choose one of {', '.join(TRAINING_PRESETS)}")
     if config.catalog is not None:
-        if preset not in TRAINING_PRESETS:
-            raise ValueError(f"--preset {preset}: with --catalog it is the training preset, one of "
-                             f"{', '.join(TRAINING_PRESETS)}")
-        training = preset
         step(f"[1/7] catalog: {config.catalog} (no world built; training preset {training})")
         catalog = load_catalog(config.catalog)
         typer.echo(f"  {catalog_summary(catalog)}")
     else:
         out = world_dir(preset, seed)
-        training = "tiny" if preset == "tiny" else "small"  # training lengths follow the world's size
-        step(f"[1/7] world: {preset} (seed {seed}) -> {out}")
+        step(f"[1/7] world: {preset} (seed {seed}) -> {out}; training preset {training}")
         s = build_world(get_preset(preset, seed=seed), out)
         typer.echo("  already built, reused" if s.skipped
                    else f"  built in {s.seconds:.0f}s ({s.items_per_second:.0f} items/s)")
@@ -271,7 +275,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from serving.simulator import CatalogShoppers, load_shoppers, run_traffic
     from streaming.producer import EventProducer, now_ms
     from training.dpo_stream import GROUP, job_versions
-    from training.launch import start_dpo_job
+    from training.launch import start_dpo_job, stop_dpo_job
     from training.mca import train_mca
 
     step("[7/7] serving: Ray Serve (OneVision, MCA, MCA w/o ranking), near-streaming DPO, simulated shoppers, "
@@ -280,15 +284,25 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
         version, fit = train_mca(catalog, tokenizer, registry, cache, progress=False)
         typer.echo(f"  MCA ranker fitted on {fit['trained_on']} photos -> {version}")
     settings = load_settings()
-    row = start_service(settings, catalog.root, registry, port)
-    typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
-    key_file = "ONEVISION_API__API_KEY" if settings.api.api_key else settings.resolved_state_dir() / "secrets/api.key"
-    typer.echo(f"  orders and shoppers' data need the API key (header X-API-Key): {key_file}")
     model = default_model(catalog.root)
     started_ms = now_ms()
     gated = (catalog.queries["split"] == "val").any()  # the job's eval gate scores val ORDER (else CLICK) photos
-    if gated:
-        job = start_dpo_job(settings, catalog.root, registry, model, cache, {"max_wait_s": 10})
+    with ThreadPoolExecutor(2) as pool:  # the service and the DPO job load their models side by side
+        starting_job = pool.submit(start_dpo_job, settings, catalog.root, registry, model, cache,
+                                   {"max_wait_s": 10}) if gated else None
+        try:
+            row = start_service(settings, catalog.root, registry, port)
+        except Exception:
+            if starting_job is not None:  # no job without the service it learns from
+                if not starting_job.cancel():  # already starting: let it come up, then stop it
+                    wait([starting_job])
+                stop_dpo_job(settings)
+            raise
+        job = starting_job.result() if starting_job is not None else None
+    typer.echo(f"  service {row['url']} (pid {row['pid']}, log {row['log']})")
+    key_file = "ONEVISION_API__API_KEY" if settings.api.api_key else settings.resolved_state_dir() / "secrets/api.key"
+    typer.echo(f"  orders and shoppers' data need the API key (header X-API-Key): {key_file}")
+    if job is not None:
         typer.echo(f"  near-streaming DPO job (sessions -> gated versions of {model}, hot-swapped): pid {job['pid']}, "
                    f"log {job['log']}")
     else:

@@ -95,3 +95,10 @@ def test_quickstart_on_a_real_catalog_runs_end_to_end(tmp_path, monkeypatch, cap
     assert "near-streaming DPO job" in out and "DPO job so far (this run): " in out  # gated on val CLICKs
     assert f"web page: http://127.0.0.1:{port}/" in out
     assert sorted(stopped) == ["dpo-stream", "kafka", "redis", "serving", "stream-features-0", "stream-sessions-0"]
+
+
+def test_unknown_training_lengths_are_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--training", "huge", "--no-services"])
+    assert result.exit_code != 0 and "--training huge: choose one of tiny, quick, small" in result.output
+    assert not (tmp_path / "data").exists()  # no world was built

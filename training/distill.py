@@ -39,7 +39,7 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.token_pruning import curriculum
 from onevision.registry import lineage, read_version, resolve, trained_run
 from training.configs import ParallelConfig
-from training.distributed import record_weights, train_on_ray
+from training.distributed import ray_storage, record_weights, train_on_ray
 from training.loop import StageConfig, run_stage
 from training.point_in_time import point_in_time
 from training.runtime import Runtime, current, use_runtime
@@ -57,7 +57,8 @@ class DistillConfig(StageConfig):
 
 
 PRESETS = {"tiny": DistillConfig(epochs=2, batch_size=64, lr=5e-4, keep=3),
-           "small": DistillConfig(epochs=4, batch_size=128, lr=3e-4, keep=3, max_examples=12_000)}
+           "small": DistillConfig(epochs=4, batch_size=128, lr=3e-4, keep=3, max_examples=12_000),
+           "quick": DistillConfig(epochs=2, batch_size=128, lr=3e-4, keep=3, max_examples=12_000)}
 
 
 def preset_config(preset: str, **overrides) -> DistillConfig:
@@ -110,7 +111,7 @@ def distill_task(args: dict) -> None:
     config = DistillConfig(**args["config"])
     student, _ = distill(OneVisionGenerator.load(teacher_version), data, config, Path(args["workdir"]),
                          current().progress)
-    record_weights(student, Path(args["workdir"]) / "ray" / "ranks")
+    record_weights(student, ray_storage(Path(args["workdir"])) / "ranks")
 
 
 def distill_generator(catalog: Catalog, teacher_version: Path, registry: Path, cache: Path, runs: Path,

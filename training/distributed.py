@@ -9,7 +9,7 @@ all-reduced (`runtime.average_gradients`; the recipes' losses call several model
 one `forward`, so the loop averages gradients itself instead of wrapping the model in DDP, with
 the same arithmetic). Rank 0 writes each epoch's checkpoint into the run directory, as the
 plain loop does, and hands it to Ray Train (`ray.train.report` with a `Checkpoint`, kept under
-`<run dir>/ray/`), so a rerun resumes exactly and the driver then loads the finished stages.
+`<run dir>.ray/`), so a rerun resumes exactly and the driver then loads the finished stages.
 
 A task is named as `module:function` (a recipe's function of one dict of plain arguments), not
 pickled: a worker imports it, so nothing but paths and numbers travels to the workers.
@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from training.configs import ParallelConfig
+
+KEEP_CHECKPOINTS = 2  # Ray Train's copies of the newest epochs (the run directory keeps its own)
 
 
 def resolve_task(ref: str) -> Callable[[dict], None]:
@@ -47,7 +49,10 @@ def _worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     parallel = ParallelConfig(**config["parallel"])
-    if parallel.device.startswith("cuda") or (parallel.device == "auto" and torch.cuda.is_available()):
+    if not Path(config["marker"]).is_file():
+        raise RuntimeError(f"worker {rank} on {ray.util.get_node_ip_address()} cannot see {config['marker']}: on a "
+                           "cluster (--address) the run directory must be on storage every node mounts at one path")
+    if config["use_gpu"]:  # the driver's decision (it saw the cluster's GPUs), so every rank agrees
         import ray.train.torch
 
         device = str(ray.train.torch.get_device())
@@ -69,7 +74,7 @@ def run_on_ray(task: str, args: dict, parallel: ParallelConfig, storage: Path, n
     """Run the task on `parallel.workers` Ray Train workers; returns the seconds it took. Ray is
     started locally (and stopped after) unless `parallel.address` names a cluster or one is up."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resolve_task(task)  # a wrong name fails here, before any worker starts
@@ -85,14 +90,20 @@ def run_on_ray(task: str, args: dict, parallel: ParallelConfig, storage: Path, n
         started = True
     gpu = parallel.device.startswith("cuda") or \
         (parallel.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    storage = Path(storage).resolve()
+    marker = storage / name / "driver.json"  # workers check they see it: the run directory is shared
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"task": task, "workers": parallel.workers, "use_gpu": gpu}))
     t0 = time.perf_counter()
     try:
         trainer = TorchTrainer(
             _worker,
-            train_loop_config={"task": task, "args": args, "parallel": parallel.__dict__},
+            train_loop_config={"task": task, "args": args, "parallel": parallel.__dict__, "use_gpu": gpu,
+                               "marker": str(marker)},
             scaling_config=ScalingConfig(num_workers=parallel.workers, use_gpu=gpu,
                                          resources_per_worker={"CPU": parallel.cpus_per_worker}),
-            run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name))
+            run_config=RunConfig(storage_path=str(storage), name=name,
+                                 checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
         trainer.fit()
     finally:
         if started:
@@ -101,14 +112,21 @@ def run_on_ray(task: str, args: dict, parallel: ParallelConfig, storage: Path, n
 
 
 def train_on_ray(task: str, args: dict, parallel: ParallelConfig, workdir: Path, name: str) -> dict:
-    """`run_on_ray` for a recipe whose checkpoints live in `workdir`: Ray Train's own under
-    `workdir/ray/`, then the check that every rank ended with the same weights (`record_weights`,
+    """`run_on_ray` for a recipe whose checkpoints live in `workdir`: Ray Train's own beside it
+    (`ray_storage`), then the check that every rank ended with the same weights (`record_weights`,
     called by the task). Returns what the manifest records of the run."""
-    ranks = workdir / "ray" / "ranks"
+    ranks = ray_storage(workdir) / "ranks"
     shutil.rmtree(ranks, ignore_errors=True)
-    seconds = run_on_ray(task, args, parallel, workdir / "ray", name)
+    seconds = run_on_ray(task, args, parallel, ray_storage(workdir), name)
     check_same_weights(ranks, parallel.workers)
     return {"workers": parallel.workers, "device": parallel.device, "seconds": round(seconds, 1)}
+
+
+def ray_storage(workdir: Path) -> Path:
+    """Where Ray Train keeps a run's checkpoints and the ranks' digests: beside the recipe's work
+    directory, never inside it (a checkpoint of the directory would otherwise copy the older ones)."""
+    workdir = Path(workdir)
+    return workdir.parent / f"{workdir.name}.ray"
 
 
 def weights_digest(model) -> str:

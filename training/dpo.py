@@ -22,6 +22,7 @@ from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.losses import candidate_logprob, dpo_objective
 from onevision.generator.model import OneVisionGenerator
 from training.loop import StageConfig, done, run_stage
+from training.runtime import gather_strided, shard, world
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class DPOConfig(StageConfig):
 
 
 PRESETS = {"tiny": DPOConfig(epochs=1, batch_size=32, lr=2e-4), "small": DPOConfig(epochs=1, batch_size=64, lr=1e-4)}
+PRESETS["quick"] = PRESETS["small"]
 
 
 def beam_negatives(model: OneVisionGenerator, data: GeneratorData, ex: Examples, rows: np.ndarray, beam: int = 10,
@@ -51,6 +53,16 @@ def beam_negatives(model: OneVisionGenerator, data: GeneratorData, ex: Examples,
                 ex.candidates[r, 1 + j] = sid
 
 
+def shared_beam_negatives(model: OneVisionGenerator, data: GeneratorData, ex: Examples, rows: np.ndarray) -> None:
+    """`beam_negatives` split across data-parallel ranks: each decodes its strided share of `rows`
+    and the group sums the shares, so every rank trains on the same negatives and none decodes
+    another's rows. A single process decodes them all."""
+    mine = shard(rows)
+    beam_negatives(model, data, ex, mine)
+    if world()[1] > 1:
+        ex.candidates[rows, 1:] = gather_strided(ex.candidates[mine, 1:], len(rows), model.device)
+
+
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: DPOConfig, workdir: Path, progress: bool = True,
         examples: Examples | None = None, reference: OneVisionGenerator | None = None) -> dict:
     if examples is None:
@@ -60,7 +72,7 @@ def run(model: OneVisionGenerator, data: GeneratorData, cfg: DPOConfig, workdir:
             kind = data.dpo_positives()[1]
             print(f"dpo: {len(lacking)} of {len(ex)} train {kind} sessions have no logged negative (no exposures): "
                   "negatives from the model's own beam")
-            beam_negatives(model, data, ex, lacking)
+            shared_beam_negatives(model, data, ex, lacking)
     else:
         ex = examples
     keep = np.flatnonzero((ex.candidates[:, 1:] >= 0).all(-1).any(-1))  # sessions with at least one negative

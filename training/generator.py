@@ -25,13 +25,13 @@ from onevision.generator.model import OneVisionGenerator
 from onevision.registry import load_version, publish
 from training import dpo, personalized_sft, pretrain, sft
 from training.configs import ALL_STAGES, GeneratorRecipe, ParallelConfig
-from training.distributed import record_weights, train_on_ray
+from training.distributed import ray_storage, record_weights, train_on_ray
 from training.point_in_time import point_in_time
 from training.runtime import Runtime, current, use_runtime
 
 STAGES = dict(zip(ALL_STAGES, (pretrain, sft, personalized_sft, dpo)))
 ITEM_EMBEDDING = "item_embedding.safetensors"  # V's embedding of each item (tokenizer order), for the confidence flag
-MODEL_PRESET = {"tiny": "tiny", "small": "small", "paper": "paper"}
+MODEL_PRESET = {"tiny": "tiny", "small": "small", "quick": "small", "paper": "paper"}
 
 
 def stage_config(stage: str, preset: str, seed: int):
@@ -85,7 +85,7 @@ def stages_task(args: dict) -> None:
     data = _recipe_data(catalog, Path(args["tokenizer_version"]), cache, recipe, progress=False)
     model, _ = train_stages(data, recipe.preset, recipe.stages, Path(args["workdir"]), recipe.seed,
                             current().progress)
-    record_weights(model, Path(args["workdir"]) / "ray" / "ranks")
+    record_weights(model, ray_storage(Path(args["workdir"])) / "ranks")
 
 
 def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,

@@ -13,7 +13,8 @@ from training import sft
 from training.loop import StageConfig
 
 PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=1e-3),
-           "small": StageConfig(epochs=4, batch_size=128, lr=1e-3)}
+           "small": StageConfig(epochs=4, batch_size=128, lr=1e-3),
+           "quick": StageConfig(epochs=2, batch_size=128, lr=1e-3)}
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: StageConfig, workdir: Path, progress: bool = True) -> dict:

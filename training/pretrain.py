@@ -18,6 +18,7 @@ from training.sft import batch_ntp_loss
 
 PRESETS = {"tiny": StageConfig(epochs=2, batch_size=64, lr=2e-3),
            "small": StageConfig(epochs=1, batch_size=128, lr=3e-3)}
+PRESETS["quick"] = PRESETS["small"]
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: StageConfig, workdir: Path, progress: bool = True) -> dict:

@@ -73,6 +73,17 @@ def average_gradients(params: list[torch.nn.Parameter], local: int, total: int) 
     """Make every rank's gradients the gradient of the whole batch's mean loss: each rank's
     (of its `local` examples' mean) weighted by local / total, summed over the group in one flat
     all-reduce. Gradients the rank did not produce count as zero. Nothing happens in a group of one."""
+    _reduce_gradients(params, local / total)
+
+
+def sum_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Sum every rank's gradients: for a loss each rank computes over the whole batch from rows
+    it gathered (`gather_rows`), whose graph reaches only the rank's own rows, the sum is the
+    whole loss's gradient. Nothing happens in a group of one."""
+    _reduce_gradients(params, 1.0)
+
+
+def _reduce_gradients(params: list[torch.nn.Parameter], scale: float) -> None:
     rank, size = world()
     if size == 1:
         return
@@ -80,13 +91,32 @@ def average_gradients(params: list[torch.nn.Parameter], local: int, total: int) 
     # which parameters got a gradient on some rank; one none did keeps None (AdamW then skips it, as alone)
     used = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
     flat = torch.cat([g.reshape(-1) for g in grads] + [used])
-    flat[:-len(params)] *= local / total
+    flat[:-len(params)] *= scale
     torch.distributed.all_reduce(flat)
     start = 0
     for p, g, any_rank in zip(params, grads, flat[-len(params):].tolist()):
         n = g.numel()
         p.grad = flat[start:start + n].view_as(p).clone() if any_rank else None
         start += n
+
+
+def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """The whole batch's rows (total, ...) from every rank's strided share (`shard` of
+    range(total)), in batch order: this rank's rows keep their autograd graph, the other ranks'
+    arrive as constants. For losses over the whole batch (in-batch negatives). Identity in a group of one."""
+    rank, size = world()
+    if size == 1:
+        return local
+    width = -(-total // size)
+    padded = local.new_zeros((width, *local.shape[1:]))
+    padded[:len(local)] = local.detach()
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    torch.distributed.all_gather(parts, padded)
+    counts = [len(range(r, total, size)) for r in range(size)]
+    parts = [local if r == rank else parts[r][:counts[r]] for r in range(size)]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    order = torch.as_tensor([offsets[i % size] + i // size for i in range(total)], device=local.device)
+    return torch.cat(parts)[order]
 
 
 def all_sum(value: float, device: torch.device) -> float:
@@ -98,6 +128,20 @@ def all_sum(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return float(t[0])
+
+
+def gather_strided(local: np.ndarray, total: int, device: torch.device) -> np.ndarray:
+    """The whole (total, ...) integer array from every rank's strided share (`shard` of
+    range(total): this rank holds rows rank::size), on every rank; `local` itself in a group of
+    one. `device`: where the group's backend reduces (the GPU for NCCL)."""
+    rank, size = world()
+    if size == 1:
+        return local
+    full = np.zeros((total, *local.shape[1:]), np.int64)
+    full[rank::size] = local
+    t = torch.from_numpy(full).to(device)
+    torch.distributed.all_reduce(t)  # every other rank adds zeros to this rank's rows
+    return t.cpu().numpy()
 
 
 def barrier() -> None:

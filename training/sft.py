@@ -15,7 +15,8 @@ from onevision.generator.model import OneVisionGenerator
 from training.loop import StageConfig, run_stage
 
 PRESETS = {"tiny": StageConfig(epochs=3, batch_size=64, lr=2e-3),
-           "small": StageConfig(epochs=8, batch_size=128, lr=3e-3)}
+           "small": StageConfig(epochs=8, batch_size=128, lr=3e-3),
+           "quick": StageConfig(epochs=4, batch_size=128, lr=3e-3)}
 
 
 def batch_ntp_loss(model: OneVisionGenerator, data: GeneratorData, ex: Examples, idx: np.ndarray) -> torch.Tensor:

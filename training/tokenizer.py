@@ -19,7 +19,8 @@ import numpy as np
 from onevision.catalog.format import Catalog, catalog_fingerprint, catalog_key
 from onevision.encoders.aligned import AlignedEfficientNet, AlignedImageEncoder
 from onevision.encoders.base import ImageEncoder
-from onevision.generator.data import weights_sha
+from onevision.encoders.visual_tokens import VisualTokens, encode_files, save_tokens
+from onevision.generator.data import bank_paths, visual_cache, weights_sha
 from onevision.items import ITEM_SIDS
 from onevision.metrics.sid import quantized_ann_score, sid_report
 from onevision.registry import current_for_catalog, publish
@@ -48,6 +49,7 @@ RECIPES: dict[str, TokenizerRecipe] = {
     "tiny": TokenizerRecipe(AlignRecipe(steps=30, batch_size=32),
                             VRQTraining(warmup_steps=30, steps=90, batch_size=128), rqvae_steps=100),
     "small": TokenizerRecipe(),
+    "quick": TokenizerRecipe(),  # alignment and VRQ as small: 150 alignment steps cost 5 points of ANN HR@4
     "paper": TokenizerRecipe(sizes=PAPER_SIZES),
 }
 
@@ -74,22 +76,45 @@ class PrecomputedEncoder(ImageEncoder):
         return np.stack([self.known[str(p)] for p in paths]) if len(paths) else np.zeros((0, self.dim), np.float32)
 
 
-def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe,
-                   progress: bool = True) -> tuple[Path, ImageEncoder]:
+def ensure_encoder(catalog: Catalog, registry: Path, align: AlignRecipe, progress: bool = True,
+                   cache: Path | None = None) -> tuple[Path, ImageEncoder]:
     """The current aligned encoder of this catalog, aligning one first if there is none (a fresh
-    alignment's embeddings of the views and train photos answer the returned encoder)."""
+    alignment's embeddings of the views and train photos answer the returned encoder; with `cache`,
+    its outputs also become the generator's image bank there, see `seed_image_bank`)."""
     model = f"encoder-{catalog.name}"
     version = current_for_catalog(registry, model, catalog_fingerprint(catalog))
     if version is not None:
         return version, AlignedImageEncoder(AlignedEfficientNet.load(version))
-    from training.align_encoder import positive_groups, publish_encoder, train_aligned_encoder
+    from training.align_encoder import publish_encoder, train_aligned_encoder
 
     aligned, log = train_aligned_encoder(catalog, align, progress=progress)
     with tempfile.TemporaryDirectory() as work:
         version = publish_encoder(aligned, align, catalog, log, registry, Path(work))
-    paths, _ = positive_groups(catalog)
-    known = {str(p): v for p, v in zip(paths, log["embeddings"])}
+    known = {str(p): v for p, v in zip(log["paths"], log["embeddings"])}
+    if cache is not None:
+        known = seed_image_bank(catalog, version, cache, aligned, log, progress)
     return version, PrecomputedEncoder(AlignedImageEncoder(aligned), known)
+
+
+def seed_image_bank(catalog: Catalog, version: Path, cache: Path, model: AlignedEfficientNet, log: dict,
+                    progress: bool = True) -> dict[str, np.ndarray]:
+    """Write the generator's image bank (`image_bank`'s cache: every item image, view and shopper
+    photo) from a fresh alignment's own head outputs, encoding only the photos alignment never saw
+    (val and test), so no image goes through V twice. Returns every bank image's embedding by path."""
+    keys = bank_paths(catalog)
+    paths = [str(catalog.path(k)) for k in keys]
+    row = {p: i for i, p in enumerate(map(str, log["paths"]))}
+    missing = list(dict.fromkeys(p for p in paths if p not in row))
+    seen = VisualTokens(log["tokens"], log["embeddings"])
+    if missing:
+        fresh = encode_files(model, missing, desc="val and test photos", progress=progress)
+        seen = VisualTokens(np.concatenate([seen.tokens, fresh.tokens]),
+                            np.concatenate([seen.embedding, fresh.embedding]))
+        row.update({p: len(log["paths"]) + i for i, p in enumerate(missing)})
+    take = np.array([row[p] for p in paths], dtype=np.int64)
+    tokens, embedding = seen.tokens[take], seen.embedding[take]
+    save_tokens(visual_cache(catalog, version, cache), VisualTokens(tokens, embedding), keys)
+    return dict(zip(paths, embedding))
 
 
 def features_cache(catalog: Catalog, encoder_version: Path, cache: Path) -> Path:
@@ -102,7 +127,7 @@ def features_cache(catalog: Catalog, encoder_version: Path, cache: Path) -> Path
 def ensure_features(catalog: Catalog, registry: Path, cache: Path, align: AlignRecipe,
                     progress: bool = True) -> tuple[Path, CatalogFeatures]:
     point_in_time(catalog, cache)  # business features as known at the training cutoff
-    encoder_version, encoder = ensure_encoder(catalog, registry, align, progress)
+    encoder_version, encoder = ensure_encoder(catalog, registry, align, progress, cache)
     path = features_cache(catalog, encoder_version, cache)
     if path.is_file():
         return encoder_version, CatalogFeatures.load(path)

@@ -49,3 +49,25 @@ def test_artifact_round_trip_and_refusals(aligned, tmp_path):
     (version / "encoder.safetensors").write_bytes(b"junk")
     with pytest.raises(RegistryError, match="does not match its sha256"):
         AlignedEfficientNet.load(version)
+
+
+def test_a_fresh_alignment_seeds_the_image_bank_without_a_second_pass(tiny_world, tmp_path):
+    """The bank the generator reads comes from alignment's own head outputs (float16 trunk) plus the
+    held-out photos encoded once; it matches V run afresh on every image."""
+    from onevision.encoders.visual_tokens import encode_files
+    from onevision.generator.data import bank_paths, image_bank, visual_cache
+    from training.tokenizer import ensure_encoder
+
+    catalog = load_catalog(tiny_world)
+    version, encoder = ensure_encoder(catalog, tmp_path / "reg", AlignRecipe(steps=5, batch_size=32),
+                                      progress=False, cache=tmp_path / "cache")
+    assert visual_cache(catalog, version, tmp_path / "cache").is_file()
+    bank = image_bank(catalog, version, tmp_path / "cache", progress=False)  # a cache hit: no encoding
+    keys = bank_paths(catalog)
+    assert len(bank.tokens) == len(keys) and bank.row[keys[-1]] == len(keys) - 1
+    fresh = encode_files(AlignedEfficientNet.load(version), [catalog.path(k) for k in keys], progress=False)
+    assert np.abs(bank.tokens.embedding - fresh.embedding).max() < 1e-2
+    assert np.abs(bank.tokens.tokens.astype(np.float32) - fresh.tokens.astype(np.float32)).max() < 5e-2
+    held_out = catalog.queries.loc[catalog.queries["split"] != "train", "image"]
+    known = encoder.encode_files([catalog.path(p) for p in held_out], progress=False)  # answered, not encoded
+    assert np.array_equal(known, bank.tokens.embedding[bank.rows(held_out)])

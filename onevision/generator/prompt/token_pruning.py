@@ -66,7 +66,13 @@ def kmeanspp_centres(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
 def select_tokens(x: torch.Tensor, k: int, iters: int = 4, seed: int = 0) -> torch.Tensor:
     """(B, V, D) token embeddings -> (B, k) indices of the kept tokens, ascending: one token per
     cluster, the nearest to its centre (a cluster left empty by the Lloyd steps gives its place
-    to the nearest token not yet kept)."""
+    to the nearest token not yet kept). Always in full precision, also inside a mixed-precision
+    step: a bf16 distance would change which tokens are kept."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _select_tokens(x, k, iters, seed)
+
+
+def _select_tokens(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
     b, v, _ = x.shape
     if not 1 <= k <= v:
         raise ValueError(f"cannot keep {k} of {v} tokens")

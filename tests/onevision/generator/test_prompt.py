@@ -108,3 +108,53 @@ def test_sid_slots_carry_their_items_embedding():
     y, _ = model.embed(other)
     changed = ((x - y).abs().sum(-1)[0] > 0).nonzero().reshape(-1).tolist()
     assert changed == t.sid_slots[1].tolist()  # only the first short-term slot's tokens
+
+
+def test_training_leaves_out_positions_empty_in_the_whole_batch_and_scores_the_same():
+    """A training batch of cold-start prompts without titles runs the encoder on fewer positions
+    (each kept one with its own position embedding), and scores SIDs as the full layout does."""
+    import torch
+
+    from onevision.generator.model import OneVisionGenerator
+
+    t = PromptTokens.from_catalog(SIZES, ["shoes", "bags"], ["red shoe", "blue bag"], n_visual=5, n_hints=1)
+    g = torch.Generator().manual_seed(0)
+    p = build_prompts(t, PromptInputs(torch.randn(3, 4, 320, generator=g).numpy(),
+                                      torch.randn(3, 256, generator=g).numpy(),
+                                      t.scene_ids(["image_search"] * 3), image_sid=np.array([[[2, 1, 0]]] * 3)))
+    torch.manual_seed(0)
+    model = OneVisionGenerator(t, "tiny", visual_keep=3)
+    for m in model.modules():  # no dropout, so train and eval mode compute the same function
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = 0.0
+    sids = torch.tensor([[2, 1, 0], [3, 0, 1], [0, 0, 0]])
+    full = model.eval().sid_logprob(p, sids)
+    enc_full, _ = model.encode(p)
+    trimmed = model.train().sid_logprob(p, sids)
+    enc_trim, mask = model.encode(p)
+    empty = int((~p.mask.bool()).all(0).sum())  # long- and short-term slots, the title
+    assert empty > 0 and enc_trim.shape[1] == enc_full.shape[1] - empty and bool(mask.all())
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
+
+
+def test_the_mixed_precision_path_runs_and_scores_like_float32():
+    """Autocast (bf16) is what a GPU trains under; CPU autocast runs the same code path, so a
+    dtype clash between a bf16 projection and the float32 token table shows here too."""
+    import torch
+
+    from onevision.generator.model import OneVisionGenerator
+
+    t = PromptTokens.from_catalog(SIZES, ["shoes"], ["red shoe"], n_visual=5, n_hints=1)
+    short = np.full((2, SHORT_LEN, 3), -1)
+    short[0, 0] = [3, 0, 1]
+    g = torch.Generator().manual_seed(0)
+    grid, emb = torch.randn(2, 4, 320, generator=g).numpy(), torch.randn(2, 256, generator=g).numpy()
+    p = build_prompts(t, PromptInputs(grid, emb, t.scene_ids(["image_search"] * 2), np.array([[2, 1, 0], [-1, -1, -1]]),
+                                      short, image_sid=np.array([[[2, 1, 0]], [[3, 0, 1]]])))
+    torch.manual_seed(0)
+    model = OneVisionGenerator(t, "tiny").eval()
+    sids = torch.tensor([[2, 1, 0], [3, 0, 1]])
+    full = model.sid_logprob(p, sids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.sid_logprob(p, sids)
+    torch.testing.assert_close(mixed.float(), full, rtol=0.05, atol=0.1)
