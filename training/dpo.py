@@ -22,7 +22,7 @@ from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.losses import candidate_logprob, dpo_objective
 from onevision.generator.model import OneVisionGenerator
 from training.loop import StageConfig, done, run_stage
-from training.runtime import gather_strided, shard, world
+from training.runtime import gather_strided, shard
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,7 @@ def shared_beam_negatives(model: OneVisionGenerator, data: GeneratorData, ex: Ex
     another's rows. A single process decodes them all."""
     mine = shard(rows)
     beam_negatives(model, data, ex, mine)
-    if world()[1] > 1:
-        ex.candidates[rows, 1:] = gather_strided(ex.candidates[mine, 1:], len(rows), model.device)
+    ex.candidates[rows, 1:] = gather_strided(ex.candidates[mine, 1:], len(rows), model.device)
 
 
 def run(model: OneVisionGenerator, data: GeneratorData, cfg: DPOConfig, workdir: Path, progress: bool = True,
