@@ -169,7 +169,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         existing = consumer.topics()
     finally:
         consumer.close()
-    wanted = [t for t in (k.events_topic, k.dlq_topic, k.sessions_topic) if t not in existing]
+    wanted = [t for t in (k.events_topic, k.dlq_topic, k.sessions_topic, k.requests_topic) if t not in existing]
     if wanted:
         admin = KafkaAdminClient(**k.client_options())
         try:

@@ -31,6 +31,7 @@ class KafkaSettings(BaseModel):
     events_topic: str = "onevision.events"
     dlq_topic: str = "onevision.events.dlq"
     sessions_topic: str = "onevision.sessions"
+    requests_topic: str = Field("onevision.requests", description="request contexts serving logs for the DPO job")
     partitions: int = Field(4, ge=1, description="partitions of each topic `ensure_topics` creates")
     replication_factor: int = Field(1, ge=1, description="replicas of each topic `ensure_topics` creates")
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -191,6 +192,18 @@ class ApiSettings(BaseModel):
     read_rate_limit: str = Field("1200/minute", description="per-client limit on the other public endpoints")
 
 
+class ServeSettings(BaseModel):
+    """Where the service listens and what it serves. Catalog and registry are paths on one machine,
+    or URLs every node of a Ray cluster reads (`s3://bucket/registry`; the store's own credentials
+    come from its environment, e.g. `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`)."""
+
+    host: str = Field("127.0.0.1", description="address Serve's HTTP proxies bind (0.0.0.0 on a cluster)")
+    port: int = Field(8000, ge=1, le=65535, description="Serve's HTTP port on every node")
+    catalog: str = Field("data/worlds/small", description="the served catalog: a path or a URL")
+    registry: str = Field("data/registry", description="the model registry replicas follow: a path or a URL")
+    ray_address: str | None = Field(None, description="an existing Ray cluster (host:port); none: a local Ray")
+
+
 class Settings(BaseSettings):
     """All connection settings of a OneVision deployment."""
 
@@ -200,6 +213,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     api: ApiSettings = ApiSettings()
+    serve: ServeSettings = ServeSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

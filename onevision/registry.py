@@ -16,6 +16,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+MIRROR = ".mirror"  # marks a node-local copy of a registry on shared storage (`registry_store`)
 
 
 class RegistryError(ValueError):
@@ -122,11 +123,15 @@ def read_version(version_dir: str | Path) -> tuple[dict, dict]:
 def resolve_ref(ref: str | Path, from_version: str | Path) -> Path:
     """A version another version's config names (e.g. a generator's tokenizer): the path as
     written if it exists, else the same `<model>/<version>` under `from_version`'s registry
-    root, so a registry copied or moved elsewhere still resolves its own references."""
+    root, so a registry copied or moved elsewhere still resolves its own references. In a
+    node-local copy of a shared registry (`MIRROR`) the checked copy beside it comes first."""
     p = Path(ref)
+    root = Path(from_version).parent.parent
+    local = root / p.parent.name / p.name
+    if (root / MIRROR).is_file() and (local / MANIFEST).is_file():
+        return local
     if (p / MANIFEST).is_file():
         return p
-    local = Path(from_version).parent.parent / p.parent.name / p.name
     if (local / MANIFEST).is_file():
         return local
     raise RegistryError(f"{ref}: referenced by {from_version} but not found there or in its registry")

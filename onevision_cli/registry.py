@@ -1,4 +1,5 @@
-"""`onevision registry list | promote | rollback`: what the model registry holds and what serves."""
+"""`onevision registry list | promote | rollback | push`: what the model registry holds, what serves, and
+copies to a registry on shared storage."""
 
 from __future__ import annotations
 
@@ -61,3 +62,19 @@ def rollback_version(model: str = typer.Argument(...), registry: Path = REGISTRY
 
     before = current_version(registry, model)
     typer.echo(f"{model}: CURRENT {before} -> {rollback(registry, model)}")
+
+
+@app.command("push")
+@user_errors
+def push_versions(models: list[str] = typer.Argument(..., help="registry models, e.g. generator-vrq-small"),
+                  to: str = typer.Option(..., "--to", help="the shared registry's URL, e.g. s3://bucket/registry"),
+                  registry: Path = REGISTRY,
+                  force: bool = typer.Option(False, help="move the store's CURRENT even from a version the local "
+                                                         "registry does not have")) -> None:
+    """Copy models (and the tokenizers and encoders they name) to a registry on shared storage
+    that a cluster's replicas follow; the store's CURRENT moves to the local one."""
+    from onevision.registry_store import push_models
+
+    for row in push_models(registry, to, models, force):
+        typer.echo(f"{row['model']}: uploaded {', '.join(row['uploaded']) or 'nothing'}; "
+                   f"CURRENT {row['was'] or '-'} -> {row['current']}")

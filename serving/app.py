@@ -8,9 +8,9 @@ requests on average):
   loop, and follows the registry for hot swaps (a background thread);
 - `Ingress` (FastAPI) validates the request (`serving.inputs`), routes the user to a variant
   (`serving.experiments`), reads the user's features from Feast online, calls the model,
-  answers, and then logs the request's context (the photo's visual tokens and the features the
-  model read; `streaming.request_log`, for the DPO job) and produces one exposure event per
-  shown item to Kafka with the assignment.
+  answers, and then produces the request's context (the photo's visual tokens and the features
+  the model read; `streaming.request_log`, for the DPO job) and one exposure event per shown item
+  to Kafka with the assignment.
 Endpoints: `POST /v1/search`, `GET /healthz`, `GET /metrics` (Prometheus text); the web page
 `GET /` (`web/index.html`) with `GET /v1/samples`, `/v1/photos/{id}`, `/v1/items/{id}/image`,
 `/v1/users/{id}` (API key) and `POST /v1/events` (a click with its answer's feedback token, or
@@ -43,6 +43,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serving.access import API_KEY_HEADER, Denied, check_api_key, has_api_key
+from serving.cluster_metrics import MetricsHub, Reporter
 from serving.experiments import ExperimentConfig, Router
 from serving.exposures import Answered
 from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_body, read_search, validation_reason
@@ -70,20 +71,25 @@ class SearchModel:
     def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
                  max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S,
                  torch_threads: int | None = None, watch_s: float = WATCH_S, settings: dict | None = None,
-                 item_stats_s: float = ITEM_STATS_S, device: str = "cpu"):
+                 item_stats_s: float = ITEM_STATS_S, device: str = "cpu", hub: DeploymentHandle | None = None):
         import torch
 
         from onevision.catalog.format import load_catalog
         from onevision.device import resolve_device
+        from onevision.storage import localize
 
         if torch_threads:  # Ray sets one thread per reserved CPU; the model may use more
             torch.set_num_threads(torch_threads)
-        # `auto` takes the replica's GPU when Ray gave it one (ray_actor_options num_gpus)
-        self.models = ServedModels(load_catalog(Path(catalog)), Path(registry),
+        # `auto` takes the replica's GPU when Ray gave it one (ray_actor_options num_gpus); catalog
+        # and registry may be URLs (s3://...): this node copies what it needs and checks it
+        self.models = ServedModels(load_catalog(localize(catalog, "catalogs")), registry,
                                    ExperimentConfig.load(Path(experiments)), beam=beam,
                                    device=str(resolve_device(device)))
         self.search.set_max_batch_size(max_batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
+        self.metrics = ReplicaMetrics()
+        self.metrics.serving(self.models.versions)
+        self.reporter = Reporter(hub, self.metrics.registry) if hub is not None else None
         self.stopped = threading.Event()
         if watch_s > 0 and self.models.follow:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="registry-watch").start()
@@ -95,8 +101,11 @@ class SearchModel:
     def _watch(self, every_s: float) -> None:
         """Hot swap: new registry versions load here, off the request path (`ServedModels.refresh`)."""
         while not self.stopped.wait(every_s):
-            for variant in self.models.refresh():
+            changed = self.models.refresh()
+            for variant in changed:
                 log.info("variant %s now serves %s", variant, self.models.versions[variant])
+            if changed:
+                self.metrics.serving(self.models.versions, swaps=len(changed))
 
     def _follow_item_stats(self, settings: dict, every_s: float) -> None:
         """Live S_conv: the items' values from the online store now and every `every_s`, off the
@@ -123,11 +132,48 @@ class SearchModel:
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def search(self, queries: list[dict]) -> list[dict]:
+        self.metrics.batch(len(queries))
         return self.models.search(queries)
 
     def health(self) -> dict:
         return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads,
-                "live_s_conv": self.item_stats}
+                "live_s_conv": self.item_stats, "replica": self.metrics.replica}
+
+
+class ReplicaMetrics:
+    """A model replica's own series, labelled with the replica and its node (`serving.cluster_metrics`
+    merges them with every other replica's): searches and batches it ran, swaps, what it serves."""
+
+    def __init__(self) -> None:
+        from serving.cluster_metrics import node_id, replica_name
+
+        self.replica, self.node = replica_name(), node_id()
+        self.registry = CollectorRegistry()
+        labels = ["replica", "node"]
+        self.searches = Counter("onevision_replica_searches", "searches a model replica ran", labels,
+                                registry=self.registry)
+        self.batches = Counter("onevision_replica_batches", "model batches a replica ran", labels,
+                               registry=self.registry)
+        self.swaps = Counter("onevision_replica_swaps", "hot swaps a replica made", labels, registry=self.registry)
+        self.version = Gauge("onevision_replica_serving", "1 for each variant's version a replica serves",
+                             [*labels, "variant", "version"], registry=self.registry)
+        for c in (self.searches, self.batches, self.swaps):
+            c.labels(self.replica, self.node)
+        self.shown: set[tuple[str, ...]] = set()
+
+    def batch(self, size: int) -> None:
+        self.searches.labels(self.replica, self.node).inc(size)
+        self.batches.labels(self.replica, self.node).inc()
+
+    def serving(self, versions: dict[str, str], swaps: int = 0) -> None:
+        """Set the new label sets, then remove the stale ones (a snapshot in between shows both, never none)."""
+        current = {(self.replica, self.node, variant, version) for variant, version in versions.items()}
+        for labels in current:
+            self.version.labels(*labels).set(1)
+        for labels in self.shown - current:
+            self.version.remove(*labels)
+        self.shown = current
+        self.swaps.labels(self.replica, self.node).inc(swaps)
 
 
 api = FastAPI(title="OneVision image search")
@@ -167,9 +213,10 @@ def _route(request: Request) -> str:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, catalog: str, settings: dict, experiments: str,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES):
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, hub: DeploymentHandle | None = None):
         from features.client import feature_store
         from infra.settings import Settings, redis_client
+        from onevision.storage import localize
         from serving.access import FeedbackSigner, api_key, feedback_secret
         from serving.exposures import ExposureLog
         from serving.rate_limit import RateLimits
@@ -189,7 +236,7 @@ class Ingress:
         # a broker that does not answer costs a send at most max_block_ms, never a hung request
         self.producer = EventProducer(self.settings, kafka_producer(self.settings, max_block_ms=500))
         self.page_html = PAGE.read_text()
-        self.root = Path(catalog)
+        self.root = localize(catalog, "catalogs")
         items = pd.read_parquet(self.root / "items.parquet")
         if "price" not in items.columns:  # the catalog format's default: unknown
             items["price"] = None
@@ -198,7 +245,8 @@ class Ingress:
         q = pd.read_parquet(self.root / "queries.parquet", columns=["query_id", "image", "user_id", "split"])
         self.samples = q[q["split"] == "test"].head(SAMPLE_PHOTOS)  # the page's gallery: photos never trained on
         self.metrics = CollectorRegistry()
-        self.exposures = ExposureLog(self.producer, RequestLog.from_settings(self.settings.redis), self.metrics)
+        self.exposures = ExposureLog(self.producer, RequestLog.for_settings(self.producer.producer, self.settings),
+                                     self.metrics)
         self.redis = redis_client(self.settings.redis, socket_timeout=1, socket_connect_timeout=1)
         self.requests = Counter("onevision_requests", "search requests by variant and HTTP status",
                                 ["variant", "status"], registry=self.metrics)
@@ -208,6 +256,9 @@ class Ingress:
                                 ["cause"], registry=self.metrics)
         self.stream_jobs = Gauge("onevision_stream_jobs", "stream workers and DPO jobs seen within the hour",
                                  ["role", "state"], registry=self.metrics)
+        self.stream_stats = Gauge("onevision_stream_job_stat", "what each live stream job last reported (events, "
+                                  "dlq, events_per_s, freshness_ms_p99; the DPO job's versions, examples, ...)",
+                                  ["role", "worker", "stat"], registry=self.metrics)
         self.events_unavailable = Counter("onevision_events_unavailable",
                                           "events answered 503 because the broker did not take them",
                                           registry=self.metrics)
@@ -215,6 +266,8 @@ class Ingress:
                                     registry=self.metrics, buckets=(1, 2, 4, 8, 12, 16, 32))
         self.latency = Histogram("onevision_request_seconds", "search latency by stage", ["stage"],
                                  registry=self.metrics, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.hub = hub
+        self.reporter = Reporter(hub, self.metrics) if hub is not None else None
         api.state.ingress = self  # what the `doors` middleware counts and limits with
 
     def _user(self, user_id: str) -> dict:
@@ -355,6 +408,11 @@ class Ingress:
             counts[j["role"], "alive" if j["alive"] else "dead"] += 1
         for (role, state), n in counts.items():
             self.stream_jobs.labels(role, state).set(n)
+        self.stream_stats.clear()  # the live jobs only: a stopped worker's numbers leave with it
+        for j in jobs:
+            if j["alive"]:
+                for stat, value in j["stats"].items():
+                    self.stream_stats.labels(j["role"], str(j["worker_id"]), stat).set(value)
         return jobs
 
     @api.get("/healthz")
@@ -370,25 +428,42 @@ class Ingress:
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
+        """Every replica's metrics, merged by the hub (`serving.cluster_metrics`). When the hub does
+        not answer within 2 s: 503, not this replica's own counters under the merged names, which
+        a scraper would read as counter resets."""
         await asyncio.to_thread(self._stream_jobs)
-        return PlainTextResponse(generate_latest(self.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
+        if self.reporter is None:  # built without a hub: this process is the whole picture
+            return PlainTextResponse(generate_latest(self.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
+        try:
+            return PlainTextResponse(await self.reporter.merged(), media_type=CONTENT_TYPE_LATEST)
+        except Exception as exc:  # noqa: BLE001 - the hub restarting or moving: the scrape fails, nothing else
+            log.warning("metrics hub unavailable (%s)", type(exc).__name__)
+            return PlainTextResponse("metrics hub unavailable: retry\n", status_code=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def build(args: dict) -> serve.Application:
-    """The application from `serve run`'s args: catalog, registry, experiments (YAML path),
-    settings (a dict of `infra.settings.Settings`; the environment's when absent), beam,
-    max_batch_size, torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only),
-    device (cpu | cuda | auto: where each SearchModel replica runs the encoder and generator)."""
-    from infra.settings import load_settings
+    """The application from `serve run`'s args: catalog and registry (paths, or URLs every node
+    reads: s3://...; default the settings' `serve` block), experiments (YAML path), settings (a dict
+    of `infra.settings.Settings`; the environment's when absent), beam, max_batch_size,
+    torch_threads, watch_s (0 = no hot swap), item_stats_s (0 = the catalog's S_conv only), device
+    (cpu | cuda | auto: where each SearchModel replica runs the encoder and generator), and
+    deployments ({name: Serve deployment options}, applied as `serve run config.yaml` applies its
+    `deployments` list; `serving.run --config` passes that list here)."""
+    from infra.settings import Settings, load_settings
 
     settings = args.get("settings") or load_settings().private_dump()
-    catalog, experiments = str(args["catalog"]), str(args.get("experiments", DEFAULT_EXPERIMENTS))
+    serve_settings = Settings.model_validate(settings).serve
+    catalog = str(args.get("catalog") or serve_settings.catalog)
+    registry = str(args.get("registry") or serve_settings.registry)
+    experiments = str(args.get("experiments", DEFAULT_EXPERIMENTS))
+    options = args.get("deployments") or {}
     threads = args.get("torch_threads")
-    model = SearchModel.bind(catalog, str(args.get("registry", "data/registry")), experiments,
-                             beam=int(args.get("beam", 256)),
-                             max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
-                             torch_threads=int(threads) if threads else None,
-                             watch_s=float(args.get("watch_s", WATCH_S)),
-                             settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)),
-                             device=str(args.get("device", "cpu")))
-    return Ingress.bind(model, catalog, settings, experiments)
+    hub = MetricsHub.options(**options.get("MetricsHub", {})).bind()
+    model = SearchModel.options(**options.get("SearchModel", {})).bind(
+        catalog, registry, experiments, beam=int(args.get("beam", 256)),
+        max_batch_size=int(args.get("max_batch_size", MAX_BATCH_SIZE)),
+        torch_threads=int(threads) if threads else None, watch_s=float(args.get("watch_s", WATCH_S)),
+        settings=settings, item_stats_s=float(args.get("item_stats_s", ITEM_STATS_S)),
+        device=str(args.get("device", "cpu")), hub=hub)
+    return Ingress.options(**options.get("Ingress", {})).bind(model, catalog, settings, experiments, hub=hub)

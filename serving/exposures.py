@@ -1,5 +1,5 @@
 """What the service logs after each answer, off the request path: the request's context for the
-DPO job (`streaming.request_log`), then one exposure event per shown item to Kafka.
+DPO job (`streaming.request_log`, a Kafka topic), then one exposure event per shown item to Kafka.
 
 Bounded, so that a broker or Redis outage never grows memory or slows answers: at most
 `max_pending` answers wait for their log; beyond that, and whenever the producer's own buffer is
@@ -76,9 +76,11 @@ class ExposureLog:
     def _log(self, a: Answered) -> None:
         if a.visual is not None:
             try:
-                self.request_log.put([RequestContext(a.request_id, a.user_id, a.scene, now_ms(), a.variant,
-                                                     a.model_version, a.user, a.visual.tokens, a.visual.embedding)])
-            except Exception as exc:  # noqa: BLE001 - any storage failure; counted and logged, serving goes on
+                (sent,) = self.request_log.put([RequestContext(a.request_id, a.user_id, a.scene, now_ms(), a.variant,
+                                                               a.model_version, a.user, a.visual.tokens,
+                                                               a.visual.embedding)])
+                sent.add_errback(lambda _exc: self.context_errors.inc())
+            except Exception as exc:  # noqa: BLE001 - any producer failure; counted and logged, serving goes on
                 self.context_errors.inc()
                 log.error("request context %s not logged: %s", a.request_id, exc)
         for pos, (item, price) in enumerate(zip(a.items, a.prices)):

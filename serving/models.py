@@ -36,8 +36,12 @@ def default_model(catalog: Path, method: str = "onevision") -> str:
 
 
 class ServedModels:
-    def __init__(self, catalog, registry: Path, config: ExperimentConfig, beam: int = 256, device: str = "cpu"):
-        self.catalog, self.registry, self.beam, self.device = catalog, Path(registry), beam, device
+    def __init__(self, catalog, registry: str | Path, config: ExperimentConfig, beam: int = 256, device: str = "cpu"):
+        from onevision.registry_store import RegistryView
+
+        # a local path, or a URL every node reads (s3://...): versions are copied to this node and checked
+        self.registry = RegistryView(registry)
+        self.catalog, self.beam, self.device = catalog, beam, device
         self.follow: dict[str, str] = {}  # variant -> model whose CURRENT it follows (no pinned version)
         self.method: dict[str, str] = {}  # variant -> onevision | mca | mca-no-ranking
         self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
@@ -54,12 +58,10 @@ class ServedModels:
             self._serve(v.name, model, v.version or self._current(model))
 
     def _current(self, model: str) -> str:
-        from onevision.registry import current_version
-
-        version = current_version(self.registry, model)
+        version = self.registry.current_version(model)
         if version is None:
             how = "onevision train mca" if model.startswith("mca-") else "onevision train all"
-            raise FileNotFoundError(f"{self.registry / model} has no current version: train it first ({how})")
+            raise FileNotFoundError(f"{self.registry}/{model} has no current version: train it first ({how})")
         return version
 
     def _serve(self, variant: str, model: str, version: str) -> None:
@@ -69,7 +71,7 @@ class ServedModels:
 
         method, name = self.method[variant], f"{model}/{version}"
         if (method, name) not in self.searches:
-            path = self.registry / model / version
+            path = self.registry.version_dir(model, version)
             loaded = (ImageSearch.from_registry(path, self.catalog, self.device) if method == "onevision"
                       else CascadeSearch.from_registry(path, self.catalog, ranking=method == "mca"))
             if self.live_s_conv:

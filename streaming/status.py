@@ -16,6 +16,7 @@ from streaming.groups import DEFAULT_GROUP, DPO_GROUP, ROLE_GROUPS, namespace, s
 ALIVE_S = 15.0  # a job whose stats row is older than this is dead (a running one writes it every ~2 s)
 FORGET_S = 3600.0  # rows older than this (workers long gone) are not shown
 LIVENESS_FIELDS = ("worker_id", "pid", "host", "supervisor_pid", "state", "updated_ms")
+NOT_STATS = {*LIVENESS_FIELDS, "ts", "age_s", "alive"}
 
 
 def judged(row: dict, now_ms: float) -> dict | None:
@@ -28,8 +29,10 @@ def judged(row: dict, now_ms: float) -> dict | None:
 
 def worker_liveness(settings: Settings, client: redis.Redis | None = None) -> list[dict]:
     """Every stream job seen within the hour (feature and session workers, the DPO job), with
-    `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid` and `state`. It reads three
-    Redis keys and no Kafka, so health checks and metrics endpoints can call it per request."""
+    `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid`, `state` and `stats` (the numbers
+    its row reports: events, dead letters, events/s, freshness; the DPO job's versions and
+    examples). It reads three Redis keys and no Kafka, so health checks and metrics endpoints can
+    call it per request, wherever the jobs run."""
     r = client or redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)  # a caller's own, reused
     with r.pipeline(transaction=False) as pipe:
         for group in ROLE_GROUPS.values():
@@ -44,8 +47,10 @@ def worker_liveness(settings: Settings, client: redis.Redis | None = None) -> li
     now, out = time.time() * 1000, []
     for role, group, row in found:
         if (j := judged(row, now)) is not None:
+            stats = {k: v for k, v in j.items() if k not in NOT_STATS and isinstance(v, int | float)
+                     and not isinstance(v, bool)}
             out.append({"role": role, "group": group, "alive": j["alive"], "age_s": j["age_s"],
-                        **{k: j.get(k) for k in LIVENESS_FIELDS}})
+                        **{k: j.get(k) for k in LIVENESS_FIELDS}, "stats": stats})
     return sorted(out, key=lambda w: (w["role"], str(w["worker_id"])))
 
 

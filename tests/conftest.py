@@ -80,3 +80,46 @@ def tiny_generator(tiny_world, tiny_tokenizers, tmp_path_factory):
     version, _ = train_generator(catalog, tok, registry, cache, tmp_path_factory.mktemp("runs"),
                                  GeneratorRecipe(preset="tiny"), progress=False)
     return version, load_generator_data(catalog, tok, cache, progress=False, image_sid=IMAGE_SID, hints=HINTS)
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "onevision-test", "AWS_SECRET_ACCESS_KEY": "onevision-test-secret",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-protocol server (moto's server mode) on a free port with a bucket `onevision`;
+    the environment points boto and s3fs at it (`AWS_ENDPOINT_URL`) for this session and for the
+    processes the tests start. Yields its endpoint URL."""
+    import os
+    import sys
+    import time
+
+    import boto3
+
+    from infra.process import ManagedProcess, port_open
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = ManagedProcess(name="s3", state_dir=tmp_path_factory.mktemp("s3"), host="127.0.0.1", port=port,
+                          argv=[sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                          healthy=lambda: port_open("127.0.0.1", port))
+    proc.start(timeout=60, tie_to_parent=True)
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
+    deadline = time.time() + 30
+    while True:
+        try:
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="onevision")
+            break
+        except Exception:  # noqa: BLE001 - the server is still starting
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+    yield endpoint
+    proc.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

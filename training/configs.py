@@ -78,6 +78,10 @@ class StreamConfig:
     # from a crashed predecessor (a supervisor's restart), then exits naming the holder.
     lease_ttl_s: float = 30.0
     lease_wait_s: float = 45.0
+    # the join of sessions with their request contexts (`streaming.request_log.ContextJoin`): contexts
+    # newer than the newest one read minus join_window_s, at most max_contexts of them
+    join_window_s: float = 3600.0
+    max_contexts: int = 50_000
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The job reads closed image-search sessions from `onevision.sessions` as a consumer group. A
 session that ended in a purchase becomes a list-wise example: the context is what the model
-saw at request time (the photo's visual tokens and the user's features, logged by serving in
-`streaming.request_log`), the positive the purchased item's SID, the negatives the SIDs of
+saw at request time (the photo's visual tokens and the user's features, which serving produces
+to the requests topic and the job joins by request id within a bounded window,
+`streaming.request_log.ContextJoin`), the positive the purchased item's SID, the negatives the SIDs of
 clicked-not-bought and then exposed-not-clicked items. Every micro-batch (`micro_batch`
 examples, or `max_wait_s` after the first) trains a few AdamW steps of eq. 10 (+ eq. 11's NLL
 term) against a frozen reference, the last accepted version, mixed with a bounded replay
@@ -20,7 +21,8 @@ logs go to the dead-letter topic.
 Offsets live in the manifests. On start (or after a crash, `kill -9` included) the job seeks
 every partition to where its newest published version stopped, once it has checked that the
 log there is still the one that version read (`check_resume`: the manifests outlive a broker
-that restarts empty). It continues from CURRENT's
+that restarts empty), and reads the request contexts again from the offsets that version
+recorded as the oldest it still held (`requests_from`). It continues from CURRENT's
 weights, so a micro-batch lost in a crash is trained once, in the version that publishes it.
 No session is trained twice across versions and none is skipped; a session log delivered
 twice (the sessions topic is at least once) is recognised by its id, which every manifest
@@ -51,17 +53,17 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from infra.lease import Lease, LeaseHeld
-from infra.settings import Settings
+from infra.settings import Settings, redis_client
 from onevision.catalog.format import Catalog
 from onevision.device import resolve_device
 from onevision.generator.data import data_for_version
 from onevision.generator.image_search import ImageSearch
-from onevision.generator.model import OneVisionGenerator
+from onevision.generator.model import EMBED_DIM, GRID_DIM, OneVisionGenerator
 from onevision.registry import current_version, history, load_version
 from streaming.consumer import ConsumerJob
 from streaming.groups import status_key
 from streaming.producer import now_ms
-from streaming.request_log import RequestContext, RequestLog
+from streaming.request_log import ContextJoin, RequestContext
 from streaming.schema import SessionLog, parse_session
 from training.configs import DPO_GROUP, StreamConfig
 from training.dpo import candidate_logprob, dpo_objective
@@ -177,6 +179,19 @@ def resume_offsets(mine: list[dict], topic: str) -> tuple[dict[int, int], dict[i
             {int(p): d for p, d in stream.get("marks", {}).items()})
 
 
+def sessions_watermark(mine: list[dict], topic: str) -> int:
+    """The latest session end (ms) the newest version trained on: where the context window stood."""
+    rows = [r for r in mine if r["stream"].get("topic") == topic]
+    return max(rows[-1]["stream"].get("session_end_ts") or [0]) if rows else 0
+
+
+def requests_resume(mine: list[dict], topic: str) -> dict[int, int]:
+    """Where the newest version says the request contexts must be read again from (partition ->
+    offset; empty: from the start)."""
+    rows = [r for r in mine if r["stream"].get("topic") == topic]
+    return {int(p): int(o) for p, o in rows[-1]["stream"].get("requests_from", {}).items()} if rows else {}
+
+
 def digest(value: bytes) -> str:
     return hashlib.sha1(value).hexdigest()[:16]
 
@@ -248,8 +263,8 @@ class DPOStreamJob(ConsumerJob):
         self.device = resolve_device(device)
         self.registry = Path(registry)
         self.topic, self._cache = settings.kafka.sessions_topic, Path(cache)
-        self.requests = RequestLog.from_settings(settings.redis)
-        self.lease = Lease(self.requests.redis, lease_key(model), config.lease_ttl_s)
+        self.redis = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=2)
+        self.lease = Lease(self.redis, lease_key(model), config.lease_ttl_s)
         try:
             self.lease.acquire(config.lease_wait_s)
         except LeaseHeld as err:
@@ -272,6 +287,11 @@ class DPOStreamJob(ConsumerJob):
                         "empty or the topic was recreated): reading them from the start", self.topic, reset)
             self.marks = {p: d for p, d in self.marks.items() if p not in reset}
         self.published_marks = dict(self.marks)  # partition -> digest of the log at published offset - 1
+        # the request contexts: read again from where the newest version says the oldest one it may
+        # still need was, so the sessions after its offsets find theirs (exactly once across a crash)
+        self.contexts = ContextJoin(settings, config.join_window_s, config.max_contexts, config.group)
+        self.contexts.seek(requests_resume(mine, self.topic) if not reset else {})
+        self.contexts.observe(sessions_watermark(mine, self.topic))  # the window where the newest version left it
         self.trained = TrainedSessions.from_versions(mine)
         self.cycle_from: dict[int, int] = dict(self.published)  # where the current micro-batch's sessions start
         self.through: dict[int, int] = dict(self.published)  # next offset after the last session read
@@ -287,15 +307,16 @@ class DPOStreamJob(ConsumerJob):
         """The job's state in Redis (`ov:<group>:status`, expiring unless refreshed), for
         launchers ("ready") and operators."""
         try:
-            self.requests.redis.set(status_key(self.config.group), json.dumps(
+            self.redis.set(status_key(self.config.group), json.dumps(
                 {**self.liveness(), "model": self.model, "reference": self.ref_version, "ts": now_ms(),
-                 "pending": len(self.pending), **self.totals}), ex=120)
+                 "pending": len(self.pending), "contexts_held": len(self.contexts.held), **self.totals}), ex=120)
         except redis.RedisError as err:
             log.warning("could not write the job's status to Redis (%s)", err)
 
     def close(self, clean: bool = True) -> None:
         try:
             super().close(clean)
+            self.contexts.close()
         finally:
             try:
                 self.lease.release()
@@ -315,7 +336,7 @@ class DPOStreamJob(ConsumerJob):
     @staticmethod
     def _zero_counts() -> dict[str, int]:
         return {"sessions": 0, "examples": 0, "duplicates": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0,
-                "dlq": 0}
+                "bad_context": 0, "dlq": 0}
 
     def _open(self, progress: bool) -> None:
         """What the job builds once from CURRENT: prompt building and the catalog's SIDs (`ImageSearch`),
@@ -386,9 +407,16 @@ class DPOStreamJob(ConsumerJob):
                 self.counts["no_purchase" if not s.purchased else "no_negative"] += 1
             else:
                 useful.append((s, cands))
-        for (s, cands), ctx in zip(useful, self.requests.get([s.request_id for s, _ in useful])):
+        if useful:
+            self.contexts.observe(max(s.end_ts for s, _ in useful))
+            self.contexts.catch_up(heartbeat=self.lease.renew)  # a session's context was produced before it closed
+        grid_shape = (self.search.searcher.model.tokens.n_visual - 1, GRID_DIM)  # n_visual: the grid + the pooled
+        for (s, cands), ctx in zip(useful, self.contexts.get([s.request_id for s, _ in useful])):
             if ctx is None:
                 self.counts["no_context"] += 1
+                continue
+            if ctx.grid.shape != grid_shape or ctx.embedding.shape != (EMBED_DIM,):
+                self.counts["bad_context"] += 1  # another encoder's, or forged: it would break the batch
                 continue
             self.pending.append(StreamExample(s.request_id, s.end_ts, ctx, cands))
             self.counts["examples"] += 1
@@ -414,6 +442,7 @@ class DPOStreamJob(ConsumerJob):
                   "through": dict(self.through), "marks": dict(self.marks), **self.counts, **stats,
                   "session_ids": [e.request_id for e in self.pending],
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
+                  "requests_from": self.contexts.resume_offsets(), "contexts": dict(self.contexts.counts),
                   "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
         version = self._publish(verdict, stream)
         self.commit(self.through)
@@ -462,6 +491,8 @@ class DPOStreamJob(ConsumerJob):
         if records:
             self._read(records)
             self.active()
+        else:  # keep up with the request contexts meanwhile
+            self.contexts.catch_up(heartbeat=self.lease.renew)
         due = self.pending and (len(self.pending) >= self.config.micro_batch
                                 or time.monotonic() - self.first_pending >= self.config.max_wait_s)
         self._worked = bool(due) or self.stats_due()

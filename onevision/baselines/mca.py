@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from onevision.ann import search
+from onevision.ann import ItemIndex
 from onevision.items import log1p_known
 
 STAT_COLUMNS = ("clicks_30d", "orders_30d", "gmv_30d")
@@ -71,6 +71,7 @@ class MCACascade:
                  config: MCAConfig = MCAConfig()):
         """item_stats: (N, 3) clicks_30d, orders_30d, gmv_30d."""
         self.emb = np.ascontiguousarray(item_embedding, np.float32)
+        self.index = ItemIndex(self.emb)  # the recall's, built once per catalog version
         self.stats = log1p_known(item_stats).astype(np.float32)
         self.log_price = log1p_known(price).astype(np.float32)
         self.cfg = config
@@ -97,7 +98,7 @@ class MCACascade:
 
     def prerank(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(candidates (B, P), their ANN similarity) after recall and pre-rank."""
-        rec = search(self.emb, query, self.cfg.recall)
+        rec = self.index.search(query, self.cfg.recall)[1]
         sim = np.einsum("bd,bkd->bk", query, self.emb[rec])
         pre = sim + self.cfg.popularity_weight * self.stats[rec, 1]
         keep = np.argsort(-pre, axis=1, kind="stable")[:, : self.cfg.prerank]

@@ -78,6 +78,12 @@ BENCHES = {
                  models=True, check=lambda r: r["complete"] and not r["errors"] and len(r["train"]["rows"]) == 10
                  and all(row["steps"] == 2 for row in r["train"]["rows"]) and r["beam"]["all_valid"]
                  and r["device_audit"]["ok"] and [row["batch"] for row in r["batching"]["rows"]] == [1, 4]),
+    # searches leave nothing in Redis (no workers run): the request contexts are on Kafka
+    "redis_memory": Bench("bench_redis_memory.json", keys("requests", "redis_before", "redis_after",
+                                                          "used_memory_ratio", "new_keys", "contexts_on_kafka"),
+                          models=True, services=True,
+                          check=lambda r: r["load"]["errors"] == 0 and r["new_keys"] == 0
+                          and r["contexts_on_kafka"] == r["requests"]),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),

@@ -53,38 +53,35 @@ def fresh_registry(world, name: str):
 
 
 def send_sessions(settings, world, rows, malformed: int = 0, without_purchase: int = 0) -> int:
-    """Log a request context and a closed session (the target bought, three items shown and
-    not clicked) for each query row; returns how many messages went to the sessions topic."""
+    """Produce a request context, then a closed session (the target bought, three items shown and
+    not clicked), for each query row, as serving and the session worker would; returns how many
+    messages went to the sessions topic."""
     q, vis, items = world["queries"], world["vis"], world["search"].item_ids
-    contexts, producer = [], KafkaProducer(**settings.kafka.client_options(), acks="all")
+    contexts, logs, producer = [], [], KafkaProducer(**settings.kafka.client_options(), acks="all")
     rng = np.random.default_rng(len(rows))
-    sent = 0
     for r in rows:
         rid = f"req-{r}-{rng.integers(1 << 30)}"
         others = [items[i] for i in rng.choice(len(items), 3, replace=False) if items[i] != q["target_item_id"][r]]
         contexts.append(RequestContext(rid, q["user_id"][r], "image_search", int(time.time() * 1000), "live", "m/v",
                                        {}, vis.tokens[r], vis.embedding[r]))
-        log = SessionLog(session_id=rid, request_id=rid, user_id=q["user_id"][r], scene="image_search", start_ts=1,
-                         end_ts=int(time.time() * 1000), exposed=[q["target_item_id"][r], *others],
-                         purchased=[q["target_item_id"][r]], clicked_not_bought=[], exposed_not_clicked=others,
-                         user_features={})
+        logs.append(SessionLog(session_id=rid, request_id=rid, user_id=q["user_id"][r], scene="image_search",
+                               start_ts=1, end_ts=int(time.time() * 1000), exposed=[q["target_item_id"][r], *others],
+                               purchased=[q["target_item_id"][r]], clicked_not_bought=[], exposed_not_clicked=others,
+                               user_features={}))
+    for i in range(without_purchase):
+        logs.append(SessionLog(session_id=f"np{i}", request_id=f"np{i}", user_id="u1", scene="image_search",
+                               start_ts=1, end_ts=2, exposed=[items[0]], purchased=[], clicked_not_bought=[],
+                               exposed_not_clicked=[items[0]], user_features={}))
+    RequestLog(producer, settings.kafka.requests_topic).put(contexts)
+    producer.flush()
+    for log in logs:
         producer.send(settings.kafka.sessions_topic, key=log.user_id.encode(),
                       value=log.model_dump_json(by_alias=True).encode())
-        sent += 1
-    for i in range(without_purchase):
-        log = SessionLog(session_id=f"np{i}", request_id=f"np{i}", user_id="u1", scene="image_search", start_ts=1,
-                         end_ts=2,
-                         exposed=[items[0]], purchased=[], clicked_not_bought=[], exposed_not_clicked=[items[0]],
-                         user_features={})
-        producer.send(settings.kafka.sessions_topic, key=b"u1", value=log.model_dump_json(by_alias=True).encode())
-        sent += 1
     for _ in range(malformed):
         producer.send(settings.kafka.sessions_topic, key=b"u1", value=b'{"schema": 1, "session_id": "broken"')
-        sent += 1
     producer.flush()
     producer.close()
-    RequestLog.from_settings(settings.redis).put(contexts)
-    return sent
+    return len(logs) + malformed
 
 
 def end_offsets(settings) -> dict[int, int]:

@@ -33,7 +33,7 @@ from onevision_cli.main import app as cli
 from serving.ab_report import read_events
 from serving.experiments import ExperimentConfig, Router
 from streaming.producer import EventProducer, event
-from streaming.request_log import RequestLog
+from streaming.request_log import ContextJoin
 from streaming.worker import FeatureWorker, WorkerConfig
 from tests.integration.test_stream_worker import isolated
 from tests.integration.test_worker_faults import letters as dlq_letters
@@ -130,7 +130,11 @@ def test_search_by_upload_and_by_json_logs_one_exposure_per_item(app):
     assert all(e["type"] == "exposure" and e["variant"] == body["variant"] and e["experiment"] == "ab"
                and e["user_id"] == "u-upload" and e["price"] is not None for e in exposed)
     # what the DPO job will train on: the photo's visual tokens and the features the model read
-    (context,) = RequestLog.from_settings(app["settings"].redis).get([body["request_id"]])
+    join, deadline = ContextJoin(app["settings"]), time.monotonic() + 20
+    while join.get([body["request_id"]]) == [None] and time.monotonic() < deadline:
+        join.catch_up()  # produced just after the answer, on the requests topic
+    (context,) = join.get([body["request_id"]])
+    join.close()
     assert context.user_id == "u-upload" and context.variant == body["variant"]
     assert context.model_version == body["model_version"] and context.user["short_sids"] == []
     assert context.grid.shape == (16, 320) and context.embedding.shape == (256,)
@@ -148,6 +152,20 @@ def bomb() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (8000, 8000)).save(buf, format="PNG")  # 64 M pixels in about 60 kB
     return buf.getvalue()
+
+
+def test_searches_leave_redis_as_they_found_it(app):
+    """Request contexts go to Kafka: searches add no key to Redis (only the workers' features would)."""
+    from infra.settings import redis_client
+
+    r = redis_client(app["settings"].redis)
+    before = set(r.keys("*"))
+    for i in range(30):
+        up = requests.post(f"{app['url']}/v1/search", files={"image": ("p.jpg", photo(app), "image/jpeg")},
+                           data={"user_id": f"u-redis-{i}", "top_k": "4"}, timeout=60)
+        assert up.status_code == 200, up.text
+    time.sleep(1)  # the contexts and exposures go out after the answers
+    assert set(r.keys("*")) - before == set()  # bench/redis_memory.py measures the bytes over 10,000
 
 
 def test_bad_input_gets_a_4xx_with_a_reason_and_the_service_keeps_answering(app):

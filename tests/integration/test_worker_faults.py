@@ -158,6 +158,8 @@ def test_a_killed_worker_is_reported_dead_within_15_s_and_a_stopped_one_at_once(
     path = write_table(synthetic_table(n_items=50, dim=8), tmp_path / "items.parquet")
     killed = spawn_worker(s, path, DEFAULT_GROUP)
     wait_for(lambda: (liveness_of(s, killed.pid) or {}).get("alive"), 90, "the worker never said it was alive")
+    stats = liveness_of(s, killed.pid)["stats"]  # what /metrics exports per live job (onevision_stream_job_stat)
+    assert {"events", "events_per_s", "freshness_ms_p99"} <= set(stats) and not {"pid", "updated_ms"} & set(stats)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     t0 = time.time()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onevision.ann import ItemIndex
 from onevision.tokenizers import Tokenizer, load_tokenizer
 from onevision.tokenizers.base import TokenizerInputs
 from onevision.tokenizers.inputs import _predicted_category_text
@@ -34,11 +35,14 @@ class ImageSIDs:
         self.tok, self.item_embedding = tokenizer, np.asarray(item_embedding, np.float32)
         self.item_category, self.category_text = np.asarray(item_category), np.asarray(category_text, np.float32)
         self.n_business, self.without = n_business, without
+        self._index: ItemIndex | None = None  # the items' ANN index (nearest-item mode)
         if mode == "tokenizer" and hints != 1:
             raise ValueError("the tokenizer gives one SID per image; use hints=1")
         if (mode == "none") != (hints == 0):
             raise ValueError("mode 'none' and only it has no image SIDs (hints=0)")
         self.item_sids, self.mode, self.hints = item_sids, mode, hints
+        if mode == "nearest-item":  # built with the model, never inside a request
+            self._index = ItemIndex(self.item_embedding)
 
     def encode(self, embedding: np.ndarray) -> np.ndarray:
         """(B, hints, L) SIDs of images from V's embeddings (B, D)."""
@@ -52,9 +56,8 @@ class ImageSIDs:
         if not len(embedding) or self.mode == "none":
             return np.zeros((len(embedding), self.hints, self.tok.levels), np.int64), zeros
         if self.mode == "nearest-item":
-            from onevision.ann import search_scored
-
-            sims, rows = search_scored(self.item_embedding, embedding, self.hints)
+            assert self._index is not None  # built in nearest-item mode
+            sims, rows = self._index.search(embedding, self.hints)
             assert self.item_sids is not None  # set in nearest-item mode
             return self.item_sids[rows], sims.astype(np.float32)
         text = _predicted_category_text(embedding, self.item_embedding, self.item_category, self.category_text)
