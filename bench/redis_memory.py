@@ -27,7 +27,7 @@ def redis_state(r) -> dict:
     return {"used_memory": int(r.info("memory")["used_memory"]), "keys": len(keys), "by_prefix": dict(prefixes)}
 
 
-def topic_bytes(settings) -> dict:
+def topic_records(settings) -> dict:
     from kafka import KafkaConsumer
 
     from streaming.status import end_offsets
@@ -74,10 +74,10 @@ def main() -> None:
             load(url, photos, 32, 8)  # warm-up: the replicas' first reads and writes
             time.sleep(2)
             r = redis_client(settings.redis)
-            before, topic_before = redis_state(r), topic_bytes(settings)
+            before, topic_before = redis_state(r), topic_records(settings)
             result = load(url, photos, args.requests, args.concurrency)
             time.sleep(3)  # the contexts and exposures go out after the answers
-            after, topic_after = redis_state(r), topic_bytes(settings)
+            after, topic_after = redis_state(r), topic_records(settings)
         finally:
             serve.shutdown()
             ray.shutdown()

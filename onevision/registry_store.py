@@ -91,7 +91,9 @@ class StoreRegistry:
         return (data.decode().strip() if data else None), info.get("ETag")
 
     def current_version(self, model: str) -> str | None:
-        return self.current(model)[0]
+        """CURRENT's version: one read of the pointer (what replicas poll every few seconds)."""
+        data = self._read(self._path(model, CURRENT))
+        return (data.decode().strip() or None) if data else None
 
     def read_manifest(self, model: str, version: str) -> dict:
         data = self._read(self._path(model, version, MANIFEST))

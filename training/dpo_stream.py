@@ -168,28 +168,29 @@ def job_versions(registry: Path, model: str, group: str) -> list[dict]:
     return [r for r in history(registry, model) if (r["stream"] or {}).get("group") == group]
 
 
-def resume_offsets(mine: list[dict], topic: str) -> tuple[dict[int, int], dict[int, str]]:
-    """Where the newest of this job's versions (`job_versions`) on `topic` stopped: partition ->
-    next offset, and partition -> digest of the last session log it read (empty: none yet)."""
+def newest_stream(mine: list[dict], topic: str) -> dict:
+    """The stream block of the newest of this job's versions (`job_versions`) on `topic`; {} when none."""
     rows = [r for r in mine if r["stream"].get("topic") == topic]
-    if not rows:
-        return {}, {}
-    stream = rows[-1]["stream"]
-    return ({int(p): int(o) for p, o in stream["through"].items()},
+    return rows[-1]["stream"] if rows else {}
+
+
+def resume_offsets(mine: list[dict], topic: str) -> tuple[dict[int, int], dict[int, str]]:
+    """Where the newest of this job's versions on `topic` stopped: partition -> next offset, and
+    partition -> digest of the last session log it read (empty: none yet)."""
+    stream = newest_stream(mine, topic)
+    return ({int(p): int(o) for p, o in stream.get("through", {}).items()},
             {int(p): d for p, d in stream.get("marks", {}).items()})
 
 
 def sessions_watermark(mine: list[dict], topic: str) -> int:
     """The latest session end (ms) the newest version trained on: where the context window stood."""
-    rows = [r for r in mine if r["stream"].get("topic") == topic]
-    return max(rows[-1]["stream"].get("session_end_ts") or [0]) if rows else 0
+    return max(newest_stream(mine, topic).get("session_end_ts") or [0])
 
 
 def requests_resume(mine: list[dict], topic: str) -> dict[int, int]:
     """Where the newest version says the request contexts must be read again from (partition ->
     offset; empty: from the start)."""
-    rows = [r for r in mine if r["stream"].get("topic") == topic]
-    return {int(p): int(o) for p, o in rows[-1]["stream"].get("requests_from", {}).items()} if rows else {}
+    return {int(p): int(o) for p, o in newest_stream(mine, topic).get("requests_from", {}).items()}
 
 
 def digest(value: bytes) -> str:
