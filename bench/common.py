@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +138,22 @@ def embedded_services(state: Path | None = None, partitions: int | None = None, 
         svc.down(settings)
         if scratch:
             shutil.rmtree(state, ignore_errors=True)
+
+
+def timed(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, runs interleaved in rotating order (A B C,
+    B C A, ...) so that a noisy neighbour slows every variant alike and none always follows the
+    heaviest; plus each one's output."""
+    out = {name: fn() for name, fn in fns.items()}  # warm-up
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):  # rotate the order, so no variant always runs right after the heaviest one
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), out[name]) for name, t in times.items()}
 
 
 def write_report(args: argparse.Namespace, name: str, report: dict) -> Path:

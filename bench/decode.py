@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import options, parse, write_report
+from common import options, parse, timed, write_report
 from safetensors.numpy import load_file
 
 from onevision.generator.decode.beam import beam_search
@@ -75,22 +75,6 @@ def prompts(model: OneVisionGenerator, n: int, seed: int = 0):
                                       rng.standard_normal((n, 256)).astype(np.float32),
                                       t.scene_ids(["image_search"] * n)))
     return model.embed(x)
-
-
-def timed(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each function, runs interleaved in rotating order (A B C,
-    B C A, ...) so that a noisy neighbour slows every variant alike and none always follows the
-    heaviest; plus each one's output."""
-    out = {name: fn() for name, fn in fns.items()}  # warm-up
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):  # rotate the order, so no variant always runs right after the heaviest one
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            fn = fns[name]
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (float(np.median(t)), out[name]) for name, t in times.items()}
 
 
 def main() -> None:

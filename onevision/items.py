@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
+
+from onevision.ann import ItemIndex
 
 ITEM_SIDS = "item_sids.parquet"
 
@@ -31,13 +32,41 @@ class ItemTableError(ValueError):
     pass
 
 
+class ItemVectors:
+    """Each item's vector (what its codes reconstruct), stored once per distinct vector inside
+    their L2 index: items that share a SID share their reconstruction, and an HNSW graph over exact
+    duplicates builds slowly and traps its searches."""
+
+    def __init__(self, vectors: np.ndarray):
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or not len(vecs):
+            raise ItemTableError(f"need one vector per item, got shape {vecs.shape}")
+        distinct, first, row = np.unique(vecs, axis=0, return_index=True, return_inverse=True)
+        self.index = ItemIndex(distinct, metric="l2")
+        self.first = first  # index row -> the first item with that vector
+        self.row = row.reshape(-1)  # item -> index row
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __getitem__(self, items) -> np.ndarray:
+        return np.asarray(self.index.vectors[self.row[items]], np.float32)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def nearest(self, vectors: np.ndarray) -> np.ndarray:
+        """(n,) the item whose vector is nearest each of `vectors` (the first of equals)."""
+        _, idx = self.index.search(vectors, 1)
+        return self.first[idx[:, 0]]
+
+
 @dataclass
 class ItemTable:
     item_ids: list[str]
     sids: np.ndarray  # (n, L) int64
-    vectors: np.ndarray | None = None  # (n, d) float32: what each item's codes reconstruct
+    vectors: np.ndarray | ItemVectors | None = None  # (n, d): what each item's codes reconstruct
     _index: dict[str, int] = field(init=False, repr=False)
-    _ann: faiss.Index | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.sids = np.asarray(self.sids, dtype=np.int64)
@@ -46,10 +75,10 @@ class ItemTable:
         self._index = {item: i for i, item in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise ItemTableError("item ids repeat in the item table")
-        if self.vectors is not None:
-            self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-            self._ann = faiss.IndexFlatL2(self.vectors.shape[1])
-            self._ann.add(self.vectors)
+        if self.vectors is not None and not isinstance(self.vectors, ItemVectors):
+            if len(self.vectors) != len(self.item_ids):
+                raise ItemTableError(f"{len(self.vectors)} vectors for {len(self.item_ids)} items")
+            self.vectors = ItemVectors(self.vectors)  # indexed once (exact, HNSW for a large catalog)
 
     @property
     def levels(self) -> int:
@@ -70,10 +99,9 @@ class ItemTable:
 
     def nearest_sids(self, vectors: np.ndarray) -> np.ndarray:
         """Re-quantize mean vectors to the nearest catalog item's SID (always a valid SID)."""
-        if self._ann is None:
+        if not isinstance(self.vectors, ItemVectors):
             raise ItemTableError("the item table has no vectors; use the 'onesearch' long-term mode")
-        _, idx = self._ann.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-        return self.sids[idx[:, 0]]
+        return self.sids[self.vectors.nearest(vectors)]
 
     def snap(self, codes: np.ndarray) -> np.ndarray:
         """The valid SID that follows `codes` level by level: at each level the closest code
@@ -89,20 +117,24 @@ class ItemTable:
         return out
 
 
-def load_item_table(path: str | Path) -> ItemTable:
+def load_item_table(path: str | Path, vectors: bool = True) -> ItemTable:
     """From a tokenizer version folder (its item_sids.parquet) or a parquet file with item_id,
-    sid and optionally vector columns."""
+    sid and optionally vector columns (read only with `vectors`: what re-quantizes users' mean
+    vectors; searching needs only ids and SIDs, and skips their index)."""
     path = Path(path)
     if path.is_dir():
         path = path / ITEM_SIDS
     if not path.is_file():
         raise ItemTableError(f"no item SID table at {path} (train a tokenizer first: onevision tokenizer train)")
-    df = pd.read_parquet(path)
-    missing = {"item_id", "sid"} - set(df.columns)
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    missing = {"item_id", "sid"} - names
     if missing:
         raise ItemTableError(f"{path} lacks column(s) {sorted(missing)}")
-    vectors = np.stack(df["vector"].to_numpy()) if "vector" in df.columns else None
-    return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vectors)
+    df = pd.read_parquet(path, columns=["item_id", "sid"] + (["vector"] if vectors and "vector" in names else []))
+    vecs = np.stack(df["vector"].to_numpy()) if "vector" in df.columns else None
+    return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vecs)
 
 
 def log1p_known(values) -> np.ndarray:

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.numpy import save_file
 
@@ -101,7 +102,7 @@ def train_generator(catalog: Catalog, tokenizer_version: Path, registry: Path, c
 
 def _train_and_publish(catalog: Catalog, tokenizer_version: Path, registry: Path, cache: Path, runs: Path,
                        recipe: GeneratorRecipe, progress: bool, parallel: ParallelConfig) -> tuple[Path, dict]:
-    from onevision.eval.generative import evaluate_generator, searcher_for
+    from onevision.eval.generative import catalog_embedding, evaluate_generator, searcher_for
 
     t0 = time.perf_counter()
     point_in_time(catalog, cache)  # val queries' items ordered by the stats known at their time
@@ -137,7 +138,9 @@ def _train_and_publish(catalog: Catalog, tokenizer_version: Path, registry: Path
             png = workdir / stage / "loss.png"
             if png.is_file():
                 files[f"loss_{stage}.png"] = shutil.copy(png, Path(tmp) / f"loss_{stage}.png")
-        save_file({"embedding": searcher.item_embedding}, str(Path(tmp) / ITEM_EMBEDDING))
+        # the float32 embeddings (a large catalog's index holds float16 copies)
+        save_file({"embedding": np.ascontiguousarray(catalog_embedding(data), np.float32)},
+                  str(Path(tmp) / ITEM_EMBEDDING))
         files[ITEM_EMBEDDING] = Path(tmp) / ITEM_EMBEDDING
         log_path = Path(tmp) / "training_log.json"
         log_path.write_text(json.dumps(logs))

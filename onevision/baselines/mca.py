@@ -70,8 +70,8 @@ class MCACascade:
     def __init__(self, item_embedding: np.ndarray, item_stats: np.ndarray, price: np.ndarray,
                  config: MCAConfig = MCAConfig()):
         """item_stats: (N, 3) clicks_30d, orders_30d, gmv_30d."""
-        self.emb = np.ascontiguousarray(item_embedding, np.float32)
-        self.index = ItemIndex(self.emb)  # the recall's, built once per catalog version
+        self.index = ItemIndex(item_embedding)  # the recall's, built once per catalog version
+        self.emb = self.index.vectors  # its stored vectors: the one copy (float16 beyond the exact size)
         self.stats = log1p_known(item_stats).astype(np.float32)
         self.log_price = log1p_known(price).astype(np.float32)
         self.cfg = config
@@ -96,10 +96,14 @@ class MCACascade:
         self.mean, self.std = arrays["mean"], arrays["std"]
         return self
 
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """Item embeddings as float32, whatever the index stores."""
+        return self.emb[rows].astype(np.float32, copy=False)
+
     def prerank(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(candidates (B, P), their ANN similarity) after recall and pre-rank."""
         rec = self.index.search(query, self.cfg.recall)[1]
-        sim = np.einsum("bd,bkd->bk", query, self.emb[rec])
+        sim = np.einsum("bd,bkd->bk", query, self._rows(rec))
         pre = sim + self.cfg.popularity_weight * self.stats[rec, 1]
         keep = np.argsort(-pre, axis=1, kind="stable")[:, : self.cfg.prerank]
         return np.take_along_axis(rec, keep, 1), np.take_along_axis(sim, keep, 1)
@@ -111,14 +115,14 @@ class MCACascade:
         f[..., 1] = np.arange(p)[None] / p
         f[..., 2:5] = self.stats[cands]
         f[..., 5] = self.log_price[cands]
-        ce = self.emb[cands]  # (B, P, D)
+        ce = self._rows(cands)  # (B, P, D)
         for r in range(b):
             short = users.short_items[r][users.short_items[r] >= 0]
             long = users.long_items[r]
             if len(short):
-                f[r, :, 6] = (ce[r] @ self.emb[short].T).max(1)
+                f[r, :, 6] = (ce[r] @ self._rows(short).T).max(1)
             if len(long):
-                centre = self.emb[long].mean(0)
+                centre = self._rows(long).mean(0)
                 f[r, :, 7] = ce[r] @ (centre / max(np.linalg.norm(centre), 1e-6))
                 f[r, :, 9] = np.abs(self.log_price[cands[r]] - self.log_price[long].mean())
                 f[r, :, 10] = np.isin(cands[r], np.concatenate([short, long]))

@@ -73,7 +73,7 @@ class CascadeSearch:
         tokenizer = resolve_ref(read_version(version)[1]["tokenizer"], version)
         encoder = AlignedEfficientNet.load(resolve_ref(load_version(tokenizer)[1]["encoder"], tokenizer))
         items = catalog.items
-        table = load_item_table(tokenizer)
+        table = load_item_table(tokenizer, vectors=False)
         sids = table.sids[table.indices(items["item_id"])]
         return cls(encoder, mca, items["item_id"], sids, s_conv(items),
                    float(manifest["metrics"].get("confidence_threshold", 0.0)), ranking=ranking)

@@ -18,11 +18,17 @@ from onevision.metrics.retrieval import retrieval_metrics
 QUERY_SETS = ("click", "order", "all")
 
 
+def catalog_embedding(data) -> np.ndarray:
+    """V's float32 embeddings of the catalog's items (row i = item i) from the image bank of
+    `data` (onevision.generator.data.GeneratorData): what a version publishes."""
+    return data.bank.tokens.embedding[data.bank.rows(data.catalog.items["image"])]
+
+
 def searcher_for(model, data, **options) -> GenerativeSearcher:
     """A searcher over the catalog of `data` (onevision.generator.data.GeneratorData), its
     confidence threshold calibrated on the training photos; `options` are `SearchConfig` fields."""
     emb = data.bank.tokens.embedding
-    item_emb = emb[data.bank.rows(data.catalog.items["image"])]
+    item_emb = catalog_embedding(data)
     train = data.queries("train")
     threshold = calibrate_threshold(emb[data.bank.rows(train["image"])],
                                     item_emb[data.table.indices(train["target_item_id"])]) if len(train) else 0.0

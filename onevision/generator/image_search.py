@@ -124,7 +124,7 @@ class ImageSearch:
         model = OneVisionGenerator.load(generator_version).to(device)
         tokenizer = resolve_ref(config["tokenizer"], generator_version)
         tok_config = load_version(tokenizer)[1]
-        table = load_item_table(tokenizer)
+        table = load_item_table(tokenizer, vectors=False)
         encoder = AlignedEfficientNet.load(resolve_ref(tok_config["encoder"], tokenizer)).to(device)
         items = catalog.items.set_index("item_id").loc[table.item_ids].reset_index()
         embedding = load_file(str(Path(generator_version) / "item_embedding.safetensors"))["embedding"]
@@ -132,6 +132,7 @@ class ImageSearch:
         catalog_arrays = SearchCatalog(table.sids, s_conv(items), embedding, relative_price(items),
                                        category_index(items))
         searcher = GenerativeSearcher(model, catalog_arrays, SearchConfig(threshold=threshold))
-        image_sids = ImageSIDs.from_version(tokenizer, items["category"], embedding,
+        # the searcher's index holds the catalog's one copy of the embeddings; the hints search it too
+        image_sids = ImageSIDs.from_version(tokenizer, items["category"], searcher.index,
                                             mode=config.get("image_sid", "tokenizer"), hints=model.tokens.n_hints)
         return cls(encoder, searcher, image_sids, table.item_ids)

@@ -15,7 +15,7 @@ top-K similarity check).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,12 @@ class SIDItems:
     sids: np.ndarray  # (G, L) distinct SIDs, lexicographic
     starts: np.ndarray  # (G + 1,) group g's items are members[starts[g]:starts[g + 1]]
     members: np.ndarray  # item rows
+    _dims: np.ndarray = field(init=False, repr=False, compare=False)  # (L,) each level's largest code + 1
+    _keys: np.ndarray = field(init=False, repr=False, compare=False)  # (G,) the SIDs raveled, ascending
+
+    def __post_init__(self) -> None:  # once, not on every lookup: they cost as much as the catalog
+        self._dims = self.sids.max(0) + 1
+        self._keys = np.ravel_multi_index(self.sids.T, self._dims)
 
     @classmethod
     def build(cls, item_sids: np.ndarray, score: np.ndarray) -> "SIDItems":
@@ -65,10 +71,10 @@ class SIDItems:
     def groups(self, sids: np.ndarray) -> np.ndarray:
         """Group index of each SID (N, L), -1 where no item has it."""
         sids = np.atleast_2d(np.asarray(sids, np.int64))
-        keys = np.ravel_multi_index(sids.T, self.sids.max(0) + 1, mode="clip")
-        mine = np.ravel_multi_index(self.sids.T, self.sids.max(0) + 1)
+        keys = np.ravel_multi_index(sids.T, self._dims, mode="clip")
+        mine = self._keys
         pos = np.minimum(np.searchsorted(mine, keys), len(mine) - 1)
-        ok = (mine[pos] == keys) & (sids <= self.sids.max(0)).all(1)
+        ok = (mine[pos] == keys) & (sids < self._dims).all(1)
         return np.where(ok, pos, -1)
 
     def slot_groups(self, sids: np.ndarray) -> np.ndarray:
@@ -78,33 +84,37 @@ class SIDItems:
         flat = sids.reshape(-1, sids.shape[-1])
         return np.where((flat < 0).any(1), -1, self.groups(np.maximum(flat, 0))).reshape(sids.shape[:-1])
 
-    def group_sums(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, ...) per-item values -> their sums over each SID's items (G, ...) and the item counts
-        (G,): what a SID's items have in common (their embedding, their price level)."""
+    def group_means(self, values: np.ndarray, unknown: float) -> np.ndarray:
+        """(N, ...) per-item values -> each SID's mean over its items (G + 1, ...), the last row
+        `unknown`: indexed by `slot_groups`, whose -1 is a SID no item has (a user's price level).
+        A table of G rows: for scalar values only (per-SID vectors are gathered on demand, `gather`)."""
         values = np.asarray(values, np.float64)
         counts = np.diff(self.starts)
         sums = np.zeros((len(self.sids), *values.shape[1:]), np.float64)
         np.add.at(sums, np.repeat(np.arange(len(self.sids)), counts), values[self.members])
-        return sums, counts
-
-    def group_means(self, values: np.ndarray, unknown: float) -> np.ndarray:
-        """(N, ...) per-item values -> each SID's mean over its items (G + 1, ...), the last row
-        `unknown`: indexed by `slot_groups`, whose -1 is a SID no item has (a user's price level,
-        category mix)."""
-        sums, counts = self.group_sums(values)
         means = sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))
         return np.concatenate([means, np.full((1, *means.shape[1:]), unknown)])
+
+    def gather(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M,) group indices (-1: none) -> every item of them, flat: (position in `groups`, item row),
+        positions ascending, each group's items in S_conv order. What a few SIDs' items have in
+        common (their embedding, their categories) is computed from these, not kept per SID."""
+        groups = np.asarray(groups, np.int64).reshape(-1)
+        where = np.flatnonzero(groups >= 0)
+        g = groups[where]
+        n = self.starts[g + 1] - self.starts[g]
+        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        return np.repeat(where, n), self.members[np.repeat(self.starts[g], n) + offset]
 
     def expand(self, beam_sids: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(B, beam, L) SIDs -> the items they hold, flat: (row, beam position, item row), in beam
         order and S_conv order inside each SID; SIDs no item has, or not `live` (B, beam), hold none."""
         b, beam = beam_sids.shape[:2]
         groups = self.groups(beam_sids.reshape(-1, beam_sids.shape[-1])).reshape(b, beam)
-        rows, pos = np.nonzero((groups >= 0) if live is None else (groups >= 0) & live)
-        g = groups[rows, pos]
-        n = self.starts[g + 1] - self.starts[g]
-        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        return np.repeat(rows, n), np.repeat(pos, n), self.members[np.repeat(self.starts[g], n) + offset]
+        if live is not None:
+            groups = np.where(live, groups, -1)
+        where, items = self.gather(groups)
+        return where // beam, where % beam, items
 
     def rank(self, beam_sids: np.ndarray, k: int = 10, scores: np.ndarray | None = None,
              query_embedding: np.ndarray | None = None, item_embedding: np.ndarray | None = None,

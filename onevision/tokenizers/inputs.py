@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onevision.ann import ItemIndex
 from onevision.catalog.format import Catalog
 from onevision.encoders.base import ImageEncoder
 from onevision.items import log1p_known
@@ -59,13 +60,12 @@ class CatalogFeatures:
                        inp["queries"], z["queries.target"])
 
 
-def _predicted_category_text(query_vecs: np.ndarray, item_vecs: np.ndarray, item_cat: np.ndarray, cat_text: np.ndarray,
-                             k: int = 10) -> np.ndarray:
-    import faiss
-
-    index = faiss.IndexFlatIP(item_vecs.shape[1])
-    index.add(np.ascontiguousarray(item_vecs, dtype=np.float32))
-    _, nn_idx = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), min(k, len(item_vecs)))
+def predicted_category_text(query_vecs: np.ndarray, items: np.ndarray | ItemIndex, item_cat: np.ndarray,
+                            cat_text: np.ndarray, k: int = 10) -> np.ndarray:
+    """The category text of each query photo: its `k` nearest catalog items' majority category
+    (`items`: their index when one is held, else their embeddings, searched exactly once)."""
+    index = items if isinstance(items, ItemIndex) else ItemIndex(items, exact_up_to=len(items))
+    _, nn_idx = index.search(query_vecs, k)
     votes = item_cat[nn_idx]
     majority = np.array([np.bincount(row).argmax() for row in votes])
     return cat_text[majority]
@@ -106,7 +106,7 @@ def build_features(catalog: Catalog, encoder: ImageEncoder, progress: bool = Tru
     views = PairData(pairs.inputs.take(slice(0, n_views)), extra_item[:n_views])
 
     q_vecs = encoder.encode_files([catalog.path(p) for p in test["image"]], desc="test photos", progress=progress)
-    q_text = (_predicted_category_text(q_vecs, item_vecs, item_cat, cat_text) if len(q_vecs)
+    q_text = (predicted_category_text(q_vecs, item_vecs, item_cat, cat_text) if len(q_vecs)
               else np.zeros((0, cat_text.shape[1]), np.float32))
     queries = TokenizerInputs(q_vecs, q_text, np.zeros((len(q_vecs), business.shape[1]), np.float32))
     return CatalogFeatures(item_inputs_, pairs, views, queries,

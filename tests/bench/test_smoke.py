@@ -84,6 +84,12 @@ BENCHES = {
                           models=True, services=True,
                           check=lambda r: r["load"]["errors"] == 0 and r["new_keys"] == 0
                           and r["contexts_on_kafka"] == r["requests"]),
+    # two synthetic catalogs in the paper's codebook, the larger one past the exact index (HNSW)
+    "scale": Bench("bench_scale.json", keys("sizes", "codebook", "rows", "slopes", "acceptance"),
+                   check=lambda r: [row["index"]["kind"] for row in r["rows"]] == ["exact", "hnsw"]
+                   and all(row["search"]["all_valid"] and row["search"]["results"] > 0
+                           and row["index"]["recall_at_10"] > 0.9 for row in r["rows"])
+                   and r["slopes"]["search_lookahead_ms"] is not None),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),

@@ -4,6 +4,7 @@ neighbours found (recall@10 against exact search)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from onevision.ann import ItemIndex
 
@@ -47,3 +48,28 @@ def test_beyond_the_exact_size_hnsw_finds_the_exact_neighbours():
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)])
     assert recall >= 0.95, recall
     assert index.search(photos[:2], 300)[1].shape == (2, 300)  # more hits than efSearch's default
+
+
+def test_the_index_holds_the_only_copy_and_its_views_keep_it_alive():
+    import gc
+
+    items, _ = _catalog(3_000)
+    for exact_up_to in (10_000, 1_000):  # exact, then HNSW
+        vectors = ItemIndex(items, exact_up_to=exact_up_to).vectors  # the index itself is dropped here
+        gc.collect()
+        _ = np.ones((3_000, 64), np.float32) * 7  # memory a freed index would have handed back
+        if exact_up_to > len(items):
+            assert vectors.dtype == np.float32 and np.array_equal(vectors, items)
+        else:  # HNSW keeps float16 copies
+            assert vectors.dtype == np.float16 and np.abs(vectors - items).max() < 1e-3
+        assert not vectors.flags.writeable
+
+
+def test_l2_search_finds_the_nearest_vectors_of_any_length():
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((500, 16)).astype(np.float32) * rng.uniform(0.1, 5, (500, 1)).astype(np.float32)
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    _, rows = ItemIndex(items, metric="l2").search(queries, 1)
+    assert (rows[:, 0] == ((queries[:, None] - items[None]) ** 2).sum(-1).argmin(1)).all()
+    with pytest.raises(ValueError, match="unknown metric"):
+        ItemIndex(items, metric="cosine")

@@ -10,7 +10,8 @@
 - Many queries decode together.
 - Optionally a look-ahead (`decode.lookahead.SimilarityGuide`) ranks hypotheses by log-probability + the
   best photo-item similarity under their prefix, so a narrow beam keeps the prefix that holds
-  the photo's product; the returned scores stay log-probabilities.
+  the photo's product; the returned scores stay log-probabilities. Its cost per query does not
+  grow with the catalog (`lookahead.Bonuses`).
 
 The decoder step reads SIDBart's own weights (post-LN BART decoder layers), so scores are the
 sums of level-restricted log-probabilities that `SIDBart.forward` gives transformers' beam
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onevision.generator.decode.lookahead import Bonuses
 from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.model import OneVisionGenerator, SIDBart
 from onevision.generator.prompt.builder import Prompts
@@ -101,7 +103,7 @@ class _Decoder:
 
 @torch.no_grad()
 def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, trie: SIDTrie,
-                beam: int = 10, constrained: bool = True, guide: list[torch.Tensor] | None = None) -> BeamResult:
+                beam: int = 10, constrained: bool = True, guide: Bonuses | None = None) -> BeamResult:
     """Encode the prompts' embeddings once, then `decode`."""
     model.eval()
     if attention_mask is None:
@@ -112,10 +114,10 @@ def beam_search(model: SIDBart, inputs_embeds: torch.Tensor, attention_mask: tor
 
 @torch.no_grad()
 def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDTrie, beam: int = 10,
-           constrained: bool = True, guide: list[torch.Tensor] | None = None) -> BeamResult:
+           constrained: bool = True, guide: Bonuses | None = None) -> BeamResult:
     """Beam search from encoder states (B, S, H) and their mask (B, S). With `guide`
-    (`SimilarityGuide.bonuses` of the B photos: per level, a bonus per trie node) hypotheses are
-    ranked by log-probability + their node's bonus; SIDs come out in that order.
+    (`SimilarityGuide.bonuses` of the B photos) hypotheses are ranked by log-probability + the
+    bonus of the prefix they make; SIDs come out in that order.
 
     Everything stays on the encoder states' device (the trie is moved there once); the SIDs and
     scores are copied to the host once, at the end."""
@@ -124,6 +126,7 @@ def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDT
     model.eval()
     b, device = enc.shape[0], enc.device
     trie = trie.to(device)
+    guide = guide.to(device) if guide is not None else None
     decoder = _Decoder(model, enc, enc_mask)
     tokens = torch.full((b, 1), BOS, dtype=torch.long, device=device)
     width = 1  # hypotheses per query so far
@@ -142,10 +145,8 @@ def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDT
         top = min(beam, width * k)
         if guide is None:
             scores, flat = total.topk(top, dim=-1)
-        else:  # a missing child (-1) reads the bonus table's last column, -inf
-            child = trie.children(level, nodes.clamp(min=0))
-            bonus = guide[level].to(device)[queries.repeat_interleave(width)[:, None], child]
-            _, flat = (total + bonus.reshape(b, width * k)).topk(top, dim=-1)
+        else:
+            _, flat = (total + guide.at(level, nodes.reshape(b, width))).topk(top, dim=-1)
             scores = total.gather(1, flat)
         parent, code = flat // k, flat % k
         decoder.reorder(parent)
@@ -160,7 +161,7 @@ def decode(model: SIDBart, enc: torch.Tensor, enc_mask: torch.Tensor, trie: SIDT
 
 @torch.no_grad()
 def generate_sids(model: OneVisionGenerator, prompts: Prompts, trie: SIDTrie, beam: int = 10, constrained: bool = True,
-                  guide: list[torch.Tensor] | None = None) -> BeamResult:
+                  guide: Bonuses | None = None) -> BeamResult:
     """The generator's SIDs for `prompts`: encode, then `decode` (`guide`: the similarity look-ahead)."""
     model.eval()
     enc, mask = model.encode(prompts)

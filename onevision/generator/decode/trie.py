@@ -22,27 +22,25 @@ def _tensor(x, device: torch.device) -> torch.Tensor:
 
 class SIDTrie:
     def __init__(self, sids: np.ndarray, sizes: tuple[int, ...], device: str | torch.device = "cpu"):
-        sids = np.unique(np.asarray(sids, dtype=np.int64), axis=0)
+        sids = np.asarray(sids, dtype=np.int64)
         if sids.ndim != 2 or sids.shape[1] != len(sizes) or not len(sids):
             raise ValueError(f"need SIDs of {len(sizes)} codes, got shape {sids.shape}")
         if (sids < 0).any() or (sids >= np.asarray(sizes)).any():
             raise ValueError(f"SID codes outside the sizes {sizes}")
+        if not (np.diff(np.ravel_multi_index(sids.T, sizes)) > 0).all():  # already distinct and sorted: kept, not copied
+            sids = np.unique(sids, axis=0)
         self.sids, self.sizes = sids, tuple(int(s) for s in sizes)
         self.device = torch.device(device)
         node = [np.zeros(len(sids), dtype=np.int64)]  # node id of each SID's prefix of length l
         for level in range(1, len(sizes) + 1):
             node.append(np.unique(sids[:, :level], axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64))
         self.n_nodes = [int(n.max()) + 1 for n in node]
-        # the SIDs are sorted, so each node of level l is a run of them: the row its run starts at
-        self.node_starts = [np.searchsorted(n, np.arange(c)) for n, c in zip(node, self.n_nodes)]
-        # each SID's node at every level 1..L (the look-ahead's bonuses reduce over them)
+        # each SID's node at every level 1..L (the look-ahead finds its neighbours' prefixes by them)
         self.sid_nodes = [torch.from_numpy(n) for n in node[1:]]
         self.keys: list[torch.Tensor] = []  # per level, the sorted edge keys node * K + code
         self.child: list[torch.Tensor] = []  # the child node of each key
         self.dense: list[torch.Tensor | None] = []  # per level, a (nodes, codes) mask where small enough
-        self.dense_child: list[torch.Tensor | None] = []  # ... and the child each code leads to (-1: none)
         self.ptr: list[torch.Tensor] = []  # CSR: node n's keys are keys[ptr[n]:ptr[n + 1]]
-        self.codes: list[torch.Tensor] = []  # the code of each key
         for level, k in enumerate(self.sizes):
             keys, first = np.unique(node[level] * k + sids[:, level], return_index=True)
             child = node[level + 1][first]
@@ -52,14 +50,9 @@ class SIDTrie:
                 mask = np.zeros((self.n_nodes[level], k), dtype=bool)
                 mask[keys // k, keys % k] = True
                 self.dense.append(torch.from_numpy(mask))
-                table = np.full((self.n_nodes[level], k), -1, dtype=np.int64)
-                table[keys // k, keys % k] = child
-                self.dense_child.append(torch.from_numpy(table))
             else:
                 self.dense.append(None)  # a level too wide for a dense table
-                self.dense_child.append(None)
             self.ptr.append(torch.from_numpy(np.searchsorted(keys, np.arange(self.n_nodes[level] + 1) * k)))
-            self.codes.append(torch.from_numpy(keys % k))
         self._copies: dict[torch.device, SIDTrie] = {self.device: self}
         if self.device.type != "cpu":
             self._move(self.device)
@@ -67,9 +60,9 @@ class SIDTrie:
     def _move(self, device: torch.device) -> None:
         def move(ts):
             return [None if t is None else t.to(device) for t in ts]
-        self.sid_nodes, self.keys, self.child, self.ptr, self.codes = (
-            move(self.sid_nodes), move(self.keys), move(self.child), move(self.ptr), move(self.codes))
-        self.dense, self.dense_child = move(self.dense), move(self.dense_child)
+        self.sid_nodes, self.keys, self.child, self.ptr = (
+            move(self.sid_nodes), move(self.keys), move(self.child), move(self.ptr))
+        self.dense = move(self.dense)
         self.device = device
 
     def to(self, device: str | torch.device) -> "SIDTrie":
@@ -89,6 +82,12 @@ class SIDTrie:
     def levels(self) -> int:
         return len(self.sizes)
 
+    @property
+    def nbytes(self) -> int:
+        """The trie's memory: its SIDs and every level's tables."""
+        tensors = [*self.sid_nodes, *self.keys, *self.child, *self.ptr, *self.dense]
+        return self.sids.nbytes + sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
     def allowed(self, level: int, nodes) -> torch.Tensor:
         """(len(nodes), K_level) booleans on the trie's device: the codes that extend each node to a
         valid prefix."""
@@ -98,19 +97,8 @@ class SIDTrie:
             return dense[nodes]
         mask = torch.zeros((len(nodes), self.sizes[level]), dtype=torch.bool, device=self.device)
         rows, idx = self._edges(level, nodes)
-        mask[rows, self.codes[level][idx]] = True
+        mask[rows, self.keys[level][idx] % self.sizes[level]] = True
         return mask
-
-    def children(self, level: int, nodes) -> torch.Tensor:
-        """(len(nodes), K_level) the child node (level + 1) each code leads to, -1 where none."""
-        nodes = _tensor(nodes, self.device)
-        dense_child = self.dense_child[level]
-        if dense_child is not None:
-            return dense_child[nodes]
-        out = torch.full((len(nodes), self.sizes[level]), -1, dtype=torch.long, device=self.device)
-        rows, idx = self._edges(level, nodes)
-        out[rows, self.codes[level][idx]] = self.child[level][idx]
-        return out
 
     def _edges(self, level: int, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The edges leaving `nodes` (CSR): (index into nodes, index into the level's keys)."""

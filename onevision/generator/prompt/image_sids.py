@@ -17,7 +17,7 @@ import numpy as np
 from onevision.ann import ItemIndex
 from onevision.tokenizers import Tokenizer, load_tokenizer
 from onevision.tokenizers.base import TokenizerInputs
-from onevision.tokenizers.inputs import _predicted_category_text
+from onevision.tokenizers.inputs import predicted_category_text
 
 MODES = ("tokenizer", "nearest-item", "none")  # none: the image alone (IRGen-like)
 
@@ -25,24 +25,23 @@ MODES = ("tokenizer", "nearest-item", "none")  # none: the image alone (IRGen-li
 class ImageSIDs:
     """mode `tokenizer`: the tokenizer quantizes the photo (one SID); `nearest-item`: the SIDs
     of the `hints` catalog items nearest the photo in V's space (the photo snapped onto valid
-    SIDs), nearest first."""
+    SIDs), nearest first. Both find the nearest items in the catalog's `ann.ItemIndex`, built
+    with the model (or the searcher's, given instead of the embeddings), never inside a request."""
 
-    def __init__(self, tokenizer: Tokenizer, item_embedding: np.ndarray, item_category: np.ndarray,
+    def __init__(self, tokenizer: Tokenizer, item_embedding: np.ndarray | ItemIndex, item_category: np.ndarray,
                  category_text: np.ndarray, n_business: int, without: str | None = None,
                  item_sids: np.ndarray | None = None, mode: str = "tokenizer", hints: int = 1):
         if mode not in MODES:
             raise ValueError(f"unknown image-SID mode {mode!r}; choose from {', '.join(MODES)}")
-        self.tok, self.item_embedding = tokenizer, np.asarray(item_embedding, np.float32)
+        self.tok = tokenizer
         self.item_category, self.category_text = np.asarray(item_category), np.asarray(category_text, np.float32)
         self.n_business, self.without = n_business, without
-        self._index: ItemIndex | None = None  # the items' ANN index (nearest-item mode)
         if mode == "tokenizer" and hints != 1:
             raise ValueError("the tokenizer gives one SID per image; use hints=1")
         if (mode == "none") != (hints == 0):
             raise ValueError("mode 'none' and only it has no image SIDs (hints=0)")
         self.item_sids, self.mode, self.hints = item_sids, mode, hints
-        if mode == "nearest-item":  # built with the model, never inside a request
-            self._index = ItemIndex(self.item_embedding)
+        self.index = ItemIndex.of(item_embedding) if mode != "none" else None  # the items' ANN index
 
     def encode(self, embedding: np.ndarray) -> np.ndarray:
         """(B, hints, L) SIDs of images from V's embeddings (B, D)."""
@@ -56,18 +55,19 @@ class ImageSIDs:
         if not len(embedding) or self.mode == "none":
             return np.zeros((len(embedding), self.hints, self.tok.levels), np.int64), zeros
         if self.mode == "nearest-item":
-            assert self._index is not None  # built in nearest-item mode
-            sims, rows = self._index.search(embedding, self.hints)
+            assert self.index is not None  # built unless mode none
+            sims, rows = self.index.search(embedding, self.hints)
             assert self.item_sids is not None  # set in nearest-item mode
             return self.item_sids[rows], sims.astype(np.float32)
-        text = _predicted_category_text(embedding, self.item_embedding, self.item_category, self.category_text)
+        assert self.index is not None
+        text = predicted_category_text(embedding, self.index, self.item_category, self.category_text)
         if self.without == "category":
             text = np.zeros_like(text)
         inputs = TokenizerInputs(embedding, text, np.zeros((len(embedding), self.n_business), np.float32))
         return self.tok.encode(inputs)[:, None], zeros
 
     @classmethod
-    def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray,
+    def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray | ItemIndex,
                      mode: str = "tokenizer", hints: int = 1) -> "ImageSIDs":
         """From a tokenizer registry version and the catalog items' categories (tokenizer order)."""
         from onevision.encoders.text import TextEncoder
@@ -80,4 +80,4 @@ class ImageSIDs:
         from onevision.items import load_item_table
 
         return cls(tok, item_embedding, item_cat, TextEncoder().encode(list(names)), n_business, config.get("without"),
-                   load_item_table(tokenizer_version).sids, mode, hints)
+                   load_item_table(tokenizer_version, vectors=False).sids, mode, hints)

@@ -43,9 +43,8 @@ class CategoryAffinity:
         if prior <= 0:
             raise ValueError(f"the prior must be positive, not {prior}")
         self.items, self.item_category = items, cat
-        n_categories = int(cat.max()) + 1
-        self.sid_mix = items.group_means(np.eye(n_categories)[cat], 0.0)  # row -1: unknown SID
-        self.share = np.bincount(cat, minlength=n_categories) / len(cat)
+        self.n_categories = int(cat.max()) + 1
+        self.share = np.bincount(cat, minlength=self.n_categories) / len(cat)
         self.weight, self.prior = weight, prior
 
     @classmethod
@@ -55,7 +54,11 @@ class CategoryAffinity:
     def lift(self, recent_sids: np.ndarray) -> np.ndarray:
         """(B, M, L) SIDs of each user's recent clicks and orders (-1 rows pad) -> (B, C) the log
         lift of every category for that user (0 for a user with none the catalog knows)."""
-        counts = self.sid_mix[self.items.slot_groups(recent_sids)].sum(1)
+        groups = self.items.slot_groups(recent_sids)  # (B, M); each SID counts once, split over its items' categories
+        where, members = self.items.gather(groups)
+        size = np.diff(self.items.starts)[groups.reshape(-1)[where]]
+        counts = np.zeros((len(groups), self.n_categories))
+        np.add.at(counts, (where // max(groups.shape[1], 1), self.item_category[members]), 1.0 / size)
         n = counts.sum(1, keepdims=True)
         return np.log((counts + self.prior * self.share) / ((n + self.prior) * self.share))
 

@@ -21,8 +21,9 @@ from functools import partial
 
 import numpy as np
 
+from onevision.ann import ItemIndex
 from onevision.generator.decode.beam import generate_sids
-from onevision.generator.decode.lookahead import SimilarityGuide
+from onevision.generator.decode.lookahead import NEIGHBOURS, SimilarityGuide
 from onevision.generator.decode.trie import SIDTrie
 from onevision.generator.model import OneVisionGenerator
 from onevision.generator.prompt.builder import Prompts
@@ -50,13 +51,15 @@ SIMILARITY_WEIGHT = 80.0
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """How the searcher ranks: the weights of its score's terms, the look-ahead, the confidence
-    threshold (a calibrated cosine) and the batch size of one beam search."""
+    """How the searcher ranks: the weights of its score's terms, the look-ahead (and how many of
+    the photo's nearest items it is exact for), the confidence threshold (a calibrated cosine) and
+    the batch size of one beam search."""
 
     similarity_weight: float = SIMILARITY_WEIGHT  # 0: SIDs in beam order, items by S_conv inside each
     price_weight: float = PRICE_WEIGHT
     category_weight: float = CATEGORY_WEIGHT
     lookahead: bool = True
+    lookahead_neighbours: int = NEIGHBOURS
     threshold: float = 0.0
     batch_size: int = 64
 
@@ -64,11 +67,12 @@ class SearchConfig:
 @dataclass(frozen=True)
 class SearchCatalog:
     """The catalog as the searcher reads it, row i = item i: SIDs (N, L), S_conv (N,), V's
-    embeddings (N, D) and, for the personalization terms, relative prices and category indices."""
+    embeddings (N, D; or their `ann.ItemIndex`, which then holds the only copy) and, for the
+    personalization terms, relative prices and category indices."""
 
     sids: np.ndarray
     s_conv: np.ndarray
-    embedding: np.ndarray
+    embedding: np.ndarray | ItemIndex
     relative_price: np.ndarray | None = None
     category: np.ndarray | None = None
 
@@ -77,13 +81,16 @@ class GenerativeSearcher:
     def __init__(self, model: OneVisionGenerator, catalog: SearchCatalog, config: SearchConfig = SearchConfig()):
         self.model, self.config = model.eval(), config
         self.item_sids = np.asarray(catalog.sids, np.int64)  # (N, L) each item's SID
-        self.trie = SIDTrie(self.item_sids, model.vocab.sizes)
         # (N,) the catalog's S_conv; `items` may follow live values (ImageSearch.use_s_conv)
         self.s_conv = np.asarray(catalog.s_conv, np.float64)
         self.items = SIDItems.build(catalog.sids, catalog.s_conv)
-        self.item_embedding = np.asarray(catalog.embedding, np.float32)
+        self.trie = SIDTrie(self.items.sids, model.vocab.sizes)  # the distinct SIDs, shared
+        # the items' ANN index, built once; its stored vectors are the searcher's embeddings (N, D)
+        self.index = ItemIndex.of(catalog.embedding)
+        self.item_embedding = self.index.vectors
         # the beam ranks prefixes by log-prob + weight x their best item's cosine (none in pure beam order)
-        self.guide = SimilarityGuide(self.trie, self.items, self.item_embedding) if config.lookahead else None
+        self.guide = SimilarityGuide(self.trie, self.items, self.index, config.lookahead_neighbours) \
+            if config.lookahead else None
         # the shopper's price level from their short-term SIDs (price_affinity); none without prices or weight
         self.price = PriceAffinity(self.items, catalog.relative_price, config.price_weight) \
             if catalog.relative_price is not None and config.price_weight else None

@@ -33,18 +33,42 @@ def setup():
     return model, trie, item_sids, emb, torch.randn(3, 6, model.config.d_model)
 
 
-def test_bonus_is_the_best_cosine_under_each_prefix(setup):
+def guide_of(trie, item_sids, emb, neighbours=None):
+    """The guide, exact (every item a neighbour) unless `neighbours` says fewer."""
+    return SimilarityGuide(trie, grouped(item_sids), emb, neighbours or len(emb))
+
+
+@pytest.mark.parametrize("neighbours", [300, 20])
+def test_each_extension_scores_its_best_cosine_or_the_kth_neighbours(setup, neighbours):
+    """With every item a neighbour, each one-code extension of a beam's prefixes gets weight x the
+    best cosine under it; with fewer, those holding a neighbour still do, and every other one gets
+    weight x the K-th neighbour's cosine: never less than its own best (admissible)."""
     _, trie, item_sids, emb, _ = setup
     query = emb[[5, 77]] * 0.9 + 0.1 * emb[[1, 2]]
-    bonuses = SimilarityGuide(trie, grouped(item_sids), emb).bonuses(query, 3.0)
+    bonuses = guide_of(trie, item_sids, emb, neighbours).bonuses(query, 3.0)
     cos = query @ emb.T
-    for level, table in enumerate(bonuses, start=1):
-        table = table.numpy()
-        assert table.shape == (2, trie.n_nodes[level] + 1) and np.isneginf(table[:, -1]).all()
-        prefixes = np.unique(trie.sids[:, :level], axis=0)  # node ids are lexicographic
-        for node in range(0, len(prefixes), 7):
-            under = (item_sids[:, :level] == prefixes[node]).all(1)
-            assert np.allclose(table[:, node], 3.0 * cos[:, under].max(1))
+    kth = 3.0 * np.sort(cos, 1)[:, ::-1][:, neighbours - 1]
+    rng = np.random.default_rng(0)
+    checked = {"exact": 0, "bound": 0}
+    for level in range(trie.levels):
+        prefixes = np.unique(trie.sids[:, :level], axis=0) if level else np.zeros((1, 0), np.int64)
+        width = min(5, len(prefixes))
+        nodes = np.stack([rng.choice(len(prefixes), size=width, replace=False) for _ in range(2)])
+        got = bonuses.at(level, torch.from_numpy(nodes)).numpy().reshape(2, width, SIZES[level])
+        for r in range(2):
+            for w, node in enumerate(nodes[r]):
+                for code in range(SIZES[level]):
+                    under = (item_sids[:, :level] == prefixes[node]).all(1) & (item_sids[:, level] == code)
+                    if not under.any():
+                        continue  # not in the trie: the beam's mask has made it -inf
+                    best = 3.0 * cos[r, under].max()
+                    if best >= kth[r] - 1e-6:
+                        assert got[r, w, code] == pytest.approx(best, abs=1e-5)
+                        checked["exact"] += 1
+                    else:
+                        assert got[r, w, code] == pytest.approx(kth[r], abs=1e-5) and got[r, w, code] >= best
+                        checked["bound"] += 1
+    assert checked["exact"] > 20 and (checked["bound"] > 20) == (neighbours < len(emb)), checked
 
 
 def test_the_guide_refuses_items_of_another_trie(setup):
@@ -57,7 +81,7 @@ def test_a_zero_weight_guide_changes_nothing(setup):
     model, trie, item_sids, emb, x = setup
     plain = beam_search(model, x, None, trie, beam=6)
     zero = beam_search(model, x, None, trie, beam=6,
-                       guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 0.0))
+                       guide=guide_of(trie, item_sids, emb).bonuses(emb[:3], 0.0))
     assert (plain.sids == zero.sids).all()
     np.testing.assert_allclose(plain.scores, zero.scores, rtol=1e-6)
 
@@ -68,7 +92,7 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
     weight = 2.0
     everything = beam_search(model, x, None, trie, beam=len(trie.sids))  # every SID with its log-prob
     guided = beam_search(model, x, None, trie, beam=len(trie.sids),
-                         guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(query, weight))
+                         guide=guide_of(trie, item_sids, emb).bonuses(query, weight))
     for r in range(len(x)):
         logp = {tuple(s): v for s, v in zip(everything.sids[r].tolist(), everything.scores[r])}
         best = {}
@@ -84,16 +108,24 @@ def test_an_exhaustive_guided_beam_ranks_every_sid_by_log_prob_plus_its_best_cos
 def test_a_narrow_guided_beam_keeps_the_photos_item(setup):
     model, trie, item_sids, emb, x = setup
     targets = [3, 150, 299]
-    guide = SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[targets], 100.0)
+    guide = guide_of(trie, item_sids, emb).bonuses(emb[targets], 100.0)
     guided = beam_search(model, x, None, trie, beam=1, guide=guide)
     assert (guided.sids[:, 0] == item_sids[targets]).all()
     plain = beam_search(model, x, None, trie, beam=1)
     assert not (plain.sids[:, 0] == item_sids[targets]).all(1).all()  # what the plain beam misses
 
 
+def test_a_few_neighbours_keep_the_photos_item_in_a_narrow_beam(setup):
+    model, trie, item_sids, emb, x = setup
+    targets = [3, 150, 299]
+    guide = guide_of(trie, item_sids, emb, neighbours=8).bonuses(emb[targets], 100.0)
+    guided = beam_search(model, x, None, trie, beam=1, guide=guide)
+    assert (guided.sids[:, 0] == item_sids[targets]).all()
+
+
 def test_guided_search_is_batch_invariant(setup):
     model, trie, item_sids, emb, x = setup
-    guide = SimilarityGuide(trie, grouped(item_sids), emb)
+    guide = guide_of(trie, item_sids, emb)
     batched = beam_search(model, x, None, trie, beam=4, guide=guide.bonuses(emb[:3], 5.0))
     for i in range(len(x)):
         single = beam_search(model, x[i:i + 1], None, trie, beam=4, guide=guide.bonuses(emb[i:i + 1], 5.0))
@@ -106,4 +138,4 @@ def test_the_guide_needs_the_constraint(setup):
     model, trie, item_sids, emb, x = setup
     with pytest.raises(ValueError, match="constrained"):
         beam_search(model, x, None, trie, beam=2, constrained=False,
-                    guide=SimilarityGuide(trie, grouped(item_sids), emb).bonuses(emb[:3], 1.0))
+                    guide=guide_of(trie, item_sids, emb).bonuses(emb[:3], 1.0))

@@ -48,20 +48,6 @@ def test_csr_masks_equal_dense_masks(monkeypatch):
         assert (csr.allowed(level, nodes) == dense.allowed(level, nodes)).all()
 
 
-def test_children_are_where_each_code_advances_dense_or_csr(monkeypatch):
-    s = sids()
-    tries = [SIDTrie(s, SIZES)]
-    monkeypatch.setattr(trie_module, "DENSE_LIMIT", 0)
-    tries.append(SIDTrie(s, SIZES))
-    for t in tries:
-        for level in range(len(SIZES)):
-            nodes = np.random.default_rng(level).integers(0, t.n_nodes[level], 200)
-            children = t.children(level, nodes)
-            for code in range(SIZES[level]):
-                assert (children[:, code] == t.advance(level, nodes, np.full(len(nodes), code))).all()
-            assert ((children >= 0) == t.allowed(level, nodes).numpy()).all()
-
-
 def test_bad_sids_are_refused():
     with pytest.raises(ValueError, match="outside"):
         SIDTrie(np.array([[16, 0, 0, 0, 0]]), SIZES)
