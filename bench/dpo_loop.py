@@ -138,7 +138,7 @@ def main() -> None:
     from infra.process import free_port
     from onevision.catalog.format import load_catalog
     from onevision.registry import load_version, resolve_ref
-    from serving.ab_report import per_request, read_events, summarize
+    from serving.ab_report import per_unit, read_events, summarize
     from serving.access import local_api_key
     from serving.launch import start_service, stop_service
     from serving.simulator import ShopperWorld, run_traffic
@@ -182,7 +182,7 @@ def main() -> None:
             stop_service(settings)
             stop_workers(settings)
 
-    summary = summarize(per_request(events), control="frozen")
+    summary = summarize(per_unit(events, args.unit), control="frozen", unit=args.unit)
     live = summary["variants"].get("live", {})
     fresh = []
     for r in rows:
@@ -198,6 +198,7 @@ def main() -> None:
         "p_value_live_vs_frozen": live.get("orders_per_1k", {}).get("p_value_vs_control", float("nan")),
         "live_beats_frozen": bool(live and live["orders_per_1k"]["value"]
                                   > summary["variants"]["frozen"]["orders_per_1k"]["value"]),
+        "verdict": summary["verdict"], "sample_ratio": summary["sample_ratio"],
         "freshness_s": {"sessions": len(fresh), **({"p50": round(float(np.percentile(fresh, 50)), 1),
                                                    "p90": round(float(np.percentile(fresh, 90)), 1)} if fresh else {})},
         "versions": [{"version": r["version"], "status": r["status"], "parent": r["parent"],

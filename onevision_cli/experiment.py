@@ -56,12 +56,17 @@ def report(
     control: str = typer.Option("mca", help="the control variant"),
     experiment: str = typer.Option(None, help="only this experiment's events (default: every event with a variant)"),
     reports: Path = typer.Option(Path("reports"), help="where ab.json, ab.md and ab.png go"),
+    experiments: Path = typer.Option(None, help="the experiment config whose randomization unit and weights the "
+                                     "intervals and the sample-ratio check follow (default serving/experiments.yaml)"),
 ) -> None:
     """Item CTR, PV CTR, CVR and orders per thousand requests per variant, with 95% intervals
-    and p-values against the control."""
+    over the randomization unit, p-values against the control, a ranking only where differences are
+    significant (else the requests a difference would need), and a sample-ratio check."""
     from infra.settings import load_settings
-    from serving.ab_report import ab_report, markdown
+    from serving.ab_report import ab_report, experiment_design, markdown
+    from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig
 
-    path, rep = ab_report(load_settings(), reports, control, experiment)
+    unit, weights = experiment_design(ExperimentConfig.load(experiments or DEFAULT_EXPERIMENTS), experiment)
+    path, rep = ab_report(load_settings(), reports, control, experiment, unit=unit, weights=weights)
     typer.echo(markdown(rep))
     typer.echo(f"wrote {path} (and .md, .png)")

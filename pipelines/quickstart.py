@@ -268,8 +268,9 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     from infra.settings import load_settings
     from onevision.baselines.mca import registry_name
     from onevision.registry import current_version
-    from serving.ab_report import ab_report, markdown
+    from serving.ab_report import ab_report, experiment_design, markdown
     from serving.access import local_api_key
+    from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig
     from serving.launch import start_service
     from serving.models import default_model
     from serving.simulator import CatalogShoppers, load_shoppers, run_traffic
@@ -322,7 +323,9 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
                f"{stats.orders} orders")
     time.sleep(2)  # the last exposures are logged just after their answers
     try:
-        path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca")
+        unit, weights = experiment_design(ExperimentConfig.load(DEFAULT_EXPERIMENTS), "onevision-vs-mca")
+        path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca", unit=unit,
+                                 weights=weights)
         typer.echo("  " + markdown(report).replace("\n", "\n  "))
         typer.echo(f"  report: {path} (and .md, .png)")
     except ValueError as exc:  # too little traffic for every variant yet

@@ -44,13 +44,12 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.access import API_KEY_HEADER, Denied, check_api_key, has_api_key
 from serving.cluster_metrics import MetricsHub, Reporter
-from serving.experiments import ExperimentConfig, Router
+from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig, Router
 from serving.exposures import Answered
 from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_body, read_search, validation_reason
 from serving.models import ServedModels
 from serving.schemas import SEARCH_FORM, FeedbackBody, Hit, JSONSearch, SearchResponse, openapi_body
 
-DEFAULT_EXPERIMENTS = Path(__file__).with_name("experiments.yaml")
 PAGE = Path(__file__).parent / "web" / "index.html"
 SAMPLE_PHOTOS = 16
 EVENT_ACK_S = 5.0  # how long /v1/events waits for the broker before answering 503

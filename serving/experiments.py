@@ -20,6 +20,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
+DEFAULT_EXPERIMENTS = Path(__file__).with_name("experiments.yaml")
 WEIGHT_SUM_RANGE = (0.99, 1.01)  # the spec's tolerance; outside it, weights fall back to equal
 
 

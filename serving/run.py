@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     from ray import serve
 
     from onevision.storage import is_url
-    from serving.app import DEFAULT_EXPERIMENTS, build
+    from serving.app import build
+    from serving.experiments import DEFAULT_EXPERIMENTS
 
     settings = load_settings().serve
     app_args = serve_config(args.config) if args.config else {}

@@ -1,29 +1,35 @@
-"""The A/B report's arithmetic: per-request grouping, metrics, intervals and p-values."""
+"""The A/B report's arithmetic: grouping by the randomization unit, metrics, intervals and
+p-values, a ranking only where differences are significant (with the sample a difference would
+need otherwise), and the sample-ratio check."""
 
 import numpy as np
+import pytest
 
-from serving.ab_report import markdown, per_request, summarize
+from serving.ab_report import experiment_design, markdown, per_unit, summarize
+from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig
 
 
-def events(variant: str, n: int, click_every: int, order_every: int, start: int = 0) -> list[dict]:
+def events(variant: str, n: int, click_every: int, order_every: int, start: int = 0,
+           requests_per_user: int = 1) -> list[dict]:
     out = []
     for r in range(start, start + n):
-        rid = f"{variant}-{r}"
-        out += [{"type": "exposure", "request_id": rid, "variant": variant} for _ in range(10)]
+        rid, user = f"{variant}-{r}", f"u-{variant}-{r // requests_per_user}"
+        out += [{"type": "exposure", "request_id": rid, "user_id": user, "variant": variant} for _ in range(10)]
         if r % click_every == 0:
-            out.append({"type": "click", "request_id": rid, "variant": variant})
+            out.append({"type": "click", "request_id": rid, "user_id": user, "variant": variant})
             if r % order_every == 0:
-                out.append({"type": "order", "request_id": rid, "variant": variant})
+                out.append({"type": "order", "request_id": rid, "user_id": user, "variant": variant})
     return out
 
 
 def test_metrics_per_variant_and_p_values():
     ev = events("a", 2000, 2, 10) + events("b", 2000, 2, 10) + events("c", 2000, 4, 40)
-    req = per_request(ev)
-    assert {v: r.shape for v, r in req.items()} == {"a": (2000, 3), "b": (2000, 3), "c": (2000, 3)}
-    rep = summarize(req, control="a")
+    req = per_unit(ev, "request")
+    assert {v: r.shape for v, r in req.items()} == {"a": (2000, 6), "b": (2000, 6), "c": (2000, 6)}
+    rep = summarize(req, control="a", unit="request")
     a, b, c = (rep["variants"][v] for v in "abc")
-    assert a["requests"] == 2000 and a["exposures"] == 20000 and a["clicks"] == 1000 and a["orders"] == 200
+    assert a["requests"] == a["units"] == 2000 and a["exposures"] == 20000 and a["clicks"] == 1000
+    assert a["orders"] == 200
     assert np.isclose(a["item_ctr"]["value"], 0.05) and np.isclose(a["pv_ctr"]["value"], 0.5)
     assert np.isclose(a["cvr"]["value"], 0.2) and np.isclose(a["orders_per_1k"]["value"], 100)
     lo, hi = a["orders_per_1k"]["ci95"]
@@ -31,13 +37,76 @@ def test_metrics_per_variant_and_p_values():
     assert "p_value_vs_control" not in a["orders_per_1k"]
     assert b["orders_per_1k"]["p_value_vs_control"] > 0.5  # the same traffic
     assert c["orders_per_1k"]["p_value_vs_control"] < 1e-6  # 25 vs 100 orders per 1k
-    assert rep["ranking_by_orders_per_1k"][-1] == "c"
+    # a and b are one tier (no significant difference), c significantly below both
+    assert [sorted(t) for t in rep["ranking_by_orders_per_1k"]] == [["a", "b"], ["c"]]
+    assert "Significant" in rep["verdict"] and "a > c" in rep["verdict"] and "b > c" in rep["verdict"]
     md = markdown({**rep, "experiment": "x"})
-    assert "| c | 2000 |" in md and "p=" in md
+    assert "| c | 2000 | 2000 |" in md and "p=" in md and "(a ~ b) > c" in md
 
 
-def test_unknown_control_is_a_clear_error():
-    import pytest
+def test_overlapping_variants_are_not_ranked_and_the_needed_sample_is_given():
+    """The quickstart's case: a few hundred requests, orders rare, intervals overlapping."""
+    ev = events("mca", 120, 3, 12) + events("onevision", 120, 3, 15) + events("mca-no-ranking", 120, 3, 9)
+    rep = summarize(per_unit(ev, "request"), control="mca", unit="request")
+    assert len(rep["ranking_by_orders_per_1k"]) == 1  # one tier: nothing significant
+    assert "No difference in orders per 1k requests is significant" in rep["verdict"]
+    largest = max(rep["comparisons"], key=lambda r: r["difference"])
+    need = largest["requests_per_variant_for_80pct_power"]
+    assert need > 120 and f"{need:,} requests per variant" in rep["verdict"]
+    # at about that many requests per variant the same rates do separate (about 80% of the time)
+    n = 4 * need  # comfortably past it, so the test does not flake
+    big = summarize(per_unit(events(largest["better"], n, 3, {"mca-no-ranking": 9, "mca": 12, "onevision": 15}
+                                    [largest["better"]])
+                             + events(largest["worse"], n, 3, {"mca-no-ranking": 9, "mca": 12, "onevision": 15}
+                                      [largest["worse"]]), "request"),
+                    control=largest["worse"], unit="request")
+    assert big["comparisons"][0]["significant"]
 
+
+def test_intervals_follow_the_randomized_user_not_the_request():
+    """Ten requests per user, each user ordering on all or none of them: the users, not the
+    requests, are the independent draws, so the interval is wider than a per-request bootstrap's."""
+    ev = []
+    for v in ("a", "b"):
+        for u in range(200):
+            for r in range(10):
+                rid, user = f"{v}-{u}-{r}", f"{v}-{u}"
+                ev.append({"type": "exposure", "request_id": rid, "user_id": user, "variant": v})
+                if u % 5 == 0:  # a fifth of the users order every time
+                    ev += [{"type": t, "request_id": rid, "user_id": user, "variant": v} for t in ("click", "order")]
+    by_user = summarize(per_unit(ev, "user"), control="a", unit="user")
+    by_request = summarize(per_unit(ev, "request"), control="a", unit="request")
+    assert by_user["variants"]["a"]["units"] == 200 and by_request["variants"]["a"]["units"] == 2000
+    assert by_user["variants"]["a"]["requests"] == by_request["variants"]["a"]["requests"] == 2000
+    assert by_user["variants"]["a"]["orders_per_1k"]["value"] == pytest.approx(200)
+
+    def width(rep):
+        lo, hi = rep["variants"]["a"]["orders_per_1k"]["ci95"]
+        return hi - lo
+
+    assert width(by_user) > 2 * width(by_request)  # design effect: 10 perfectly correlated requests per user
+
+
+def test_a_sample_ratio_mismatch_is_flagged():
+    ev = events("a", 1000, 2, 10) + events("b", 600, 2, 10)
+    even = summarize(per_unit(ev, "request"), control="a", unit="request")
+    assert even["sample_ratio"]["mismatch"] and even["sample_ratio"]["p_value"] < 1e-6
+    assert "SAMPLE-RATIO MISMATCH" in markdown(even)
+    planned = summarize(per_unit(ev, "request"), control="a", unit="request", weights={"a": 0.625, "b": 0.375})
+    assert not planned["sample_ratio"]["mismatch"] and "Sample ratio as expected" in markdown(planned)
+
+
+def test_the_design_comes_from_the_experiment_config():
+    config = ExperimentConfig.load(DEFAULT_EXPERIMENTS)
+    unit, weights = experiment_design(config, "onevision-vs-mca")
+    assert unit == "user" and weights == {"mca": 0.3334, "onevision": 0.3333, "mca-no-ranking": 0.3333}
+    assert experiment_design(config, None) == ("user", None)
+    with pytest.raises(ValueError, match="no experiment 'nope'"):
+        experiment_design(config, "nope")
+
+
+def test_unknown_control_or_unit_is_a_clear_error():
     with pytest.raises(ValueError, match="control variant 'z'"):
-        summarize(per_request(events("a", 5, 1, 1)), control="z")
+        summarize(per_unit(events("a", 5, 1, 1)), control="z")
+    with pytest.raises(ValueError, match="randomization unit 'session'"):
+        per_unit(events("a", 5, 1, 1), "session")

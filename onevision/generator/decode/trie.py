@@ -27,7 +27,7 @@ class SIDTrie:
             raise ValueError(f"need SIDs of {len(sizes)} codes, got shape {sids.shape}")
         if (sids < 0).any() or (sids >= np.asarray(sizes)).any():
             raise ValueError(f"SID codes outside the sizes {sizes}")
-        if not (np.diff(np.ravel_multi_index(sids.T, sizes)) > 0).all():  # already distinct and sorted: kept, not copied
+        if not (np.diff(np.ravel_multi_index(sids.T, sizes)) > 0).all():  # distinct and sorted: kept, not copied
             sids = np.unique(sids, axis=0)
         self.sids, self.sizes = sids, tuple(int(s) for s in sizes)
         self.device = torch.device(device)
