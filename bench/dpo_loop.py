@@ -54,6 +54,11 @@ def private_registry(registry: Path, catalog_name: str, root: Path) -> Path:
     return root
 
 
+def nan_if_none(p: float | None) -> float:
+    """A p-value for the report and its plot: NaN where too few units gave none."""
+    return float("nan") if p is None else p
+
+
 def experiments_file(path: Path, unit: str) -> Path:
     path.write_text(yaml.safe_dump({
         "default_variant": "frozen",
@@ -195,7 +200,7 @@ def main() -> None:
         "traffic": {"requests": stats.requests, "errors": stats.errors, "clicks": stats.clicks, "orders": stats.orders},
         "variants": {v: {"requests": s["requests"], "orders": s["orders"], "orders_per_1k": s["orders_per_1k"]}
                      for v, s in summary["variants"].items()},
-        "p_value_live_vs_frozen": live.get("orders_per_1k", {}).get("p_value_vs_control", float("nan")),
+        "p_value_live_vs_frozen": nan_if_none(live.get("orders_per_1k", {}).get("p_value_vs_control")),
         "live_beats_frozen": bool(live and live["orders_per_1k"]["value"]
                                   > summary["variants"]["frozen"]["orders_per_1k"]["value"]),
         "verdict": summary["verdict"], "sample_ratio": summary["sample_ratio"],

@@ -54,7 +54,8 @@ def traffic(
 @user_errors
 def report(
     control: str = typer.Option("mca", help="the control variant"),
-    experiment: str = typer.Option(None, help="only this experiment's events (default: every event with a variant)"),
+    experiment: str = typer.Option(None, help="only this experiment's events (default: the config's only "
+                                   "experiment, else every event with a variant)"),
     reports: Path = typer.Option(Path("reports"), help="where ab.json, ab.md and ab.png go"),
     experiments: Path = typer.Option(None, help="the experiment config whose randomization unit and weights the "
                                      "intervals and the sample-ratio check follow (default serving/experiments.yaml)"),
@@ -66,7 +67,7 @@ def report(
     from serving.ab_report import ab_report, experiment_design, markdown
     from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig
 
-    unit, weights = experiment_design(ExperimentConfig.load(experiments or DEFAULT_EXPERIMENTS), experiment)
+    experiment, unit, weights = experiment_design(ExperimentConfig.load(experiments or DEFAULT_EXPERIMENTS), experiment)
     path, rep = ab_report(load_settings(), reports, control, experiment, unit=unit, weights=weights)
     typer.echo(markdown(rep))
     typer.echo(f"wrote {path} (and .md, .png)")

@@ -323,7 +323,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
                f"{stats.orders} orders")
     time.sleep(2)  # the last exposures are logged just after their answers
     try:
-        unit, weights = experiment_design(ExperimentConfig.load(DEFAULT_EXPERIMENTS), "onevision-vs-mca")
+        _, unit, weights = experiment_design(ExperimentConfig.load(DEFAULT_EXPERIMENTS), "onevision-vs-mca")
         path, report = ab_report(settings, reports, control="mca", experiment="onevision-vs-mca", unit=unit,
                                  weights=weights)
         typer.echo("  " + markdown(report).replace("\n", "\n  "))

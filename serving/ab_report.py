@@ -69,8 +69,8 @@ def read_events(settings, experiment: str | None = None, timeout_s: float = 30.0
 
 def per_unit(events: list[dict], unit: str = "user") -> dict[str, np.ndarray]:
     """variant -> (U, 6) per randomization unit (`unit`: user or request): its requests,
-    exposures, clicks, orders, requests with a click and requests with an order. A request's
-    events without a user id count as a unit of their own."""
+    exposures, clicks, orders, requests with a click and requests with an order. A request
+    belongs to the user its exposures name (an order may be reported by another caller)."""
     if unit not in UNITS:
         raise ValueError(f"unknown randomization unit {unit!r}; one of {', '.join(UNITS)}")
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -80,7 +80,7 @@ def per_unit(events: list[dict], unit: str = "user") -> dict[str, np.ndarray]:
         if e.get("type") in column and e.get("request_id"):
             key = e["variant"], e["request_id"]
             counts[key][column[e["type"]]] += 1
-            if e.get("user_id"):
+            if e.get("user_id") and (key not in owner or e["type"] == "exposure"):
                 owner[key] = str(e["user_id"])
     units: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(6))
     for (variant, request), (exposures, clicks, orders) in counts.items():
@@ -92,32 +92,49 @@ def per_unit(events: list[dict], unit: str = "user") -> dict[str, np.ndarray]:
     return {v: np.asarray(rows, np.float64) for v, rows in out.items()}
 
 
-def _metrics(rows: np.ndarray) -> np.ndarray:
-    """(B, U, 6) resamples of units -> (B, 4) metrics, each a ratio of sums over the units."""
-    t = rows.sum(-2)
+def _ratios(totals: np.ndarray) -> np.ndarray:
+    """(..., 6) summed unit rows -> (..., 4) metrics."""
+    t = totals
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack([t[..., CLICKS] / t[..., EXPOSURES], t[..., CLICKED] / t[..., REQUESTS],
                          t[..., ORDERED] / t[..., CLICKED], 1000 * t[..., ORDERS] / t[..., REQUESTS]], -1)
 
 
-def _p_value(diff: float, se: float) -> float:
-    return float(math.erfc(abs(diff / se) / math.sqrt(2))) if se > 0 else 1.0
+def _bootstrap(rows: np.ndarray, rng: np.random.Generator, resamples: int, chunk: int = 100) -> np.ndarray:
+    """(resamples, 4) metrics of units drawn with replacement, a chunk of resamples at a time as
+    multinomial counts (memory: chunk x units, whatever the number of resamples)."""
+    n = len(rows)
+    out = []
+    for start in range(0, resamples, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))
+        out.append(_ratios(counts @ rows))
+    return np.concatenate(out)
+
+
+def _se(*boots: np.ndarray) -> float | None:
+    """The standard error of a difference of independent arms' estimates (a single arm's with one),
+    None when the resamples hardly vary (too few units to tell)."""
+    se = math.sqrt(sum(float(np.nanvar(b)) for b in boots))
+    return se if se > 1e-9 else None
+
+
+def _p_value(diff: float, se: float | None) -> float | None:
+    return None if se is None else float(math.erfc(abs(diff / se) / math.sqrt(2)))
 
 
 def summarize(units: dict[str, np.ndarray], control: str, unit: str = "user", weights: dict[str, float] | None = None,
               resamples: int = 2000, seed: int = 0) -> dict:
     """The report's numbers from `per_unit`'s rows; `weights`: the share of units the experiment
-    sends each variant (equal when not given), for the sample-ratio check."""
+    sends each variant (`experiment_design`), for the sample-ratio check (not checked without)."""
     if control not in units:
         raise ValueError(f"control variant {control!r} has no requests; variants seen: {sorted(units)}")
     rng = np.random.default_rng(seed)
     out, boot = {}, {}
     for variant, rows in sorted(units.items()):
-        point = _metrics(rows[None])[0]
-        idx = rng.integers(len(rows), size=(resamples, len(rows)))
-        boot[variant] = _metrics(rows[idx])
-        lo, hi = np.nanpercentile(boot[variant], [2.5, 97.5], axis=0)
         total = rows.sum(0)
+        point = _ratios(total)
+        boot[variant] = _bootstrap(rows, rng, resamples)
+        lo, hi = np.nanpercentile(boot[variant], [2.5, 97.5], axis=0)
         out[variant] = {"units": len(rows), "requests": int(total[REQUESTS]), "exposures": int(total[EXPOSURES]),
                         "clicks": int(total[CLICKS]), "orders": int(total[ORDERS]),
                         **{m: {"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]}
@@ -126,18 +143,20 @@ def summarize(units: dict[str, np.ndarray], control: str, unit: str = "user", we
         for i, m in enumerate(METRICS):
             if variant == control:
                 continue
-            se = math.hypot(np.nanstd(boot[variant][:, i]), np.nanstd(boot[control][:, i]))
             diff = out[variant][m]["value"] - out[control][m]["value"]
-            out[variant][m]["p_value_vs_control"] = _p_value(diff, se)
+            out[variant][m]["p_value_vs_control"] = _p_value(diff, _se(boot[variant][:, i], boot[control][:, i]))
     comparisons = _comparisons(out, boot)
     return {"control": control, "unit": unit, "variants": out, "comparisons": comparisons,
-            "ranking_by_orders_per_1k": _tiers(out, comparisons), "verdict": _verdict(comparisons),
+            "ranking_by_orders_per_1k": _tiers(out, comparisons), "verdict": _verdict(comparisons, unit),
             "sample_ratio": sample_ratio(out, weights)}
 
 
 def _comparisons(out: dict, boot: dict) -> list[dict]:
-    """Every pair of variants on orders per 1k requests, the better one first: the difference,
-    its p-value, and the requests per variant a difference this size needs at 80% power."""
+    """Every pair of variants on orders per 1k requests, the better one first: the difference, its
+    p-value and Holm's adjustment over the pairs (what `significant` reads), the smallest
+    difference this sample shows at 80% power (`detectable`), and the units per variant the
+    observed difference would need (the standard error shrinks with the square root of the units;
+    a balanced design)."""
     i = METRICS.index("orders_per_1k")
     z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
     rows = []
@@ -145,87 +164,118 @@ def _comparisons(out: dict, boot: dict) -> list[dict]:
         if out[b]["orders_per_1k"]["value"] > out[a]["orders_per_1k"]["value"]:
             a, b = b, a
         diff = out[a]["orders_per_1k"]["value"] - out[b]["orders_per_1k"]["value"]
-        se = math.hypot(np.nanstd(boot[a][:, i]), np.nanstd(boot[b][:, i]))
-        p = _p_value(diff, se)
-        requests = (out[a]["requests"] + out[b]["requests"]) / 2
-        # the standard error shrinks with the square root of the sample: the size at which z x se = |diff|
-        needed = math.ceil(requests * (z * se / diff) ** 2) if diff > 0 and se > 0 else None
-        rows.append({"better": a, "worse": b, "difference": diff, "p_value": p, "significant": p < ALPHA,
-                     "requests_per_variant_for_80pct_power": needed})
-    return sorted(rows, key=lambda r: r["p_value"])
+        se = _se(boot[a][:, i], boot[b][:, i])
+        # the sample's effective units per arm: the harmonic mean, exact for equal variances at any split
+        units = 2 / (1 / out[a]["units"] + 1 / out[b]["units"])
+        rows.append({"better": a, "worse": b, "difference": diff, "p_value": _p_value(diff, se),
+                     "detectable": None if se is None else z * se,
+                     "units_per_variant_for_80pct_power": math.ceil(units * (z * se / diff) ** 2)
+                     if se is not None and diff > 0 else None})
+    ranked = sorted(rows, key=lambda r: (r["p_value"] is None, r["p_value"] or 0.0))
+    held = 0.0
+    for k, r in enumerate(ranked):  # Holm: the k-th smallest p times the pairs left, never below the one before
+        if r["p_value"] is not None:
+            held = max(held, min(1.0, (len(ranked) - k) * r["p_value"]))
+        r["p_holm"] = None if r["p_value"] is None else held
+        r["significant"] = r["p_holm"] is not None and r["p_holm"] < ALPHA
+    return ranked
 
 
 def _tiers(out: dict, comparisons: list[dict]) -> list[list[str]]:
-    """Variants by orders per 1k requests, best first, in tiers: a variant opens a new tier only
-    when it is significantly below every variant of the tier above."""
+    """Variants by orders per 1k requests, best first, in tiers such that every variant of a tier
+    is significantly above every variant of each later tier; variants that cannot be ordered so
+    share a tier."""
     significant = {(r["better"], r["worse"]) for r in comparisons if r["significant"]}
     tiers: list[list[str]] = []
     for v in sorted(out, key=lambda v: -out[v]["orders_per_1k"]["value"]):
-        if tiers and all((above, v) in significant for above in tiers[-1]):
+        if not tiers or all((u, v) in significant for t in tiers for u in t):
             tiers.append([v])
-        elif tiers:
-            tiers[-1].append(v)
-        else:
-            tiers.append([v])
+            continue
+        tiers[-1].append(v)
+        while len(tiers) > 1 and not all((u, w) in significant for t in tiers[:-1] for u in t for w in tiers[-1]):
+            last = tiers.pop()
+            tiers[-1] += last
     return tiers
 
 
-def _verdict(comparisons: list[dict]) -> str:
-    """What the orders per 1k requests say, in one sentence per finding."""
+def _verdict(comparisons: list[dict], unit: str) -> str:
+    """What the orders per 1k requests say, in a sentence per finding."""
     if not comparisons:
         return "One variant only: nothing to compare."
-    found = [f"{r['better']} > {r['worse']} (+{r['difference']:.2f} orders per 1k requests, p={r['p_value']:.3g})"
-             for r in comparisons if r["significant"]]
+    found = [f"{r['better']} > {r['worse']} (+{r['difference']:.2f} orders per 1k requests, p={r['p_value']:.3g}, "
+             f"Holm {r['p_holm']:.3g})" for r in comparisons if r["significant"]]
     rest = [r for r in comparisons if not r["significant"]]
-    lines = [f"Significant (p < {ALPHA:g}): " + "; ".join(found) + "."] if found else \
-        [f"No difference in orders per 1k requests is significant (p >= {ALPHA:g} for every pair)."]
+    lines = [f"Significant (p < {ALPHA:g} after Holm's adjustment over {len(comparisons)} pairs): "
+             + "; ".join(found) + "."] if found else \
+        [f"No difference in orders per 1k requests is significant at p < {ALPHA:g} after Holm's adjustment over "
+         f"{len(comparisons)} pairs."]
     if rest:
-        largest = max(rest, key=lambda r: r["difference"])
-        need = largest["requests_per_variant_for_80pct_power"]
-        lines.append(f"Not significant: {', '.join(r['better'] + ' vs ' + r['worse'] for r in rest)}. "
-                     + (f"The largest of these differences ({largest['better']} vs {largest['worse']}, "
-                        f"{largest['difference']:+.2f}, p={largest['p_value']:.3g}) would need about {need:,} requests "
-                        f"per variant to show at {POWER:.0%} power." if need else "The observed differences are 0."))
+        lines.append(f"Not significant: {', '.join(r['better'] + ' vs ' + r['worse'] for r in rest)}.")
+        sized = [r for r in rest if r["units_per_variant_for_80pct_power"]]
+        if sized:
+            largest = max(sized, key=lambda r: r["difference"])
+            lines.append(f"At this sample only a difference above {largest['detectable']:.1f} orders per 1k requests "
+                         f"({largest['better']} vs {largest['worse']}) would show at {POWER:.0%} power; the observed "
+                         f"{largest['difference']:+.2f} (p={largest['p_value']:.3g}), if it is real, would need about "
+                         f"{largest['units_per_variant_for_80pct_power']:,} {unit}s per variant (the largest observed "
+                         "difference overstates a true one, so read this as a lower bound).")
+        else:
+            lines.append("Too few units to estimate the error of these differences.")
     return " ".join(lines)
 
 
-def sample_ratio(out: dict, weights: dict[str, float] | None = None) -> dict:
-    """Units per variant against the experiment's weights (equal when not given): the chi-square
-    p-value, and a mismatch flag below p = 0.001."""
-    names = list(out)
-    observed = np.array([out[v]["units"] for v in names], np.float64)
-    w = np.ones(len(names)) if not weights else \
-        np.array([weights.get(v, np.mean(list(weights.values()))) for v in names], np.float64)
-    expected = observed.sum() * w / w.sum()
-    p = float(stats.chisquare(observed, expected).pvalue) if len(names) > 1 else 1.0
-    return {"observed": dict(zip(names, observed.astype(int).tolist())),
-            "expected": dict(zip(names, expected.round(1).tolist())), "p_value": p, "mismatch": p < SRM_ALPHA}
+def sample_ratio(out: dict, weights: dict[str, float] | None) -> dict:
+    """Units per variant against the experiment's weights: the chi-square p-value and a mismatch
+    flag below p = 0.001, or a variant the design does not have. Without weights, not checked."""
+    if not weights:
+        return {"checked": False}
+    names = sorted(set(weights) | set(out))
+    unexpected = sorted(set(out) - set(weights))
+    observed = np.array([out[v]["units"] if v in out else 0 for v in names], np.float64)
+    w = np.array([weights.get(v, 0.0) for v in names], np.float64)
+    known = w > 0
+    expected = np.zeros(len(names))
+    expected[known] = observed[known].sum() * w[known] / w[known].sum()
+    p = float(stats.chisquare(observed[known], expected[known]).pvalue) if known.sum() > 1 else 1.0
+    return {"checked": True, "observed": dict(zip(names, observed.astype(int).tolist())),
+            "expected": dict(zip(names, expected.round(1).tolist())), "p_value": p, "unexpected": unexpected,
+            "mismatch": p < SRM_ALPHA or bool(unexpected)}
 
 
 def markdown(report: dict) -> str:
     unit = report.get("unit", "request")
-    head = f"| variant | {unit}s | requests | " + " | ".join(LABELS[m] for m in METRICS) + " |"
+    units_col = unit != "request"  # per-request units are the requests column
+    head = "| variant | " + (f"{unit}s | " if units_col else "") + "requests | " + \
+        " | ".join(LABELS[m] for m in METRICS) + " |"
     lines = [f"# A/B report{' for ' + report['experiment'] if report.get('experiment') else ''} "
              f"(control: {report['control']})",
-             "", head, "|---|---:|---:|" + "---:|" * len(METRICS)]
+             "", head, "|---|" + "---:|" * (len(METRICS) + 1 + units_col)]
     for v, row in report["variants"].items():
         cells = []
         for m in METRICS:
             x = row[m]
             scale = 1 if m == "orders_per_1k" else 100
-            p = f", p={x['p_value_vs_control']:.3g}" if "p_value_vs_control" in x else ""
+            p = ""
+            if "p_value_vs_control" in x:
+                p = ", p=n/a" if x["p_value_vs_control"] is None else f", p={x['p_value_vs_control']:.3g}"
             cells.append(f"{scale * x['value']:.2f} [{scale * x['ci95'][0]:.2f}, {scale * x['ci95'][1]:.2f}]{p}")
-        lines.append(f"| {v} | {row['units']} | {row['requests']} | " + " | ".join(cells) + " |")
-    tiers = " > ".join(t[0] if len(t) == 1 else "(" + " ~ ".join(t) + ")"
-                       for t in report["ranking_by_orders_per_1k"])
+        lines.append(f"| {v} | " + (f"{row['units']} | " if units_col else "") + f"{row['requests']} | "
+                     + " | ".join(cells) + " |")
+    tiers = " > ".join(t[0] if len(t) == 1 else "(" + ", ".join(t) + ")" for t in report["ranking_by_orders_per_1k"])
     srm = report["sample_ratio"]
+    if not srm.get("checked"):
+        ratio = "Sample ratio not checked: no experiment design given."
+    elif srm["mismatch"]:
+        extra = f"; variants the design does not have: {srm['unexpected']}" if srm["unexpected"] else ""
+        ratio = (f"SAMPLE-RATIO MISMATCH: {unit}s per variant {srm['observed']} against the expected {srm['expected']} "
+                 f"(chi-square p={srm['p_value']:.2g}{extra}): the split is suspect, and so is every comparison above.")
+    else:
+        ratio = f"Sample ratio as expected (chi-square p={srm['p_value']:.2g})."
     lines += ["", f"CTRs and CVR in %, 95% bootstrap intervals over {unit}s (the randomization unit), p-values "
               "against the control.",
-              f"Ranking by orders per thousand requests (~: not significantly different): {tiers}",
-              report["verdict"],
-              (f"SAMPLE-RATIO MISMATCH: {unit}s per variant {srm['observed']} against the expected {srm['expected']} "
-               f"(chi-square p={srm['p_value']:.2g}): the split is suspect, and so is every comparison above."
-               if srm["mismatch"] else f"Sample ratio as expected (chi-square p={srm['p_value']:.2g})."), ""]
+              f"Ranking by orders per thousand requests (in parentheses: variants that could not be ordered; each "
+              f"is significantly above every variant after its group): {tiers}",
+              report["verdict"], ratio, ""]
     return "\n".join(lines)
 
 
@@ -268,14 +318,21 @@ def ab_report(settings, out_dir: Path, control: str, experiment: str | None = No
     return path, report
 
 
-def experiment_design(config, key: str | None) -> tuple[str, dict[str, float] | None]:
-    """(randomization unit, variant -> weight) of experiment `key` in an `ExperimentConfig`:
-    what the report's intervals and sample-ratio check follow. Without a key: users, equal weights."""
+def experiment_design(config, key: str | None) -> tuple[str | None, str, dict[str, float] | None]:
+    """(experiment key, randomization unit, variant -> share of the experiment's units) of
+    experiment `key` in an `ExperimentConfig` (without a key: the config's only experiment), the
+    shares as the router buckets them (`experiments.get_bucket_ranges`: weights it would not
+    accept count as equal). What the report's events, intervals and sample-ratio check follow.
+    With no key and not exactly one experiment: (None, users, no shares; the check is skipped)."""
+    from serving.experiments import get_bucket_ranges
+
+    experiments = [e for layer in config.layers for e in layer.experiments]
+    if key is None and len(experiments) == 1:
+        key = experiments[0].key
     if key is None:
-        return "user", None
-    for layer in config.layers:
-        for e in layer.experiments:
-            if e.key == key:
-                weights = e.weights or [1.0] * len(e.variants)
-                return e.hash_attribute.removesuffix("_id"), dict(zip(e.variants, weights))
+        return None, "user", None
+    for e in experiments:
+        if e.key == key:
+            widths = [end - start for start, end in get_bucket_ranges(len(e.variants), 1.0, e.weights)]
+            return key, e.hash_attribute.removesuffix("_id"), dict(zip(e.variants, widths))
     raise ValueError(f"no experiment {key!r} in the experiment config")
