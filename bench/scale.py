@@ -172,12 +172,10 @@ def measure_replica(n: int, args) -> dict:
 def measure_worker(n: int, exact_up_to: int) -> dict:
     """The feature worker's catalog state: its item table (SIDs, VRQ reconstructions and their
     index, ids) and the Feast SID bytes it writes per item."""
-    import onevision.ann
     from features.redis_writer import sid_value
-    from onevision.items import ItemTable
+    from onevision.items import ItemTable, ItemVectors
 
     base = rss_mb()
-    onevision.ann.EXACT_UP_TO = exact_up_to  # ItemTable's index reads the module's default
     rng = np.random.default_rng(2)
     ids = [f"item-{i:09d}" for i in range(n)]
     sids = np.stack([rng.integers(0, k, n) for k in PAPER_SIZES], 1)
@@ -185,7 +183,7 @@ def measure_worker(n: int, exact_up_to: int) -> dict:
     books = [s * unit(rng.standard_normal((k, WORKER_DIM))) for k, s in zip(PAPER_SIZES, SCALES)]
     vectors = sum(b[sids[:, level]] for level, b in enumerate(books)).astype(np.float32)
     t0 = time.perf_counter()
-    table = ItemTable(ids, sids, vectors)
+    table = ItemTable(ids, sids, ItemVectors(vectors, exact_up_to))
     del vectors
     sid_bytes = {item: sid_value(table.sids[i]) for i, item in enumerate(table.item_ids)}
     build = time.perf_counter() - t0

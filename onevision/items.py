@@ -37,12 +37,12 @@ class ItemVectors:
     their L2 index: items that share a SID share their reconstruction, and an HNSW graph over exact
     duplicates builds slowly and traps its searches."""
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, exact_up_to: int | None = None):
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or not len(vecs):
             raise ItemTableError(f"need one vector per item, got shape {vecs.shape}")
         distinct, first, row = np.unique(vecs, axis=0, return_index=True, return_inverse=True)
-        self.index = ItemIndex(distinct, metric="l2")
+        self.index = ItemIndex(distinct, exact_up_to=exact_up_to, metric="l2")
         self.first = first  # index row -> the first item with that vector
         self.row = row.reshape(-1)  # item -> index row
 
