@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--drift", default=None, help="a drift scenario of the world (onevision world build --drift): "
+                                                  "trend, price-shock or launches, built here when missing")
     args = parse(ap, SMOKE)
 
     from infra.process import free_port
@@ -146,7 +148,7 @@ def main() -> None:
     from serving.ab_report import per_unit, read_events, summarize
     from serving.access import local_api_key
     from serving.launch import start_service, stop_service
-    from serving.simulator import ShopperWorld, run_traffic
+    from serving.simulator import ShopperWorld, publish_drift, run_traffic
     from streaming.launch import start_workers, stop_workers
     from streaming.producer import EventProducer
     from training.dpo_stream import job_versions
@@ -155,6 +157,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM still stops every process this started
     ensure_models(args)
     catalog = load_catalog(args.catalog)
+    drift = None
+    if args.drift:
+        from onevision.world.drift import build_drift, drift_path, load_drift
+
+        drift = load_drift(catalog.root, args.drift) if drift_path(catalog.root, args.drift).is_file() \
+            else build_drift(catalog.root, args.drift)
     work = args.work.resolve()
     registry = private_registry(args.registry, catalog.name, work / "registry")
     start = registry / MODEL / "v0001"
@@ -173,8 +181,11 @@ def main() -> None:
             print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
             threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()
             producer = EventProducer(settings)
-            t0 = time.time()
-            stats = run_traffic(url, ShopperWorld.load(catalog), producer, args.rate, args.duration, seed=args.seed,
+            world = ShopperWorld.load(catalog, drift)
+            world.start()
+            publish_drift(settings, catalog.root, world, registry, MODEL)  # a drift's catalog change, on time
+            t0 = world.t0
+            stats = run_traffic(url, world, producer, args.rate, args.duration, seed=args.seed,
                                 concurrency=args.concurrency, api_key=local_api_key(settings))
             producer.close()
             time.sleep(3)
@@ -196,6 +207,7 @@ def main() -> None:
             fresh += [served - ts / 1000 for ts in r["stream"]["session_end_ts"]]
     report = {
         "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "window_s": args.window},
+        "drift": drift.model_dump(exclude={"trend_users", "repriced"}) if drift is not None else None,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "traffic": {"requests": stats.requests, "errors": stats.errors, "clicks": stats.clicks, "orders": stats.orders},
         "variants": {v: {"requests": s["requests"], "orders": s["orders"], "orders_per_1k": s["orders_per_1k"]}

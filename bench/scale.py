@@ -84,13 +84,13 @@ def measure_replica(n: int, args) -> dict:
     import torch
 
     from onevision.ann import ItemIndex
+    from onevision.catalog.served import ServedItems
     from onevision.encoders.aligned import AlignedConfig, AlignedEfficientNet
     from onevision.generator.decode.trie import SIDTrie
     from onevision.generator.image_search import ImageSearch
     from onevision.generator.model import OneVisionGenerator
     from onevision.generator.prompt.builder import PromptTokens
     from onevision.generator.prompt.image_sids import ImageSIDs
-    from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
     from onevision.items import sid_string
     from onevision.tokenizers.vrq import VRQTokenizer
 
@@ -129,13 +129,13 @@ def measure_replica(n: int, args) -> dict:
                                                                                    for i in range(n)],
                           "category": [f"category {c}" for c in category], "price": price,
                           "image": [f"images/item-{i:09d}.jpg" for i in range(n)]})
-    relative = price / np.median(price)
+    items["clicks_30d"] = rng.gamma(1.0, 10.0, n)  # S_conv
     t0 = time.perf_counter()
-    searcher = GenerativeSearcher(model, SearchCatalog(sids, rng.gamma(1.0, 10.0, n), index, relative, category),
-                                  SearchConfig())
-    image_sids = ImageSIDs(VRQTokenizer(PAPER_SIZES), searcher.index, category, np.zeros((N_CATEGORIES, 1)), 4,
+    image_sids = ImageSIDs(VRQTokenizer(PAPER_SIZES), None, category, np.zeros((N_CATEGORIES, 1)), 4,
                            item_sids=sids, mode="nearest-item", hints=HINTS)
-    search = ImageSearch(AlignedEfficientNet(AlignedConfig()), searcher, image_sids, items["item_id"])
+    image_sids.text_of = {f"category {c}": np.zeros(1) for c in range(N_CATEGORIES)}  # no text model loaded
+    search = ImageSearch(AlignedEfficientNet(AlignedConfig()), model, ServedItems.of(items, sids, index), image_sids)
+    searcher = search.searcher
     out["replica"] = {"build_s": time.perf_counter() - t0}
     gc.collect()
     out["replica"]["rss_mb"] = rss_mb()

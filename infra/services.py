@@ -156,6 +156,10 @@ def status(settings: Settings) -> list[dict]:
     return [status_of(proc, embedded, settings) for proc, embedded in services(settings)]
 
 
+# the catalog's change log is kept as long as the catalog lives; a record carries a photo (up to 2 MiB, base64)
+CATALOG_TOPIC_CONFIG = {"retention.ms": "-1", "max.message.bytes": str(8 * 1024 * 1024)}
+
+
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the project's topics with the configured partitions and replication factor; return
     those created now."""
@@ -169,11 +173,14 @@ def ensure_topics(settings: Settings) -> list[str]:
         existing = consumer.topics()
     finally:
         consumer.close()
-    wanted = [t for t in (k.events_topic, k.dlq_topic, k.sessions_topic, k.requests_topic) if t not in existing]
+    wanted = [t for t in (k.events_topic, k.dlq_topic, k.sessions_topic, k.requests_topic, k.catalog_topic)
+              if t not in existing]
     if wanted:
         admin = KafkaAdminClient(**k.client_options())
-        try:
-            admin.create_topics([NewTopic(t, k.partitions, k.replication_factor) for t in wanted])
+        try:  # the catalog's change log: one partition (one order), kept as long as the catalog lives
+            admin.create_topics([NewTopic(t, 1 if t == k.catalog_topic else k.partitions, k.replication_factor,
+                                          topic_configs=CATALOG_TOPIC_CONFIG if t == k.catalog_topic else {})
+                                 for t in wanted])
         except TopicAlreadyExistsError:  # another process created them meanwhile
             pass
         finally:

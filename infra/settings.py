@@ -32,6 +32,8 @@ class KafkaSettings(BaseModel):
     dlq_topic: str = "onevision.events.dlq"
     sessions_topic: str = "onevision.sessions"
     requests_topic: str = Field("onevision.requests", description="request contexts serving logs for the DPO job")
+    catalog_topic: str = Field("onevision.catalog", description="catalog changes (one partition: one order for all "
+                                                                "consumers; read from its start, never compacted)")
     partitions: int = Field(4, ge=1, description="partitions of each topic `ensure_topics` creates")
     replication_factor: int = Field(1, ge=1, description="replicas of each topic `ensure_topics` creates")
     security_protocol: SecurityProtocol = "PLAINTEXT"

@@ -52,6 +52,15 @@ def load_rgb(source: bytes | str | Path | Image.Image, max_pixels: int = MAX_PIX
         raise ImageError(f"image could not be decoded: {exc}") from None
 
 
+def image_media_type(data: bytes) -> str:
+    """The media type of encoded image bytes, from their signature (what a page is sent)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/jpeg"
+
+
 def to_array(img: Image.Image, size: int) -> np.ndarray:
     """Resize to size x size and return float32 HWC in [0, 1]."""
     if img.size != (size, size):

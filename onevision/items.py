@@ -3,7 +3,7 @@ valid SIDs, so that every SID a worker writes is one that some catalog item has.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from onevision.ann import ItemIndex
+from onevision.catalog.changes import ItemState
 
 ITEM_SIDS = "item_sids.parquet"
 
@@ -66,6 +67,7 @@ class ItemTable:
     item_ids: list[str]
     sids: np.ndarray  # (n, L) int64
     vectors: np.ndarray | ItemVectors | None = None  # (n, d): what each item's codes reconstruct
+    tokenizer: str | None = None  # the version (`model/vNNNN`) that gave the SIDs, when known
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -103,6 +105,32 @@ class ItemTable:
             raise ItemTableError("the item table has no vectors; use the 'onesearch' long-term mode")
         return self.sids[self.vectors.nearest(vectors)]
 
+    def with_changes(self, states: Mapping[str, ItemState]) -> tuple["ItemTable", list[str]]:
+        """The table after catalog changes (`catalog.changes.fold`'s states): an added item, or one
+        with a new photo, takes the SID (and vector) its change carries; a removed item stays, since
+        a click or order of it, shown before it went, is still a real event. Returns the table and
+        the items whose SID it learned or changed (a state without a SID, or without the vector the
+        table keeps, changes nothing here)."""
+        changed = {i: st for i, st in states.items() if st.sid is not None and not st.removed
+                   and (self.vectors is None or st.vector is not None)
+                   and (i not in self._index or self.sids[self._index[i]].tolist() != list(st.sid))}
+        if not changed:
+            return self, []
+        ids, sids = list(self.item_ids), self.sids.copy()
+        vecs = None if self.vectors is None else np.array(self.vectors[np.arange(len(ids))], np.float32)
+        new_ids = [i for i in changed if i not in self._index]
+        rows = [self._index[i] for i in changed if i in self._index]
+        if rows:
+            sids[rows] = [changed[self.item_ids[r]].sid for r in rows]
+            if vecs is not None:
+                vecs[rows] = [changed[self.item_ids[r]].vector for r in rows]
+        if new_ids:
+            ids += new_ids
+            sids = np.concatenate([sids, np.asarray([changed[i].sid for i in new_ids], np.int64)])
+            if vecs is not None:
+                vecs = np.concatenate([vecs, np.asarray([changed[i].vector for i in new_ids], np.float32)])
+        return ItemTable(ids, sids, vecs, self.tokenizer), list(changed)
+
     def snap(self, codes: np.ndarray) -> np.ndarray:
         """The valid SID that follows `codes` level by level: at each level the closest code
         among the children of the prefix chosen so far (so a rounded mean becomes a real SID)."""
@@ -134,7 +162,12 @@ def load_item_table(path: str | Path, vectors: bool = True) -> ItemTable:
         raise ItemTableError(f"{path} lacks column(s) {sorted(missing)}")
     df = pd.read_parquet(path, columns=["item_id", "sid"] + (["vector"] if vectors and "vector" in names else []))
     vecs = np.stack(df["vector"].to_numpy()) if "vector" in df.columns else None
-    return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vecs)
+    tokenizer = None
+    if (path.parent / "manifest.json").is_file():  # a tokenizer version: catalog changes must come from it
+        from onevision.registry import version_name
+
+        tokenizer = version_name(path.parent)
+    return ItemTable(df["item_id"].astype(str).tolist(), np.stack(df["sid"].to_numpy()), vecs, tokenizer)
 
 
 def log1p_known(values) -> np.ndarray:

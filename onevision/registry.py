@@ -97,6 +97,13 @@ def resolve(path_or_model: str | Path, root: str | Path | None = None) -> Path:
     raise RegistryError(f"{path_or_model}: not a registry version or model (no {MANIFEST} or {CURRENT})")
 
 
+def version_name(version_dir: str | Path) -> str:
+    """`model/vNNNN` of a version directory: how records and manifests name a version wherever the
+    registry lives."""
+    p = Path(version_dir)
+    return f"{p.parent.name}/{p.name}"
+
+
 def load_version(version_dir: str | Path) -> tuple[dict, dict]:
     """(manifest, config) of a version after checking every file against its sha256."""
     d = Path(version_dir)

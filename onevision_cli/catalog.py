@@ -27,6 +27,26 @@ def validate(catalog: Path = typer.Argument(..., help="catalog directory")) -> N
                f"{len(c.queries)} queries {kinds} {splits}, {len(c.events)} events")
 
 
+@app.command("publish")
+@user_errors
+def publish(
+    old: Path = typer.Argument(..., help="the catalog served now (the one the model was trained on, or the last "
+                                         "one published)"),
+    new: Path = typer.Argument(..., help="the catalog as it should be"),
+    registry: Path = typer.Option(Path("data/registry"), "--registry", help="model registry"),
+    model: str | None = typer.Option(None, "--model", help="the served generator whose tokenizer encodes new photos "
+                                                           "(default generator-vrq-<OLD's name>)"),
+) -> None:
+    """Publish the changes from OLD to NEW (items added, updated, removed) to the running service:
+    replicas and workers apply them within seconds, without a restart."""
+    from infra.settings import load_settings
+    from streaming.catalog_stream import publish_diff
+
+    counts = publish_diff(load_settings(), old, new, registry, model)
+    typer.echo(f"published {counts['add']} additions, {counts['update']} updates and {counts['remove']} removals "
+               "to the catalog topic")
+
+
 @import_app.command("grocery")
 @user_errors
 def import_grocery(

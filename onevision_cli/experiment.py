@@ -23,6 +23,10 @@ def traffic(
     duration: float = typer.Option(60.0, help="seconds"),
     concurrency: int = typer.Option(8, help="searches in flight at most"),
     seed: int = typer.Option(0),
+    drift: str | None = typer.Option(None, "--drift", help="a drift scenario the world was built with (onevision "
+                                                            "world build --drift): trend, price-shock, launches"),
+    registry: Path = typer.Option(Path("data/registry"), help="the served models' registry (a drift that changes "
+                                                              "the catalog encodes its photos with their tokenizer)"),
 ) -> None:
     """World shoppers send test-split photos to the service and click and order through the
     world's behaviour model; their events go to Kafka (features update, personalization is live)."""
@@ -30,13 +34,18 @@ def traffic(
 
     from infra.settings import load_settings
     from onevision.catalog.format import load_catalog
+    from onevision.world.drift import load_drift
     from serving.access import local_api_key
-    from serving.simulator import load_shoppers, run_traffic
+    from serving.simulator import ShopperWorld, load_shoppers, publish_drift, run_traffic
     from streaming.producer import EventProducer
 
-    world = load_shoppers(load_catalog(catalog))
+    schedule = load_drift(catalog, drift) if drift else None
+    world = load_shoppers(load_catalog(catalog), schedule)
     settings = load_settings()
     producer = EventProducer(settings)
+    world.start()
+    if schedule is not None and isinstance(world, ShopperWorld):
+        publish_drift(settings, catalog, world, registry)
     with Progress(transient=True) as bar:
         task = bar.add_task("searches", total=max(1, int(rate * duration)))
         stats = run_traffic(url, world, producer, rate, duration, seed, concurrency, progress=lambda: bar.advance(task),

@@ -154,6 +154,46 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> None:
     (reports / "quickstart_times.json").write_text(json.dumps(times, indent=1))
 
 
+LAUNCH = {"adds": 20, "removes": 2, "price_changes": 10}  # the quickstart's catalog change
+
+
+def catalog_change(catalog, registry: Path, url: str, timeout_s: float = 120.0) -> None:
+    """The shop changes while serving: the world's next version (items launched, removed,
+    repriced) published to the catalog topic, applied by the running service without a restart, and
+    a launched item searched by its photo. A real catalog has no next version to make: say how."""
+    import requests
+
+    from infra.settings import load_settings
+    from onevision.catalog.format import load_catalog
+    from onevision.world.next_version import NextVersion, next_version
+    from serving.simulator import world_gap
+    from streaming.catalog_stream import publish_diff
+
+    if world_gap(catalog) is not None:
+        typer.echo(f"  catalog changes: onevision catalog publish {catalog.root} NEW (NEW: your next catalog version) "
+                   "sends them to the running service")
+        return
+    out = catalog.root.parent / f"{catalog.name}-next"
+    got = next_version(catalog.root, out, NextVersion(**LAUNCH, photos_per_item=1))
+    def applied() -> int:  # the catalog topic's records the service has applied (a replica's and the ingress's)
+        health = requests.get(f"{url}/healthz", timeout=30).json()["catalog"]
+        return min(health["position"], health["ingress_position"])
+
+    before, t0 = applied(), time.time()
+    counts = publish_diff(load_settings(), catalog.root, out, registry, progress=False)
+    while time.time() - t0 < timeout_s and applied() < before + sum(counts.values()):
+        time.sleep(0.5)
+    typer.echo(f"  catalog change ({out}): {counts['add']} items launched, {counts['remove']} removed, "
+               f"{counts['update']} repriced; applied by the service {time.time() - t0:.1f} s after publishing, "
+               "no restart")
+    item = got["added"][0]
+    photo = out / load_catalog(out).items.set_index("item_id").at[item, "image"]
+    r = requests.post(f"{url}/v1/search", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+                      data={"user_id": "a-new-shopper", "top_k": "4"}, timeout=60)
+    shown = [h["item_id"] for h in r.json().get("items", [])] if r.status_code == 200 else []
+    typer.echo(f"  the launched {item}'s photo -> " + ", ".join(("*" if i == item else "") + i for i in shown))
+
+
 def catalog_summary(catalog) -> str:
     """One line: what a catalog holds, and what it lacks that the steps would use."""
     q, ev, prices = catalog.queries, catalog.events, catalog.items["price"]
@@ -309,6 +349,7 @@ def serving_step(catalog, tokenizer: Path, registry: Path, cache: Path, reports:
     else:
         typer.echo("  no val-split photos: the near-streaming DPO job has no held-out set to gate its versions on; "
                    "not started")
+    catalog_change(catalog, registry, row["url"].rstrip("/"))
     shoppers = load_shoppers(catalog)
     if isinstance(shoppers, CatalogShoppers):  # no world ground truth: the assumed behaviour, said out loud
         b = shoppers.behaviour

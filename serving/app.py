@@ -26,6 +26,8 @@ status in `onevision_http_responses`, an unexpected error as a counted 500.
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the
 # handlers of the Serve ingress class.
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -37,6 +39,7 @@ from typing import Any
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from kafka.errors import MessageSizeTooLargeError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from ray import serve
@@ -48,7 +51,7 @@ from serving.experiments import DEFAULT_EXPERIMENTS, ExperimentConfig, Router
 from serving.exposures import Answered
 from serving.inputs import MAX_UPLOAD_BYTES, BadRequest, read_body, read_search, validation_reason
 from serving.models import ServedModels
-from serving.schemas import SEARCH_FORM, FeedbackBody, Hit, JSONSearch, SearchResponse, openapi_body
+from serving.schemas import SEARCH_FORM, CatalogChangeBody, FeedbackBody, Hit, JSONSearch, SearchResponse, openapi_body
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 SAMPLE_PHOTOS = 16
@@ -58,6 +61,8 @@ MAX_EVENT_BYTES = 64 * 1024
 SEEN_KEY = "ov:events-seen:{}"  # event ids /v1/events has produced, for the feedback tokens' lifetime
 WATCH_S = 2.0  # how often a replica looks for new registry versions of the models it follows
 ITEM_STATS_S = 30.0  # how often it reads the items' live S_conv from the online store (5,000 items: ~0.3 s)
+CATALOG_CATCH_UP_S = 30.0  # how long a starting replica reads catalog changes before it serves
+MAX_CATALOG_BYTES = 4 * 1024 * 1024  # one POST /v1/catalog body (a base64 photo inside)
 log = logging.getLogger("ray.serve")
 # Under load the next batch is whatever queued while the last one ran, so the wait only matters
 # when idle. Serve's default of 5 requests in flight per replica would cap every batch at 5 and
@@ -70,7 +75,8 @@ class SearchModel:
     def __init__(self, catalog: str, registry: str, experiments: str, beam: int = 256,
                  max_batch_size: int = MAX_BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S,
                  torch_threads: int | None = None, watch_s: float = WATCH_S, settings: dict | None = None,
-                 item_stats_s: float = ITEM_STATS_S, device: str = "cpu", hub: DeploymentHandle | None = None):
+                 item_stats_s: float = ITEM_STATS_S, device: str = "cpu", hub: DeploymentHandle | None = None,
+                 follow_catalog: bool = True):
         import torch
 
         from onevision.catalog.format import load_catalog
@@ -92,6 +98,11 @@ class SearchModel:
         self.stopped = threading.Event()
         if watch_s > 0 and self.models.follow:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="registry-watch").start()
+        self.catalog_follow = {"position": 0, "errors": 0, "malformed": 0, "last_change_ts": 0, "applied_at": 0}
+        if settings is not None and follow_catalog:
+            follower = self._catch_up_catalog(settings)  # before serving: a removed item is never served again
+            threading.Thread(target=self._follow_catalog, args=(settings, follower), daemon=True,
+                             name="catalog-follow").start()
         self.item_stats = {"reads": 0, "errors": 0, "items": 0}
         if settings is not None and item_stats_s > 0:
             threading.Thread(target=self._follow_item_stats, args=(settings, item_stats_s), daemon=True,
@@ -106,18 +117,70 @@ class SearchModel:
             if changed:
                 self.metrics.serving(self.models.versions, swaps=len(changed))
 
+    def _catch_up_catalog(self, settings: dict):
+        """Read and apply every catalog change so far; None (the follow thread tries again) when
+        the broker does not answer."""
+        from infra.settings import Settings
+        from streaming.catalog_stream import CatalogFollower
+
+        follower = None
+        try:
+            follower = CatalogFollower(Settings.model_validate(settings), client_id=f"replica-{self.metrics.replica}",
+                                       keep_photos=False)
+            self._applied(follower, follower.catch_up(CATALOG_CATCH_UP_S))
+            return follower
+        except Exception as exc:  # noqa: BLE001 - the broker down: serve the model's catalog, keep trying
+            self.catalog_follow["errors"] += 1
+            log.warning("catalog changes not read at start (%s); serving the model's own catalog until they are", exc)
+            if follower is not None:
+                follower.close()
+            return None
+
+    def _applied(self, follower, changes: list, everything: bool = False) -> None:
+        """Apply the items these changes touched (`everything`: every changed item, after a failure)."""
+        from streaming.catalog_stream import changed_states
+
+        if changes or everything:
+            changed = follower.states if everything else changed_states(follower, changes)
+            report = self.models.apply_catalog(follower.states, changed)
+            log.info("catalog changes applied: %s", {k: len(v) for k, v in report.items()})
+        self.catalog_follow.update(position=follower.position(), malformed=follower.counts["malformed"],
+                                   last_change_ts=follower.last_change_ts, applied_at=int(time.time() * 1000))
+        self.metrics.catalog.labels(self.metrics.replica, self.metrics.node).set(self.catalog_follow["position"])
+
+    def _follow_catalog(self, settings: dict, follower) -> None:
+        """Catalog changes as they come (`streaming.catalog_stream`), applied off the request path."""
+        resync = False  # a batch failed: its changes are read, so apply every changed item's state again
+        while not self.stopped.is_set():
+            try:
+                if follower is None:
+                    follower = self._catch_up_catalog(settings)
+                    if follower is None:
+                        self.stopped.wait(2.0)
+                        continue
+                self._applied(follower, follower.poll(500), everything=resync)
+                resync = False
+            except Exception:  # noqa: BLE001 - a bad batch must not end the follow; the next round tries again
+                self.catalog_follow["errors"] += 1
+                resync = True
+                log.exception("catalog changes not applied; applying every changed item again next round")
+                self.stopped.wait(2.0)
+
+    def encode_items(self, photos: list[bytes], items: list[dict]) -> list[dict]:
+        """New items' SIDs and embeddings with the serving tokenizer (`ServedModels.encode_items`)."""
+        return self.models.encode_items(photos, items)
+
     def _follow_item_stats(self, settings: dict, every_s: float) -> None:
         """Live S_conv: the items' values from the online store now and every `every_s`, off the
         request path; an unreadable store is counted and the last values keep serving."""
         from features.client import feature_store, read_s_conv
         from infra.settings import Settings
 
-        item_ids = list(self.models.catalog.items["item_id"])
         store = None
         while True:
             try:
                 store = store or feature_store(Settings.model_validate(settings))
-                live = read_s_conv(store, item_ids)
+                live = read_s_conv(store, self.models.item_ids())  # new items too, once catalog changes add them
                 self.models.use_s_conv(live)
                 self.item_stats.update(reads=self.item_stats["reads"] + 1, items=len(live))
             except Exception as exc:  # noqa: BLE001 - Redis down or restarting: keep the last values
@@ -136,7 +199,8 @@ class SearchModel:
 
     def health(self) -> dict:
         return {"variants": self.models.versions, "swaps": self.models.swaps, "failed_loads": self.models.failed_loads,
-                "live_s_conv": self.item_stats, "replica": self.metrics.replica}
+                "live_s_conv": self.item_stats, "replica": self.metrics.replica,
+                "catalog": {**self.catalog_follow, **self.models.catalog_info()}}
 
 
 class ReplicaMetrics:
@@ -156,7 +220,9 @@ class ReplicaMetrics:
         self.swaps = Counter("onevision_replica_swaps", "hot swaps a replica made", labels, registry=self.registry)
         self.version = Gauge("onevision_replica_serving", "1 for each variant's version a replica serves",
                              [*labels, "variant", "version"], registry=self.registry)
-        for c in (self.searches, self.batches, self.swaps):
+        self.catalog = Gauge("onevision_replica_catalog_changes", "catalog change records a replica has read and "
+                             "applied (the catalog topic's offset it serves)", labels, registry=self.registry)
+        for c in (self.searches, self.batches, self.swaps, self.catalog):
             c.labels(self.replica, self.node)
         self.shown: set[tuple[str, ...]] = set()
 
@@ -240,7 +306,24 @@ class Ingress:
         if "price" not in items.columns:  # the catalog format's default: unknown
             items["price"] = None
         self.price = {i: (float(p) if pd.notna(p) else None) for i, p in zip(items["item_id"], items["price"])}
+        self.category = dict(zip(items["item_id"], items["category"].astype(str)))
         self.item_image = dict(zip(items["item_id"], items["image"]))
+        self.photos: dict[str, bytes] = {}  # item id -> the photo a catalog change brought (served by the page)
+        self.catalog_producer = None  # made on the first POST /v1/catalog
+        self._producer_lock = threading.Lock()
+        self.catalog_position = 0  # catalog change records this ingress has read
+        follower = None
+        try:  # before answering: a launched item's click must find its price
+            from streaming.catalog_stream import CatalogFollower
+
+            follower = CatalogFollower(self.settings, client_id="ingress-catalog")
+            self._take_catalog(follower, follower.catch_up(CATALOG_CATCH_UP_S))
+        except Exception as exc:  # noqa: BLE001 - the broker down: the follow thread keeps trying
+            log.warning("ingress: catalog changes not read at start (%s)", exc)
+            if follower is not None:
+                follower.close()
+            follower = None
+        threading.Thread(target=self._follow_catalog, args=(follower,), daemon=True, name="catalog-follow").start()
         q = pd.read_parquet(self.root / "queries.parquet", columns=["query_id", "image", "user_id", "split"])
         self.samples = q[q["split"] == "test"].head(SAMPLE_PHOTOS)  # the page's gallery: photos never trained on
         self.metrics = CollectorRegistry()
@@ -268,6 +351,33 @@ class Ingress:
         self.hub = hub
         self.reporter = Reporter(hub, self.metrics) if hub is not None else None
         api.state.ingress = self  # what the `doors` middleware counts and limits with
+
+    def _take_catalog(self, follower, changes: list) -> None:
+        """Prices, categories and photos of changed items, for exposures, feedback and the page. A
+        removed item keeps its price: a click or an order of it, shown before it went, still counts."""
+        if changes:
+            price, category, photos = dict(self.price), dict(self.category), dict(self.photos)
+            for item in {c.item_id for c in changes}:
+                st = follower.states[item]
+                if st.price_set and (item in price or st.sid is not None):  # a known item, or one added
+                    price[item] = st.price
+                if st.category is not None and item in price:
+                    category[item] = st.category
+                if st.image is not None and item in price:
+                    photos[item] = st.image
+            self.price, self.category, self.photos = price, category, photos  # one assignment each
+        self.catalog_position = follower.position()
+
+    def _follow_catalog(self, follower) -> None:
+        from streaming.catalog_stream import CatalogFollower
+
+        while True:
+            try:
+                follower = follower or CatalogFollower(self.settings, client_id="ingress-catalog")
+                self._take_catalog(follower, follower.poll(1000))
+            except Exception as exc:  # noqa: BLE001 - the broker down: keep what is known, try again
+                log.warning("ingress: catalog changes not read (%s)", exc)
+                time.sleep(2.0)
 
     def _user(self, user_id: str) -> dict:
         from features.client import user_features
@@ -331,6 +441,11 @@ class Ingress:
 
     @api.get("/v1/items/{item_id}/image")
     async def item_image_file(self, item_id: str) -> Response:
+        if item_id in self.photos:
+            from onevision.images import image_media_type
+
+            photo = self.photos[item_id]
+            return Response(photo, media_type=image_media_type(photo))
         if item_id not in self.item_image:
             return JSONResponse({"error": f"unknown item {item_id!r}"}, status_code=404)
         return FileResponse(self.root / self.item_image[item_id])
@@ -392,6 +507,66 @@ class Ingress:
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"event_id": e.event_id}, status_code=202)
 
+    @api.post("/v1/catalog", status_code=202, openapi_extra=openapi_body(**{"application/json": CatalogChangeBody}))
+    async def catalog_change(self, request: Request) -> Response:
+        """One catalog change (API key): an item added (its photo base64, title, category, price),
+        updated (the fields given) or removed. A photo is encoded with the serving tokenizer by a
+        model replica; the change goes to `onevision.catalog`, and every replica and worker applies
+        it within seconds. 202 once the broker has it."""
+        from onevision.catalog.changes import CatalogChangeError, new_change, photo_text
+        from onevision.images import ImageError, load_rgb
+        from streaming.catalog_stream import send_changes
+        from streaming.producer import now_ms
+
+        try:
+            if not request.state.trusted:
+                check_api_key(self.api_key, request.headers.get(API_KEY_HEADER), "changing the catalog")
+            body = CatalogChangeBody.model_validate(json.loads(await read_body(request, MAX_CATALOG_BYTES)))
+            fields = body.model_dump(exclude_unset=True, exclude={"kind", "item_id", "image"})
+            if body.image is not None and body.kind != "remove":
+                photo = base64.b64decode(body.image, validate=True)
+                await asyncio.to_thread(load_rgb, photo)  # a photo that does not decode is refused here
+                category = body.category or self.category.get(body.item_id)
+                if category is None:
+                    raise BadRequest(422, "a new item needs its category")
+                price = body.price if "price" in body.model_fields_set else self.price.get(body.item_id)
+                try:
+                    enc = (await self.model.encode_items.remote([photo], [{"category": category, "price": price}]))[0]
+                except Exception as exc:  # noqa: BLE001 - no replica free to encode it now: the caller retries
+                    log.warning("catalog change of %s: the photo was not encoded (%s)", body.item_id, exc)
+                    return JSONResponse({"error": "the photo could not be encoded now: retry later"}, status_code=503,
+                                        headers={"Retry-After": str(RETRY_AFTER_S)})
+                fields.update(image=photo_text(photo), **enc)
+            change = new_change(body.kind, body.item_id, now_ms(), **fields)
+        except (Denied, BadRequest) as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        except ValidationError as exc:
+            return JSONResponse({"error": validation_reason(exc)}, status_code=422)
+        except (ImageError, CatalogChangeError, binascii.Error) as exc:
+            return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=422)
+        except (ValueError, TypeError, RecursionError) as exc:
+            return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=422)
+        try:
+            await asyncio.to_thread(send_changes, self._catalog_producer(), self.settings, [change], EVENT_ACK_S)
+        except MessageSizeTooLargeError:
+            return JSONResponse({"error": "the change is larger than the catalog topic takes (its photo is too "
+                                          "large)"}, status_code=413)
+        except Exception as exc:  # noqa: BLE001 - the broker down: the caller retries
+            log.warning("catalog change %s not taken by the broker: %s", change.change_id, exc)
+            return JSONResponse({"error": "the catalog log is unavailable: retry later"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse({"change_id": change.change_id, "kind": change.kind, "item_id": change.item_id,
+                             "sid": change.sid}, status_code=202)
+
+    def _catalog_producer(self):
+        """The catalog topic's producer, made on first use (under a lock: requests run concurrently)."""
+        from streaming.producer import kafka_producer
+
+        with self._producer_lock:
+            if self.catalog_producer is None:
+                self.catalog_producer = kafka_producer(self.settings, max_block_ms=2000)
+            return self.catalog_producer
+
     def _stream_jobs(self) -> list[dict] | None:
         """The stream workers' and the DPO job's liveness (`streaming.status.worker_liveness`);
         None when Redis does not answer. Also sets the `onevision_stream_jobs` gauge."""
@@ -422,8 +597,9 @@ class Ingress:
         down = sorted({j["role"] for j in jobs or []} - {j["role"] for j in jobs or [] if j["alive"]})
         stream = {"jobs": jobs, "roles_down": down} if jobs is not None else {"jobs": None,
                                                                                "error": "Redis unavailable"}
-        return {"status": "degraded" if down or jobs is None else "ok", **(await self.model.health.remote()),
-                "stream": stream}
+        health = await self.model.health.remote()
+        health["catalog"]["ingress_position"] = self.catalog_position
+        return {"status": "degraded" if down or jobs is None else "ok", **health, "stream": stream}
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:

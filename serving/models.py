@@ -12,12 +12,21 @@ Hot swap: a variant that names no version follows its model's registry CURRENT. 
 request path and then swaps it in with one reference assignment; a batch already running keeps
 the model it started with, so no request fails or sees half a swap. A version that fails to load
 is reported and the old one keeps serving.
+
+Catalog changes: `apply_catalog` gives every hosted model the items' states after the changes the
+replica has read from `onevision.catalog` (`streaming.catalog_stream`); each model rebuilds what it
+derives from its items off the request path and swaps it in as one (`ImageSearch.apply_changes`).
+A version loaded later gets every change read so far before it serves. A change encoded with
+another tokenizer than a model's is refused by that model (counted): its SID would mean something
+else there.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from serving.experiments import ExperimentConfig
@@ -41,18 +50,22 @@ class ServedModels:
 
         # a local path, or a URL every node reads (s3://...): versions are copied to this node and checked
         self.registry = RegistryView(registry)
-        self.catalog, self.beam, self.device = catalog, beam, device
+        self.catalog_data, self.beam, self.device = catalog, beam, device
         self.follow: dict[str, str] = {}  # variant -> model whose CURRENT it follows (no pinned version)
         self.method: dict[str, str] = {}  # variant -> onevision | mca | mca-no-ranking
         self.versions: dict[str, str] = {}  # variant -> "model/vNNNN" serving it
         self.searches: dict = {}  # (method, "model/vNNNN") -> ImageSearch or CascadeSearch
         self.swaps, self.failed_loads = 0, 0
         self.live_s_conv: dict[str, float] = {}  # item id -> the online store's S_conv (`use_s_conv`)
+        self.catalog_states: dict = {}  # item id -> catalog.changes.ItemState: every change read so far
+        self.catalog_counts = {"applied": 0, "refused": 0, "skipped": 0, "batches": 0}
+        self._catalog_lock = threading.Lock()  # a model joins `searches` with every change read before it
+        self._encoders: dict = {}  # tokenizer version -> NewItemEncoder (`encode_items`)
         for v in config.variants:
             if v.method not in METHODS:
                 raise ValueError(f"variant {v.name!r}: unknown method {v.method!r}; one of {', '.join(METHODS)}")
             self.method[v.name] = v.method
-            model = v.model or default_model(catalog.root, v.method)
+            model = v.model or default_model(catalog.root, v.method)  # the catalog the models were trained on
             if v.version is None:
                 self.follow[v.name] = model
             self._serve(v.name, model, v.version or self._current(model))
@@ -72,11 +85,14 @@ class ServedModels:
         method, name = self.method[variant], f"{model}/{version}"
         if (method, name) not in self.searches:
             path = self.registry.version_dir(model, version)
-            loaded = (ImageSearch.from_registry(path, self.catalog, self.device) if method == "onevision"
-                      else CascadeSearch.from_registry(path, self.catalog, ranking=method == "mca"))
+            loaded = (ImageSearch.from_registry(path, self.catalog_data, self.device) if method == "onevision"
+                      else CascadeSearch.from_registry(path, self.catalog_data, ranking=method == "mca"))
             if self.live_s_conv:
                 loaded.use_s_conv(self.live_s_conv)
-            self.searches = {**self.searches, (method, name): loaded}  # one assignment: readers see old or new
+            with self._catalog_lock:
+                if self.catalog_states:
+                    self._apply(loaded, self.catalog_states)
+                self.searches = {**self.searches, (method, name): loaded}  # one assignment: readers see old or new
         self.versions = {**self.versions, variant: name}
 
     def refresh(self) -> list[str]:
@@ -107,6 +123,52 @@ class ServedModels:
         self.live_s_conv = dict(live)
         for search in list(self.searches.values()):
             search.use_s_conv(self.live_s_conv)
+
+    def _apply(self, search, states: Mapping) -> dict[str, list[str]]:
+        """Apply item states to one model, refusing those encoded with another tokenizer."""
+        from onevision.catalog.changes import acceptable
+
+        ok, refused = acceptable(states, search.expects())
+        report = search.apply_changes(ok)
+        self.catalog_counts["refused"] += len(refused)
+        self.catalog_counts["skipped"] += len(report["skipped"])
+        return report
+
+    def apply_catalog(self, states: Mapping, changed: Mapping) -> dict[str, list[str]]:
+        """`states`: every changed item's state after all changes read (kept for versions loaded
+        later); `changed`: the states of the items the newest changes touched, applied to every
+        hosted model now. Returns the first model's report."""
+        with self._catalog_lock:
+            self.catalog_states = dict(states)
+            reports = [self._apply(search, changed) for search in list(self.searches.values())]
+            self.catalog_counts["applied"] += len(changed)
+            self.catalog_counts["batches"] += 1
+        return reports[0] if reports else {}
+
+    def item_ids(self) -> list[str]:
+        """Every item some hosted model serves now (whose live S_conv the replica reads)."""
+        return sorted({i for search in list(self.searches.values()) for i in search.item_ids})
+
+    def catalog_info(self) -> dict:
+        """What the catalog changes did here: counts, and each hosted model's item count."""
+        return {**self.catalog_counts, "items": {f"{m}:{n}": len(s.item_ids) for (m, n), s in self.searches.items()}}
+
+    def encode_items(self, photos: list[bytes], items: list[dict]) -> list[dict]:
+        """New items' SIDs, reconstructions and V embeddings with the tokenizer of the first
+        variant's model: what a catalog change publisher needs (`POST /v1/catalog`)."""
+        import pandas as pd
+
+        from onevision.tokenizers.encode_items import NewItemEncoder
+
+        variant, version = next(iter(self.versions.items()))  # one read: a swap may replace the dict meanwhile
+        search = self.searches[self.method[variant], version]
+        name = search.tokenizer
+        if name not in self._encoders:
+            self._encoders[name] = NewItemEncoder(self.registry.version_dir(*name.split("/")), search.encoder)
+        enc = self._encoders[name]
+        got = enc.encode(photos, pd.DataFrame(items), reference=search.served.items.frame)
+        return [{"sid": got.sids[k].tolist(), "vector": got.vectors[k].tolist(), "embedding": got.embedding[k].tolist(),
+                 "tokenizer": enc.name} for k in range(len(items))]
 
     def search(self, queries: list[dict]) -> list[dict]:
         """Each query: variant, image (PIL), user (Feast features), scene, top_k; searched in one

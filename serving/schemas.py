@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from onevision.catalog.changes import MAX_IMAGE_BYTES
 from onevision.generator.prompt.builder import SCENES
 
 MAX_TOP_K = 100
@@ -69,6 +70,22 @@ class FeedbackBody(BaseModel):
     ts: int | None = Field(None, ge=0, description="ms since the epoch; API key only")
     event_id: str | None = Field(None, max_length=256, description="API key only: an idempotency key, so that a "
                                  "retry after a 503 counts once")
+
+
+class CatalogChangeBody(BaseModel):
+    """`POST /v1/catalog` (API key): one item added (`image` base64, `title`, `category`, `price` or
+    null for unknown), updated (only the fields given; a new `image` is encoded again) or removed
+    (`item_id` only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["add", "update", "remove"]
+    item_id: str = Field(min_length=1, max_length=200)
+    title: str | None = Field(None, max_length=2000)
+    category: str | None = Field(None, min_length=1, max_length=500)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE_BYTES * 4 // 3 + 4,
+                              description="the catalog photo, base64 (JPEG or PNG)")
 
 
 def openapi_body(**content: type[BaseModel] | dict) -> dict:

@@ -11,6 +11,12 @@ its colour/brand/price variants), `other_family` for another product of the cate
 order link given a click; they are produced with the request id, position, variant and
 experiment of the answer.
 
+On a drifting world (`onevision.world.drift`, `--drift SCENARIO`) the shoppers follow the
+scenario's schedule from the moment traffic starts (`ShopperWorld.start`): a trend's shoppers add
+its boost to items of its colour, a price shock's and a launch's items are those of the catalog
+version after the change (its prices, its launched items, photographed in a share of the searches
+once the launch is out); `publish_drift` puts that catalog change on the catalog topic on time.
+
 A real catalog has no such ground truth, so its shoppers (`CatalogShoppers`) are simpler, and
 that is an assumption, not something learned from the data: the catalog's users (padded with a
 few synthetic ones when it names fewer, e.g. only "anonymous") send its held-out (test, else val)
@@ -22,6 +28,7 @@ unknown). `load_shoppers` picks the world's shoppers on a world and these on any
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
+from onevision.world.drift import Drift
 from onevision.world.users import BehaviourModel, ItemArrays, Shoppers, click_prob, order_prob, utility
 
 
@@ -54,41 +62,152 @@ class ShopperWorld:
     photos: list  # (image path, photographed item row)
     model: BehaviourModel = field(default_factory=BehaviourModel)
     intent: Intent = field(default_factory=Intent)
+    drift: Drift | None = None
+    after: ItemArrays | None = None  # the items after a drift's catalog change (the same rows, then launches)
+    launch_photos: list = field(default_factory=list)  # (image path, row) of launched items
+    trend: np.ndarray | None = None  # (U,) bool: the trend's shoppers
+    trend_colour: int = -1  # index into the world's colours
+    t0: float | None = None  # when the traffic started (`start`)
+    catalog_out: bool | None = None  # the drift's catalog change published (None: nobody publishes it)
 
     @classmethod
-    def load(cls, catalog) -> "ShopperWorld":
+    def load(cls, catalog, drift: Drift | None = None) -> "ShopperWorld":
+        from onevision.world.products import COLOURS
+
         items, users, q = catalog.items, catalog.users, catalog.queries
         gap = world_gap(catalog)
         if gap is not None:
             raise ValueError(f"{catalog.root} is not a synthetic world (no {gap}): "
                              "the simulator needs the world's ground truth")
-        row_of = {i: r for r, i in enumerate(items["item_id"])}
         test = q[q["split"] == "test"]
+        before = after = ItemArrays.from_items(items)
+        launch_photos: list = []
+        if drift is not None and drift.changes_catalog():
+            items, launch_photos, before, after = _changed_items(catalog, drift)
+        row_of = {i: r for r, i in enumerate(items["item_id"])}
         photos = [(catalog.root / img, row_of[p]) for img, p in zip(test["image"], test["photo_item_id"])]
-        return cls(items["item_id"].to_numpy(), row_of, items["family_id"].to_numpy(),
-                   ItemArrays.from_items(items), Shoppers.from_frame(users), users["user_id"].to_numpy(), photos)
+        trend = None
+        if drift is not None and drift.scenario == "trend":
+            trend = np.isin(users["user_id"].to_numpy(), drift.trend_users)
+        world = cls(items["item_id"].to_numpy(), row_of, items["family_id"].to_numpy(), before,
+                    Shoppers.from_frame(users), users["user_id"].to_numpy(), photos, drift=drift,
+                    after=after if drift is not None and drift.changes_catalog() else None,
+                    launch_photos=launch_photos, trend=trend,
+                    trend_colour=COLOURS.index(drift.colour) if trend is not None else -1)
+        return world
+
+    def start(self) -> None:
+        """The traffic starts now: a drift's schedule counts from here."""
+        self.t0 = time.time()
+
+    def strength(self) -> float:
+        """How far the drift has come (0 before its start or without one, 1 at full strength)."""
+        if self.drift is None or self.t0 is None:
+            return 0.0
+        return self.drift.strength(time.time() - self.t0)
+
+    def catalog_changed(self) -> bool:
+        """Whether the drift's catalog change is out: once published (`publish_drift` says so), or,
+        with nobody publishing it, once the drift has started."""
+        return self.catalog_out if self.catalog_out is not None else self.strength() > 0
+
+    def items_now(self) -> ItemArrays:
+        return self.after if self.after is not None and self.catalog_changed() else self.arrays
 
     @property
     def price(self) -> np.ndarray:
-        return self.arrays.price
+        return self.items_now().price
 
     def draw(self, rng: np.random.Generator) -> tuple[int, int]:
-        """(photo index, user row): a photo, and a user who would shop for its category."""
+        """(photo index, user row): a photo, and a user who would shop for its category. Once a
+        launch is out, a share of the photos show launched items (indices past the base photos)."""
         p = int(rng.integers(len(self.photos)))
-        c = self.arrays.category[self.photos[p][1]]
+        out = self.launch_photos and self.catalog_changed()
+        if out and rng.random() < self.drift.photo_share * self.strength():  # type: ignore[union-attr]
+            p = len(self.photos) + int(rng.integers(len(self.launch_photos)))
+        c = self.items_now().category[self.photo(p)[1]]
         w = self.shoppers.activity * self.shoppers.category_pref[:, c]
         return p, int(rng.choice(len(w), p=w / w.sum()))
+
+    def photo(self, p: int) -> tuple:
+        """(image path, photographed row) of photo `p` (launched ones after the base photos)."""
+        return self.photos[p] if p < len(self.photos) else self.launch_photos[p - len(self.photos)]
 
     def react(self, rng: np.random.Generator, user: int, photo_item: int,
               shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(clicked, ordered) masks over the shown item rows, in display order."""
-        u = utility(self.model, self.shoppers, user, self.arrays, shown)
+        arrays = self.items_now()
+        u = utility(self.model, self.shoppers, user, arrays, shown)
+        if self.trend is not None and self.trend[user]:
+            u = u + self.drift.boost * self.strength() * (arrays.colour[shown] == self.trend_colour)  # type: ignore[union-attr]
         same_family = self.family[shown] == self.family[photo_item]
-        same_cat = self.arrays.category[shown] == self.arrays.category[photo_item]
+        same_cat = arrays.category[shown] == arrays.category[photo_item]
         u = u + np.where(same_family, 0.0, np.where(same_cat, self.intent.other_family, self.intent.other_category))
         clicked = rng.random(len(shown)) < click_prob(self.model, u, np.arange(len(shown)))
         ordered = clicked & (rng.random(len(shown)) < order_prob(self.model, u))
         return clicked, ordered
+
+
+def _changed_items(catalog, drift: Drift) -> tuple:
+    """(items after a drift's catalog change, launched photos, item arrays before and after): the
+    version after keeps the base rows in order and appends the launches."""
+    from onevision.catalog.format import load_catalog
+
+    changed = load_catalog(catalog.root / "drifts" / drift.catalog)
+    items, n = changed.items, len(catalog.items)
+    if items["item_id"].iloc[:n].tolist() != catalog.items["item_id"].tolist():
+        raise ValueError(f"{changed.root} does not keep {catalog.root}'s items in order: build the drift again")
+    old = items.copy()
+    old.loc[: n - 1, "price"] = catalog.items["price"].to_numpy()
+    q = changed.queries
+    launched = q[q["target_item_id"].isin(items["item_id"].iloc[n:])]
+    row = {i: r for r, i in enumerate(items["item_id"])}
+    photos = [(changed.root / img, row[p]) for img, p in zip(launched["image"], launched["photo_item_id"])]
+    return items, photos, ItemArrays.from_items(old), ItemArrays.from_items(items)
+
+
+def publish_drift(settings, world_dir, world: ShopperWorld, registry,
+                  model: str | None = None) -> threading.Timer | None:
+    """The drift's catalog change (prices, launches) encoded now and published to the catalog topic
+    `start_s` after the traffic's start (`world.start()` first), on a timer thread; the shoppers see
+    the changed catalog once it is published, never before the service can. None when the scenario
+    changes no catalog. A failed publish is logged and the shoppers stay in the old catalog. `model`:
+    the served generator whose tokenizer encodes the launches (default the world's)."""
+    drift = world.drift
+    if drift is None or not drift.changes_catalog():
+        return None
+    from pathlib import Path
+
+    from onevision.catalog.format import load_catalog
+    from onevision.registry import load_version, resolve, resolve_ref
+    from onevision.tokenizers.encode_items import NewItemEncoder, changes_between
+    from serving.models import default_model
+    from streaming.catalog_stream import send_changes
+    from streaming.producer import kafka_producer, now_ms
+
+    base = load_catalog(world_dir)
+    generator = resolve(model or default_model(Path(world_dir)), registry)
+    tokenizer = resolve_ref(load_version(generator)[1]["tokenizer"], generator)
+    changes = changes_between(base, load_catalog(Path(world_dir) / "drifts" / drift.catalog), NewItemEncoder(tokenizer),
+                              now_ms())
+    world.catalog_out = False
+
+    def publish() -> None:
+        producer = kafka_producer(settings)
+        try:
+            send_changes(producer, settings, changes)
+            world.catalog_out = True
+            print(f"drift {drift.scenario}: {len(changes)} catalog changes published", flush=True)
+        except Exception:  # noqa: BLE001 - reported; the run goes on without the change
+            logging.getLogger(__name__).exception("drift %s: the catalog change was not published", drift.scenario)
+        finally:
+            producer.close()
+
+    assert world.t0 is not None, "start the world first"
+    timer = threading.Timer(max(0.0, world.t0 + drift.start_s - time.time()), publish)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def world_gap(catalog) -> str | None:
@@ -136,6 +255,14 @@ class CatalogShoppers:
         return cls(items["item_id"].to_numpy(), row_of, items["price"].to_numpy(np.float64),
                    np.array(users + synthetic), photos, len(synthetic), behaviour)
 
+    t0: float | None = None
+
+    def start(self) -> None:
+        self.t0 = time.time()
+
+    def photo(self, p: int) -> tuple:
+        return self.photos[p]
+
     def draw(self, rng: np.random.Generator) -> tuple[int, int]:
         """(photo index, user row), both uniform."""
         return int(rng.integers(len(self.photos))), int(rng.integers(len(self.user_ids)))
@@ -149,9 +276,13 @@ class CatalogShoppers:
         return clicked, ordered
 
 
-def load_shoppers(catalog) -> ShopperWorld | CatalogShoppers:
-    """The world's shoppers on a synthetic world, `CatalogShoppers` on any other catalog."""
-    return ShopperWorld.load(catalog) if world_gap(catalog) is None else CatalogShoppers.load(catalog)
+def load_shoppers(catalog, drift: Drift | None = None) -> ShopperWorld | CatalogShoppers:
+    """The world's shoppers on a synthetic world (following `drift`), `CatalogShoppers` on any other catalog."""
+    if world_gap(catalog) is None:
+        return ShopperWorld.load(catalog, drift)
+    if drift is not None:
+        raise ValueError(f"{catalog.root} is not a synthetic world: a drift needs the world's shoppers")
+    return CatalogShoppers.load(catalog)
 
 
 @dataclass
@@ -197,6 +328,8 @@ def run_traffic(url: str, world: ShopperWorld | CatalogShoppers, producer, rate:
     from streaming.producer import event
 
     stats, start, stop = TrafficStats(), time.monotonic(), threading.Event()
+    if world.t0 is None:
+        world.start()  # a drift's schedule counts from the first search
     headers = {"X-API-Key": api_key} if api_key else {}
     n = max(1, int(rate * duration))
 
@@ -205,7 +338,7 @@ def run_traffic(url: str, world: ShopperWorld | CatalogShoppers, producer, rate:
         if stop.wait(max(0.0, start + i / rate - time.monotonic())):  # an open-loop schedule
             return
         p, user = world.draw(rng)
-        path, photographed = world.photos[p]  # the world's item row; a catalog's accepted rows
+        path, photographed = world.photo(p)  # the world's item row; a catalog's accepted rows
         user_id = str(world.user_ids[user])
         try:
             r = requests.post(f"{url}/v1/search", files={"image": (path.name, path.read_bytes(), "image/jpeg")},
@@ -216,8 +349,11 @@ def run_traffic(url: str, world: ShopperWorld | CatalogShoppers, producer, rate:
         if body is None:
             stats.add("")
             return
-        shown = np.array([world.row_of[h["item_id"]] for h in body["items"]], dtype=np.int64)
+        shown = np.array([world.row_of.get(h["item_id"], -1) for h in body["items"]], dtype=np.int64)
+        known = shown >= 0  # an item the simulator's world does not hold (published by someone else) is not clicked
+        shown = np.where(known, shown, 0)
         clicked, ordered = world.react(rng, user, photographed, shown) if len(shown) else (np.zeros(0, bool),) * 2
+        clicked, ordered = clicked & known, ordered & known
         common = dict(scene="image_search", request_id=body["request_id"], variant=body["variant"],
                       experiment=body["experiment"] or None)
         for kind, mask in (("click", clicked), ("order", ordered)):

@@ -17,7 +17,10 @@ Delivery is at-least-once reading with effectively-once state:
 - each flush is fenced by the partitions' epochs (`streaming.fencing`), so a worker evicted
   while stuck cannot land a stale transaction after the partition's new owner;
 - when Redis is down the flush is retried with back-off, nothing is committed meanwhile,
-  and a retry first checks whether the lost reply's transaction did land.
+  and a retry first checks whether the lost reply's transaction did land;
+- the item table follows the catalog's changes (`streaming.catalog_stream`): read at start, then
+  every `CATALOG_POLL_S`, and always before an event's item is called unknown (a new item's
+  change is on the catalog topic before anyone can be shown it), so its events are applied.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from infra.settings import Settings, redis_client
 from onevision.behaviour.long_term import CLICK, ORDER, add_action
 from onevision.behaviour.short_term import SHORT_SCENES, add_click
 from onevision.items import ItemTable
+from streaming.catalog_stream import CatalogFollower, changed_states
 from streaming.consumer import ConsumerJob
 from streaming.fencing import claim_partitions, epoch_key, fenced_write, holds
 from streaming.schema import DeadLetter, Event, EventError, parse_event
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 Queue = Callable[[redis.client.Pipeline], None]  # queues writes on a Redis transaction
 APPLY_FAILED = "apply failed"  # the dead letter of an event whose application raised
+CATALOG_POLL_S = 1.0  # how often an idle or busy worker looks for catalog changes
 
 
 def tune_gc() -> None:
@@ -93,6 +98,10 @@ class EventWorker(ConsumerJob):
         self._rate = deque(maxlen=20)  # (monotonic time, events) at recent flushes
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="redis-writer")
         self._inflight = None
+        self.catalog = CatalogFollower(settings, client_id=f"{c.worker_id}-catalog", keep_photos=False)
+        self.stats.update(catalog_items=0, catalog_refused=0, catalog_errors=0)
+        self._catalog_polled = 0.0
+        self._poll_catalog(catch_up=True)
         super().__init__(
             settings, settings.kafka.events_topic, c.group, max_poll_records=c.max_poll_records,
             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -126,6 +135,37 @@ class EventWorker(ConsumerJob):
 
     def revoked(self, partitions: list[int]) -> None:
         """Forget the role's state of partitions that moved away."""
+
+    def table_changed(self, items: list[str]) -> None:
+        """The item table now gives these items a new or changed SID (the role updates what it derives)."""
+
+    # ---- catalog changes ---------------------------------------------------------------------
+    def _catalog(self, changes: list) -> None:
+        """Take catalog changes into the item table (refusing SIDs of another tokenizer)."""
+        if not changes:
+            return
+        from onevision.catalog.changes import Expect, acceptable
+
+        t = self.table
+        expect = Expect(t.tokenizer, (2**31,) * t.levels,
+                        vector_dim=None if t.vectors is None else len(t.vectors[0]))
+        states, refused = acceptable(changed_states(self.catalog, changes), expect)
+        self.stats["catalog_refused"] += len(refused)
+        self.table, changed = self.table.with_changes(states)
+        if changed:
+            self.stats["catalog_items"] += len(changed)
+            self.table_changed(changed)
+            log.info("item table: %d items got a new or changed SID from catalog changes", len(changed))
+
+    def _poll_catalog(self, catch_up: bool = False) -> None:
+        """New catalog changes into the table; a read or a batch that fails is logged, and the worker
+        carries on with the table it had (an event of an item it still lacks is dead-lettered)."""
+        self._catalog_polled = time.monotonic()
+        try:
+            self._catalog(self.catalog.catch_up() if catch_up else self.catalog.poll(0))
+        except Exception:  # noqa: BLE001 - the broker away, or a change that cannot be built
+            self.stats["catalog_errors"] += 1
+            log.exception("catalog changes not taken; the worker keeps its item table")
 
     # ---- batch bookkeeping -------------------------------------------------------------------
     def _reset_batch(self) -> None:
@@ -189,8 +229,11 @@ class EventWorker(ConsumerJob):
             super().close(clean)
         finally:
             self._writer.shutdown()
+            self.catalog.close()
 
     def step(self, timeout_ms: int = 100) -> int:
+        if time.monotonic() - self._catalog_polled >= CATALOG_POLL_S:
+            self._poll_catalog()
         records = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
         n = self._apply_records(records) if records else 0
         if self._inflight is not None and self._inflight[0].done():
@@ -206,6 +249,7 @@ class EventWorker(ConsumerJob):
         parsed = []
         skipped = 0
         ends: dict[int, int] = {}
+        caught_up = False
         for tp, msgs in records.items():
             p = tp.partition
             done = self.next_offset.get(p, -1)
@@ -216,6 +260,9 @@ class EventWorker(ConsumerJob):
                 ends[p] = m.offset + 1
                 try:
                     e = parse_event(m.value)
+                    if self.table.index(e.item_id) is None and not caught_up:  # a new item's change, not read yet?
+                        self._poll_catalog(catch_up=True)
+                        caught_up = True
                     if self.table.index(e.item_id) is None:
                         raise EventError("unknown item", e.item_id)
                 except EventError as err:

@@ -20,11 +20,18 @@ from streaming.worker_config import WorkerConfig
 class FeatureWorker(EventWorker):
     role = "features"
     reports_invalid = True
+    item_store: ItemStatsStore | None = None
 
     def __init__(self, settings: Settings, table: ItemTable, config: WorkerConfig | None = None):
         super().__init__(settings, table, config)
-        sid_bytes = {item: sid_value(table.sids[i]) for i, item in enumerate(table.item_ids)}
+        t = self.table  # with the catalog changes read at start
+        sid_bytes = {item: sid_value(t.sids[i]) for i, item in enumerate(t.item_ids)}
         self.item_store = ItemStatsStore(self.redis, self.ns, sid_bytes, self.config.item_stats)
+
+    def table_changed(self, items: list[str]) -> None:
+        t = self.table
+        if self.item_store is not None:  # None while the worker starts (its table is read after)
+            self.item_store.sid_bytes.update({i: sid_value(t.sids[t.index(i)]) for i in items})
 
     def _reset_batch(self) -> None:
         super()._reset_batch()

@@ -57,6 +57,8 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path, monkeypatch):
     n_events = len(pd.read_parquet(tmp_path / "data" / "worlds" / "tiny" / "events.parquet"))
     assert f"replayed {n_events:,} events" in result.output and f": {n_events:,} events" in result.output
     assert "short-term SIDs [[" in result.output and "long-term SID [" in result.output
+    assert "20 items launched, 2 removed, 10 repriced; applied by the service" in result.output
+    assert "'s photo -> " in result.output  # a launched item searched by its photo
     n_versions = len(list(generators.glob("v0*")))
     again = CliRunner().invoke(app, ["quickstart", "--preset", "tiny", "--no-services"])
     assert again.exit_code == 0 and "already built, reused" in again.output and "reused" in again.output
@@ -91,6 +93,7 @@ def test_quickstart_on_a_real_catalog_runs_end_to_end(tmp_path, monkeypatch, cap
     searches = [line for line in out.splitlines() if " recent clicks) -> " in line]
     assert len(searches) == 3 and all(line.lstrip().startswith("test-") for line in searches)
     assert "no event log: nothing to replay; features start empty" in out
+    assert "catalog changes: onevision catalog publish" in out
     assert "12 simulated searches (0 failed)" in out and "simulated shoppers (assumed, not a world): 8 users" in out
     assert "near-streaming DPO job" in out and "DPO job so far (this run): " in out  # gated on val CLICKs
     assert f"web page: http://127.0.0.1:{port}/" in out

@@ -54,13 +54,16 @@ from pydantic import ValidationError
 
 from infra.lease import Lease, LeaseHeld
 from infra.settings import Settings, redis_client
+from onevision.catalog.changes import acceptable
 from onevision.catalog.format import Catalog
 from onevision.device import resolve_device
 from onevision.generator.data import data_for_version
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import EMBED_DIM, GRID_DIM, OneVisionGenerator
 from onevision.registry import current_version, history, load_version
+from streaming.catalog_stream import CatalogFollower, changed_states
 from streaming.consumer import ConsumerJob
+from streaming.event_worker import CATALOG_POLL_S
 from streaming.groups import status_key
 from streaming.producer import now_ms
 from streaming.request_log import ContextJoin, RequestContext
@@ -318,6 +321,7 @@ class DPOStreamJob(ConsumerJob):
         try:
             super().close(clean)
             self.contexts.close()
+            self.catalog_follower.close()
         finally:
             try:
                 self.lease.release()
@@ -348,7 +352,26 @@ class DPOStreamJob(ConsumerJob):
         model = self.search.searcher.model
         self.gate = Gate(data_for_version(self.catalog, path, self._cache, progress), model, self.config.gate)
         self.item_row = {item: i for i, item in enumerate(self.search.item_ids)}
+        # launched items: sessions that bought one are examples too (the follower reads the catalog's changes)
+        self.catalog_follower = CatalogFollower(self.settings, client_id=f"{self.config.group}-catalog",
+                                                keep_photos=False)
+        self._catalog_polled = 0.0
+        self._take_catalog(catch_up=True)
         self._set_reference(path, model)
+
+    def _take_catalog(self, catch_up: bool = False) -> None:
+        """Catalog changes into the job's items (a launched item's SID is a session's positive); a
+        read or a batch that fails is logged and the job carries on with the items it had."""
+        self._catalog_polled = time.monotonic()
+        f = self.catalog_follower
+        try:
+            changes = f.catch_up() if catch_up else f.poll(0)
+            if changes:
+                states, _ = acceptable(changed_states(f, changes), self.search.expects())
+                self.search.apply_changes(states)
+                self.item_row = {item: i for i, item in enumerate(self.search.item_ids)}
+        except Exception:  # noqa: BLE001 - the broker away, or a change that cannot be built: next poll
+            log.exception("catalog changes not taken; the job keeps its items")
 
     def _current_path(self) -> Path:
         version = current_version(self.registry, self.model)
@@ -395,6 +418,9 @@ class DPOStreamJob(ConsumerJob):
                     self.counts["dlq"] += 1
                     self.send_dead_letter(self.dead_letter(m, "malformed session log", str(exc)[:500]))
         self.counts["sessions"] += len(sessions)
+        if any(i not in self.item_row and i not in self.catalog_follower.states  # launched since the last poll?
+               for s in sessions for i in s.purchased):
+            self._take_catalog(catch_up=True)
         useful = []
         pending = {e.request_id for e in self.pending}
         for s in sessions:
@@ -487,6 +513,8 @@ class DPOStreamJob(ConsumerJob):
                 return
         except redis.RedisError as err:  # checked again, strictly, before publishing
             log.warning("could not renew the DPO stream lease (%s)", err)
+        if time.monotonic() - self._catalog_polled >= CATALOG_POLL_S:
+            self._take_catalog()
         # never read past one micro-batch: its offsets are exactly what it trained on
         records = self.consumer.poll(timeout_ms=500, max_records=max(1, self.config.micro_batch - len(self.pending)))
         if records:

@@ -5,6 +5,7 @@ the category text encoder and the item's business stats make its inputs."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,92 @@ def encode_catalog_items(tokenizer_version: str | Path, catalog: Catalog, out: P
     sids = tok.encode(inputs)
     write_item_sids(catalog.items["item_id"], sids, out, tok.quantized(inputs))
     return len(sids)
+
+
+@dataclass
+class EncodedItems:
+    sids: np.ndarray  # (n, L) int64
+    vectors: np.ndarray  # (n, d) what the codes reconstruct (the workers' long-term SIDs average these)
+    embedding: np.ndarray  # (n, D) V's embedding of each photo (what the searcher and its index compare)
+
+
+class NewItemEncoder:
+    """SIDs for items a trained tokenizer has never seen (new items, new photos): V's embedding of
+    the photo, the category's text embedding and the business stats of an item with no history
+    (its price; an unknown one takes the reference catalog's median), quantized by the tokenizer
+    as its training items were. Nothing is retrained."""
+
+    def __init__(self, tokenizer_version: str | Path, encoder: AlignedEfficientNet | None = None):
+        from onevision.registry import resolve_ref, version_name
+
+        self.version = resolve(tokenizer_version)
+        self.name = version_name(self.version)
+        self.tok = load_tokenizer(self.version)
+        config = load_version(self.version)[1]
+        self.encoder = (encoder or AlignedEfficientNet.load(resolve_ref(config["encoder"], self.version))).eval()
+        self.text_of: dict[str, np.ndarray] = {}
+
+    def _text(self, categories: Sequence[str]) -> np.ndarray:
+        missing = sorted({c for c in categories if c not in self.text_of})
+        if missing:
+            from onevision.encoders.text import TextEncoder
+
+            self.text_of.update(zip(missing, TextEncoder().encode(missing)))
+        return np.stack([self.text_of[c] for c in categories]).astype(np.float32)
+
+    def encode(self, photos: Sequence[bytes | str | Path], items: pd.DataFrame,
+               reference: pd.DataFrame | None = None) -> EncodedItems:
+        """`photos` (bytes or paths) of `items` (rows: category, price; stats columns count as 0)."""
+        from onevision.encoders.visual_tokens import encode_images
+        from onevision.images import load_rgb
+        from onevision.tokenizers.base import TokenizerInputs
+        from onevision.tokenizers.inputs import BUSINESS_COLUMNS, business_features
+
+        if len(photos) != len(items):
+            raise ValueError(f"{len(photos)} photos for {len(items)} items")
+        if not len(items):
+            return EncodedItems(np.zeros((0, self.tok.levels), np.int64), np.zeros((0, 0), np.float32),
+                                np.zeros((0, 0), np.float32))
+        def columns(df: pd.DataFrame) -> pd.DataFrame:  # unknown price NaN, no history 0
+            return pd.DataFrame({c: df[c].to_numpy(np.float64) if c in df.columns else
+                                 np.full(len(df), np.nan if c == "price" else 0.0) for c in BUSINESS_COLUMNS})
+
+        both = pd.concat([columns(reference), columns(items)], ignore_index=True) if reference is not None \
+            else columns(items)
+        business = business_features(both)[-len(items):]
+        embedding = encode_images(self.encoder, [load_rgb(p) for p in photos]).embedding
+        inputs = TokenizerInputs(embedding, self._text([str(c) for c in items["category"]]), business)
+        return EncodedItems(np.asarray(self.tok.encode(inputs), np.int64), np.asarray(self.tok.quantized(inputs),
+                                                                                        np.float32), embedding)
+
+
+def changes_between(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int, batch: int = 256) -> list:
+    """The change records (`catalog.changes.ItemChange`) that turn catalog `old` into `new`: removals,
+    then updates, then additions, each new photo encoded with `encoder` (the serving tokenizer)."""
+    from onevision.catalog.changes import diff_catalogs, new_change, photo_text
+
+    diff = diff_catalogs(old, new)
+    rows = new.items.set_index("item_id")
+    changes = [new_change("remove", item, ts) for item in diff.removed]
+
+    def price(item: str) -> float | None:
+        p = rows.at[item, "price"]
+        return None if pd.isna(p) else float(p)
+
+    photos = [i for i, fields in diff.updated.items() if "image" in fields] + list(diff.added["item_id"])
+    encoded: dict[str, dict] = {}
+    for start in range(0, len(photos), batch):
+        ids = photos[start:start + batch]
+        paths = [new.path(rows.at[i, "image"]) for i in ids]
+        got = encoder.encode(paths, rows.loc[ids].reset_index(), reference=old.items)
+        for k, i in enumerate(ids):
+            encoded[i] = {"image": photo_text(paths[k].read_bytes()), "sid": got.sids[k].tolist(),
+                          "vector": got.vectors[k].tolist(), "embedding": got.embedding[k].tolist(),
+                          "tokenizer": encoder.name}
+    for item, fields in diff.updated.items():
+        given = {f: (price(item) if f == "price" else str(rows.at[item, f])) for f in fields if f != "image"}
+        changes.append(new_change("update", item, ts, **given, **encoded.get(item, {})))
+    for item in diff.added["item_id"]:
+        changes.append(new_change("add", item, ts, title=str(rows.at[item, "title"]),
+                                  category=str(rows.at[item, "category"]), price=price(item), **encoded[item]))
+    return changes

@@ -90,6 +90,17 @@ BENCHES = {
                    and all(row["search"]["all_valid"] and row["search"]["results"] > 0
                            and row["index"]["recall_at_10"] > 0.9 for row in r["rows"])
                    and r["slopes"]["search_lookahead_ms"] is not None),
+    # the tiny world's next version published under load: nothing failed, nothing removed served
+    "catalog_changes": Bench("bench_catalog_changes.json", keys("published", "applied_after_s", "requests",
+                                                                "removed_in_answers_after_applied",
+                                                                "launched_found_at_4", "feature_worker"),
+                             models=True, services=True,
+                             check=lambda r: r["requests"]["failed"] == 0 and r["applied_after_s"] is not None
+                             and r["removed_in_answers_after_applied"] == 0
+                             and r["published"] == {"add": 12, "update": 5, "remove": 3}),
+    "cold_items": Bench("bench_cold_items.json", keys("launched", "results", "gap_hr4_points", "apply_changes_s"),
+                        models=True, check=lambda r: r["launched"] == 12
+                        and set(r["results"]) == {"onevision", "mca"}),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.timeout(600)
 def isolated(settings: Settings, name: str, db: int | None = None, redis_url: str | None = None) -> Settings:
     """The session's services with topics of this test's own (and optionally another Redis db)."""
     k = settings.kafka.model_copy(update={"events_topic": f"{name}.events", "dlq_topic": f"{name}.dlq",
-                                          "sessions_topic": f"{name}.sessions", "requests_topic": f"{name}.requests"})
+                                          "sessions_topic": f"{name}.sessions", "requests_topic": f"{name}.requests",
+                                          "catalog_topic": f"{name}.catalog"})
     url = redis_url or settings.redis.url
     if db is not None:
         url = url.rsplit("/", 1)[0] + f"/{db}"

@@ -54,7 +54,7 @@ def test_items_inside_a_sid_follow_the_live_s_conv(served):
         queue_rows(pipe, "item_id", [(last, item_row(search.searcher.item_sids[before[-1]], 500, 90, 9000.0, 1e6,
                                                      int(time.time() * 1000)))])
         pipe.execute()
-    live = read_s_conv(feature_store(settings), list(models.catalog.items["item_id"]))
+    live = read_s_conv(feature_store(settings), models.item_ids())
     assert live == {last: 1e6}  # items the worker has not seen are left out
     models.use_s_conv(live)
     after = shared_group(search)

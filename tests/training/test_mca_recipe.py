@@ -57,8 +57,9 @@ def test_cascade_search_answers_photos_with_user_sids(published, tiny_world):
     sid = ranked.item_sids[item]
     user = {"short_sids": ["-".join(map(str, sid))], "long_sid": sid.tolist()}
     arrays = ranked.users([user, {}])
-    group = ranked.groups.groups(sid[None])[0]
-    assert arrays.short_items[0, 0] == ranked.groups.members[ranked.groups.starts[group]]  # best S_conv item of the SID
+    groups = ranked.served.groups
+    group = groups.groups(sid[None])[0]
+    assert arrays.short_items[0, 0] == groups.members[groups.starts[group]]  # best S_conv item of the SID
     assert item in arrays.long_items[0] and (arrays.short_items[1] == -1).all() and len(arrays.long_items[1]) == 0
     cold, warm = ranked.search([photo, photo], [{}, user], k=6)
     assert len(cold.hits) == 6 and len({h.item_id for h in cold.hits}) == 6

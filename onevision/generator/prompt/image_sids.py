@@ -28,7 +28,7 @@ class ImageSIDs:
     SIDs), nearest first. Both find the nearest items in the catalog's `ann.ItemIndex`, built
     with the model (or the searcher's, given instead of the embeddings), never inside a request."""
 
-    def __init__(self, tokenizer: Tokenizer, item_embedding: np.ndarray | ItemIndex, item_category: np.ndarray,
+    def __init__(self, tokenizer: Tokenizer, item_embedding: np.ndarray | ItemIndex | None, item_category: np.ndarray,
                  category_text: np.ndarray, n_business: int, without: str | None = None,
                  item_sids: np.ndarray | None = None, mode: str = "tokenizer", hints: int = 1):
         if mode not in MODES:
@@ -41,7 +41,23 @@ class ImageSIDs:
         if (mode == "none") != (hints == 0):
             raise ValueError("mode 'none' and only it has no image SIDs (hints=0)")
         self.item_sids, self.mode, self.hints = item_sids, mode, hints
-        self.index = ItemIndex.of(item_embedding) if mode != "none" else None  # the items' ANN index
+        # the items' ANN index (None before `with_items` gives it one, or in mode none)
+        self.index = ItemIndex.of(item_embedding) if mode != "none" and item_embedding is not None else None
+        self.text_of: dict[str, np.ndarray] = {}  # category name -> its text embedding (`with_items`)
+
+    def with_items(self, categories, index: ItemIndex, item_sids: np.ndarray) -> "ImageSIDs":
+        """The same tokenizer and mode over other items (a changed catalog): their categories (one
+        name per item), their ANN index and SIDs. Only a category never seen is text-encoded."""
+        names, item_cat = np.unique(np.asarray(categories, dtype=object).astype(str), return_inverse=True)
+        missing = [n for n in names if n not in self.text_of]
+        if missing:
+            from onevision.encoders.text import TextEncoder
+
+            self.text_of.update(zip(missing, TextEncoder().encode(missing)))
+        out = ImageSIDs(self.tok, index, item_cat, np.stack([self.text_of[n] for n in names]), self.n_business,
+                        self.without, np.asarray(item_sids, np.int64), self.mode, self.hints)
+        out.text_of = self.text_of
+        return out
 
     def encode(self, embedding: np.ndarray) -> np.ndarray:
         """(B, hints, L) SIDs of images from V's embeddings (B, D)."""
@@ -67,9 +83,10 @@ class ImageSIDs:
         return self.tok.encode(inputs)[:, None], zeros
 
     @classmethod
-    def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray | ItemIndex,
+    def from_version(cls, tokenizer_version: str | Path, categories, item_embedding: np.ndarray | ItemIndex | None,
                      mode: str = "tokenizer", hints: int = 1) -> "ImageSIDs":
-        """From a tokenizer registry version and the catalog items' categories (tokenizer order)."""
+        """From a tokenizer registry version and the catalog items' categories (tokenizer order);
+        without `item_embedding`, for `with_items` to give it items."""
         from onevision.encoders.text import TextEncoder
         from onevision.registry import load_version
 
@@ -79,5 +96,8 @@ class ImageSIDs:
         n_business = int(config["tokenizer"].get("n_business", 4))
         from onevision.items import load_item_table
 
-        return cls(tok, item_embedding, item_cat, TextEncoder().encode(list(names)), n_business, config.get("without"),
-                   load_item_table(tokenizer_version, vectors=False).sids, mode, hints)
+        text = TextEncoder().encode(list(names))
+        out = cls(tok, item_embedding, item_cat, text, n_business, config.get("without"),
+                  load_item_table(tokenizer_version, vectors=False).sids, mode, hints)
+        out.text_of = dict(zip(names.tolist(), text))
+        return out
