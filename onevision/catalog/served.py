@@ -87,17 +87,17 @@ class ServedItems:
         if new_photo:
             rows = list(new_photo)
             sids, emb = sids.copy(), np.array(emb, np.float32)
-            sids[rows] = self._checked([new_photo[r].sid for r in rows], np.int64, "SIDs", "codes")
-            emb[rows] = self._checked([new_photo[r].embedding for r in rows], np.float32, "embeddings", "dimensions")
+            sids[rows] = _like([new_photo[r].sid for r in rows], self.sids, "SIDs")
+            emb[rows] = _like([new_photo[r].embedding for r in rows], self.vectors, "embeddings")
         frame, sids, emb = frame[keep], sids[keep], np.asarray(emb)[keep]
         if added:
             launched = [{"item_id": s.item_id, "title": s.title, "category": s.category,
                          "price": s.price if s.price is not None else np.nan, **{c: 0.0 for c in STATS}}
                         for s in added]
             frame = pd.concat([frame, pd.DataFrame(launched, columns=list(COLUMNS))], ignore_index=True)
-            sids = np.concatenate([sids, self._checked([s.sid for s in added], np.int64, "SIDs", "codes")])
+            sids = np.concatenate([sids, _like([s.sid for s in added], self.sids, "SIDs")])
             emb = np.concatenate([np.asarray(emb, np.float32),
-                                  self._checked([s.embedding for s in added], np.float32, "embeddings", "dimensions")])
+                                  _like([s.embedding for s in added], self.vectors, "embeddings")])
         frame = frame.reset_index(drop=True)
         frame["price"] = frame["price"].astype(np.float64)
         now_added = (self.added - set(report["removed"])) | set(report["added"])
@@ -109,10 +109,10 @@ class ServedItems:
         """The embeddings as an array (an index's stored view)."""
         return self.embedding.vectors if isinstance(self.embedding, ItemIndex) else self.embedding
 
-    def _checked(self, rows: list, dtype, what: str, unit: str) -> np.ndarray:
-        """New rows of SIDs or embeddings, shaped like the served ones."""
-        arr = np.asarray(rows, dtype)
-        have = self.sids if what == "SIDs" else self.vectors
-        if arr.ndim != 2 or arr.shape[1] != have.shape[1]:
-            raise ValueError(f"new {what} have {arr.shape[-1]} {unit}, the served ones {have.shape[1]}")
-        return arr
+
+def _like(rows: list, served: np.ndarray, what: str) -> np.ndarray:
+    """New rows of SIDs or embeddings, as wide as the served ones (int64 SIDs, float32 embeddings)."""
+    arr = np.asarray(rows, np.int64 if what == "SIDs" else np.float32)
+    if arr.ndim != 2 or arr.shape[1] != served.shape[1]:
+        raise ValueError(f"new {what} have width {arr.shape[-1]}, the served ones {served.shape[1]}")
+    return arr
