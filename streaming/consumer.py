@@ -34,10 +34,10 @@ def _text(raw: bytes | None) -> str | None:
 
 
 class ConsumerJob(ConsumerRebalanceListener):
-    """Subclasses set up their state, then call `__init__` (it joins `group` on `topic` and says
-    "alive"), implement `tick`, `write_stats` and the rebalance callbacks, and may refine
-    `idle_done` (when an idle job may stop), `drain` (what the loop writes out when it ends) and
-    `settle` (what must finish before closing)."""
+    """Subclasses set up their state, then call `__init__` (it joins `group` on `topic`; `run`
+    says "alive" once its stop signals are installed), implement `tick`, `write_stats` and the
+    rebalance callbacks, and may refine `idle_done` (when an idle job may stop), `drain` (what the
+    loop writes out when it ends) and `settle` (what must finish before closing)."""
 
     offsets_home = "the job's store"  # where the authoritative offsets live (for the log)
     stats_every_s = 2.0  # an idle job still says "alive" this often (`stream status` trusts rows for 15 s)
@@ -50,7 +50,7 @@ class ConsumerJob(ConsumerRebalanceListener):
         self.consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=group,
                                       enable_auto_commit=False, auto_offset_reset="earliest", **consumer_options)
         self.consumer.subscribe([topic], listener=self)
-        self.publish_stats()  # "alive": what a launcher's health check looks for
+        self._published = float("-inf")  # said nothing yet: the first `stats_due` is True
 
     # ---- what a job defines -------------------------------------------------------------------
     @abc.abstractmethod
@@ -80,6 +80,7 @@ class ConsumerJob(ConsumerRebalanceListener):
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
+        self.publish_stats()  # "alive" (a launcher's health check): a TERM from now on is a clean stop
         self.active()
         try:
             while not self._stop.is_set():

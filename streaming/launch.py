@@ -42,11 +42,12 @@ def _published(settings: Settings, group: str, pid: int | None) -> bool:
 
 
 def worker_process(settings: Settings, role: str, items: Path, index: int = 0, long_term: str = LongTermConfig.mode,
-                   session_idle_s: float = WorkerConfig.session_idle_s) -> ManagedProcess:
-    group = ROLE_GROUPS[role]
+                   session_idle_s: float = WorkerConfig.session_idle_s, group: str = "") -> ManagedProcess:
+    """One supervised worker of `role`, in the role's consumer group unless `group` names another."""
+    group = group or ROLE_GROUPS[role]
     proc = ManagedProcess(
         name=f"stream-{role}-{index}", state_dir=settings.resolved_state_dir(), host="-", port=None,
-        argv=supervise_argv(worker_argv(items, role, long_term, session_idle_s=session_idle_s)),
+        argv=supervise_argv(worker_argv(items, role, long_term, group, session_idle_s=session_idle_s)),
         healthy=lambda: _published(settings, group, proc.pid()), env=settings.to_env())
     return proc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
@@ -27,19 +28,21 @@ def judged(row: dict, now_ms: float) -> dict | None:
     return {**row, "age_s": round(age_s, 1), "alive": age_s < ALIVE_S and row.get("state", "running") == "running"}
 
 
-def worker_liveness(settings: Settings, client: redis.Redis | None = None) -> list[dict]:
+def worker_liveness(settings: Settings, client: redis.Redis | None = None,
+                    groups: Mapping[str, str] = ROLE_GROUPS) -> list[dict]:
     """Every stream job seen within the hour (feature and session workers, the DPO job), with
     `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid`, `state` and `stats` (the numbers
     its row reports: events, dead letters, events/s, freshness; the DPO job's versions and
     examples). It reads three Redis keys and no Kafka, so health checks and metrics endpoints can
-    call it per request, wherever the jobs run."""
+    call it per request, wherever the jobs run. `groups`: role -> the consumer group its workers
+    run in (the roles' own groups unless they were started in others)."""
     r = client or redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)  # a caller's own, reused
     with r.pipeline(transaction=False) as pipe:
-        for group in ROLE_GROUPS.values():
+        for group in groups.values():
             pipe.hvals(f"{namespace(group)}:workers")
         pipe.get(status_key(DPO_GROUP))
         *rows_of, dpo = pipe.execute()
-    found = [(role, group, json.loads(raw)) for (role, group), rows in zip(ROLE_GROUPS.items(), rows_of)
+    found = [(role, group, json.loads(raw)) for (role, group), rows in zip(groups.items(), rows_of)
              for raw in rows]
     if dpo:
         row = json.loads(dpo)

@@ -22,7 +22,7 @@ from streaming.producer import EventProducer, event
 from streaming.replay import replay
 from streaming.status import ALIVE_S, stream_status, worker_liveness
 from streaming.synthetic import synthetic_events, synthetic_table
-from streaming.worker import DEFAULT_GROUP, FeatureWorker, WorkerConfig
+from streaming.worker import FeatureWorker, WorkerConfig
 from tests.integration.test_stream_worker import applied, dump, isolated, run_until_idle, spawn_worker, write_table
 
 pytestmark = pytest.mark.timeout(600)
@@ -140,8 +140,8 @@ def test_a_fenced_off_worker_lands_nothing(services):
         a.close()
 
 
-def liveness_of(settings, pid: int) -> dict | None:
-    return next((w for w in worker_liveness(settings) if w["pid"] == pid), None)
+def liveness_of(settings, pid: int, group: str) -> dict | None:
+    return next((w for w in worker_liveness(settings, groups={"features": group}) if w["pid"] == pid), None)
 
 
 def wait_for(check, timeout: float, what: str):
@@ -156,23 +156,24 @@ def test_a_killed_worker_is_reported_dead_within_15_s_and_a_stopped_one_at_once(
     s = isolated(services, f"live{uuid.uuid4().hex[:6]}", db=6)
     redis_client(s.redis).flushdb()
     path = write_table(synthetic_table(n_items=50, dim=8), tmp_path / "items.parquet")
-    killed = spawn_worker(s, path, DEFAULT_GROUP)
-    wait_for(lambda: (liveness_of(s, killed.pid) or {}).get("alive"), 90, "the worker never said it was alive")
-    stats = liveness_of(s, killed.pid)["stats"]  # what /metrics exports per live job (onevision_stream_job_stat)
+    group = f"live-{uuid.uuid4().hex[:6]}"  # a group of its own: a killed member lingers in it for a while
+    killed = spawn_worker(s, path, group)
+    wait_for(lambda: (liveness_of(s, killed.pid, group) or {}).get("alive"), 90, "the worker never said it was alive")
+    stats = liveness_of(s, killed.pid, group)["stats"]  # what /metrics exports per live job (onevision_stream_job_stat)
     assert {"events", "events_per_s", "freshness_ms_p99"} <= set(stats) and not {"pid", "updated_ms"} & set(stats)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     t0 = time.time()
-    wait_for(lambda: liveness_of(s, killed.pid)["alive"] is False, ALIVE_S + 1, "still alive 15 s after kill -9")
+    wait_for(lambda: liveness_of(s, killed.pid, group)["alive"] is False, ALIVE_S + 1, "still alive 15 s after kill -9")
     assert time.time() - t0 <= ALIVE_S + 1
-    assert not next(w for w in stream_status(s)["workers"] if w["pid"] == killed.pid)["alive"]
+    assert not next(w for w in stream_status(s, group)["workers"] if w["pid"] == killed.pid)["alive"]
 
-    stopped = spawn_worker(s, path, DEFAULT_GROUP)
-    wait_for(lambda: any(w["pid"] == stopped.pid and w["partitions"] for w in stream_status(s)["workers"]), 90,
+    stopped = spawn_worker(s, path, group)
+    wait_for(lambda: any(w["pid"] == stopped.pid and w["partitions"] for w in stream_status(s, group)["workers"]), 90,
              "the worker never got its partitions")  # in its loop, its TERM handler installed
     stopped.send_signal(signal.SIGTERM)
     assert stopped.wait(30) == 0
-    row = liveness_of(s, stopped.pid)
+    row = liveness_of(s, stopped.pid, group)
     assert row["state"] == "stopped" and not row["alive"] and row["age_s"] < ALIVE_S  # fresh, yet not alive
 
 
@@ -180,20 +181,23 @@ def test_a_supervised_worker_killed_is_restarted(services, tmp_path):
     s = isolated(services, f"super{uuid.uuid4().hex[:6]}", db=9).model_copy(update={"state_dir": tmp_path})
     redis_client(s.redis).flushdb()
     path = write_table(synthetic_table(n_items=50, dim=8), tmp_path / "items.parquet")
-    proc = worker_process(s, "features", path)
+    group = f"super-{uuid.uuid4().hex[:6]}"  # a group of its own: a killed member lingers in it for a while
+    proc = worker_process(s, "features", path, group=group)
     proc.start(90)
     try:
         supervisor = proc.pid()
-        mine = lambda: [w for w in worker_liveness(s) if w["supervisor_pid"] == supervisor]  # noqa: E731
+        mine = lambda: [w for w in worker_liveness(s, groups={"features": group})  # noqa: E731
+                        if w["supervisor_pid"] == supervisor]
         (first,) = wait_for(lambda: [w for w in mine() if w["alive"]], 30, "no live worker under the supervisor")
         os.kill(first["pid"], signal.SIGKILL)
-        wait_for(lambda: not liveness_of(s, first["pid"])["alive"], ALIVE_S + 1, "still alive 15 s after kill -9")
+        wait_for(lambda: not liveness_of(s, first["pid"], group)["alive"], ALIVE_S + 1,
+                 "still alive 15 s after kill -9")
         (second,) = wait_for(lambda: [w for w in mine() if w["alive"] and w["pid"] != first["pid"]], 60,
                              "the supervisor did not bring the worker back")
         assert proc.pid() == supervisor and proc.is_healthy()
     finally:
         assert proc.stop(timeout=30)
-    assert liveness_of(s, second["pid"])["state"] == "stopped"
+    assert liveness_of(s, second["pid"], group)["state"] == "stopped"
 
 
 def test_a_topic_made_again_is_read_from_its_start_not_skipped(services):

@@ -1,0 +1,136 @@
+"""How much a drift leaves for any model to win, before any model runs: the world's own ground
+truth, not a served answer.
+
+For requests drawn the way the simulator draws them (a test photo of item P, a shopper who
+would shop for P's category), the answer is stood in for by P's family (the variants a photo
+search finds first) ordered by a policy, then other items of the category, 10 in all; the
+expected orders of a list are the world's: sum over positions of P(click) x P(order | click)
+under the drifted behaviour at full strength. Policies:
+- `photo_first`: P, then its variants in a fixed order (a search that ignores the shopper);
+- `stationary`: the variants by the shopper's own utility without the drift (the best a model
+  of the history can do: what a frozen model can reach at most);
+- `following`: by the utility with the drift (the best a model that follows it can do);
+- `trend_first`: the trend's items first for everyone, then as `stationary` (what a ranking
+  term learned from purchases, not from the shopper, could do).
+The headroom is `following - stationary`; with the request-level variance of orders it gives
+the requests per variant an A/B test needs to see it (two-sided 5%, power 80%), the figure that
+says whether `bench/dpo_loop.py --drift` can show the loop's worth in its run length at all.
+Scenarios: the world's `trend` drift as built, and what-ifs over the same shoppers (the whole
+colour group of its colour; other boosts).
+Writes <--out>/bench_drift_headroom.json.
+
+    python bench/drift_headroom.py                         # the small world, 20,000 requests
+    python bench/drift_headroom.py --smoke --out /tmp/b    # the tiny world, 500 requests
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from common import options, parse, write_report
+
+SMOKE = {"requests": 500}
+K = 10  # the list a shopper sees (the simulator's top_k)
+Z = 1.96 + 0.8416  # two-sided 5%, power 80%
+
+
+def list_orders(world, user: int, rows: np.ndarray, boost: np.ndarray, photo_row: int) -> tuple[float, float]:
+    """(expected orders, their variance) of showing `rows` in order to `user` (drift `boost` added)."""
+    from onevision.world.users import click_prob, order_prob, utility
+
+    arrays = world.arrays
+    u = utility(world.model, world.shoppers, user, arrays, rows) + boost[rows]
+    same_family = world.family[rows] == world.family[photo_row]
+    same_cat = arrays.category[rows] == arrays.category[photo_row]
+    u = u + np.where(same_family, 0.0, np.where(same_cat, world.intent.other_family, world.intent.other_category))
+    p = click_prob(world.model, u, np.arange(len(rows))) * order_prob(world.model, u)
+    return float(p.sum()), float((p * (1 - p)).sum())
+
+
+def run(world, trend_items: np.ndarray, follows: np.ndarray, boost: float, n: int, seed: int,
+        pool_others: int) -> dict:
+    """Mean expected orders per 1k requests per policy, and the requests the headroom needs."""
+    from onevision.world.users import utility
+
+    rng = np.random.default_rng(seed)
+    by_family: dict = {}
+    for r, f in enumerate(world.family):
+        by_family.setdefault(f, []).append(r)
+    by_category: dict = {}
+    for r, c in enumerate(world.arrays.category):
+        by_category.setdefault(c, []).append(r)
+    bonus = boost * trend_items.astype(float)
+    zero = np.zeros(len(bonus))
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in ("photo_first", "stationary", "following",
+                                                                 "trend_first")}
+    touched = 0
+    for _ in range(n):
+        p, user = world.draw(rng)
+        photo_row = world.photo(p)[1]
+        family = np.array(by_family[world.family[photo_row]])
+        others = np.setdiff1d(by_category[world.arrays.category[photo_row]], family)
+        pool = np.concatenate([family, rng.permutation(others)[:pool_others]])  # what the search returns
+        mine = bonus if follows[user] else zero
+        intent = np.where(world.family[pool] == world.family[photo_row], 0.0, world.intent.other_family)
+        base = utility(world.model, world.shoppers, user, world.arrays, pool) + intent
+        variants = family[family != photo_row]
+        touched += bool(follows[user] and trend_items[pool].any())
+        orders = {
+            "photo_first": np.concatenate([[photo_row], variants, pool[len(family):]]),
+            "stationary": pool[np.argsort(-base, kind="stable")],
+            "following": pool[np.argsort(-(base + mine[pool]), kind="stable")],
+            "trend_first": pool[np.lexsort((-base, ~trend_items[pool]))],
+        }
+        for name, rows in orders.items():
+            got[name].append(list_orders(world, user, rows[:K], mine, photo_row))
+    out: dict = {"requests": n, "touched_share": round(touched / n, 4), "orders_per_1k": {}}
+    for name, rows in got.items():
+        mean = np.array([m for m, _ in rows])
+        out["orders_per_1k"][name] = round(1000 * float(mean.mean()), 2)
+    for name in ("following", "trend_first"):
+        a, b = np.array([m for m, _ in got[name]]), np.array([m for m, _ in got["stationary"]])
+        var_a = a.var() + np.mean([v for _, v in got[name]])
+        var_b = b.var() + np.mean([v for _, v in got["stationary"]])
+        delta = float(a.mean() - b.mean())
+        out[f"{name}_minus_stationary_per_1k"] = round(1000 * delta, 2)
+        out[f"{name}_requests_per_variant_needed"] = int(np.ceil(Z ** 2 * (var_a + var_b) / delta ** 2)) \
+            if delta > 0 else None
+    return out
+
+
+def main() -> None:
+    ap = options(__doc__)
+    ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pool", type=int, default=30, help="other items of the photo's category among the candidates")
+    args = parse(ap, SMOKE)
+
+    from onevision.catalog.format import load_catalog
+    from onevision.world.drift import build_drift, drift_path, load_drift
+    from onevision.world.products import COLOUR_GROUP_OF, COLOURS
+    from serving.simulator import ShopperWorld
+
+    catalog = load_catalog(args.catalog)
+    drift = load_drift(catalog.root, "trend") if drift_path(catalog.root, "trend").is_file() \
+        else build_drift(catalog.root, "trend")
+    world = ShopperWorld.load(catalog, drift)
+    colour = COLOURS.index(drift.colour)
+    group = world.arrays.colour_group == COLOUR_GROUP_OF[drift.colour]
+    scenarios = {
+        f"trend as built ({drift.colour}, boost {drift.boost:g}, share {drift.share:g})":
+            (world.arrays.colour == colour, drift.boost),
+        f"its colour group, boost {drift.boost:g}": (group, drift.boost),
+        f"its colour group, boost {2 * drift.boost:g}": (group, 2 * drift.boost),
+    }
+    report = {"world": str(catalog.root), "drift": drift.model_dump(exclude={"trend_users", "repriced"}),
+              "list_size": K, "scenarios": {}}
+    for name, (items, boost) in scenarios.items():
+        got = run(world, items, world.trend, boost, args.requests, args.seed, args.pool)
+        got["trend_items"] = int(items.sum())
+        report["scenarios"][name] = got
+        print(f"{name}: {got}", flush=True)
+    path = write_report(args, "bench_drift_headroom.json", report)
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()
