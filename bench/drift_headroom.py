@@ -2,21 +2,22 @@
 truth, not a served answer.
 
 For requests drawn the way the simulator draws them (a test photo of item P, a shopper who
-would shop for P's category), the answer is stood in for by P's family (the variants a photo
-search finds first) ordered by a policy, then other items of the category, 10 in all; the
-expected orders of a list are the world's: sum over positions of P(click) x P(order | click)
-under the drifted behaviour at full strength. Policies:
-- `photo_first`: P, then its variants in a fixed order (a search that ignores the shopper);
-- `stationary`: the variants by the shopper's own utility without the drift (the best a model
-  of the history can do: what a frozen model can reach at most);
+would shop for P's category), the candidates are stood in for by P's family (the variants a
+photo search finds first) and `--pool` other items of P's category (what a wide beam brings),
+the answer is the first 10 of them in a policy's order, and its expected orders are the world's:
+the sum over positions of P(click) x P(order | click) under the drifted behaviour at full
+strength. Policies:
+- `photo_first`: P, its variants, then the others (a search that ignores the shopper);
+- `stationary`: by the shopper's own utility without the drift (the best a model of the history
+  can do: what a frozen model can reach at most);
 - `following`: by the utility with the drift (the best a model that follows it can do);
 - `trend_first`: the trend's items first for everyone, then as `stationary` (what a ranking
   term learned from purchases, not from the shopper, could do).
 The headroom is `following - stationary`; with the request-level variance of orders it gives
 the requests per variant an A/B test needs to see it (two-sided 5%, power 80%), the figure that
 says whether `bench/dpo_loop.py --drift` can show the loop's worth in its run length at all.
-Scenarios: the world's `trend` drift as built, and what-ifs over the same shoppers (the whole
-colour group of its colour; other boosts).
+Scenarios: the world's `trend` drift as built, and two what-ifs: every shopper following it, and
+its whole colour group rising (for the drift's shoppers).
 Writes <--out>/bench_drift_headroom.json.
 
     python bench/drift_headroom.py                         # the small world, 20,000 requests
@@ -115,16 +116,17 @@ def main() -> None:
     world = ShopperWorld.load(catalog, drift)
     colour = COLOURS.index(drift.colour)
     group = world.arrays.colour_group == COLOUR_GROUP_OF[drift.colour]
+    everyone = np.ones_like(world.trend)
     scenarios = {
         f"trend as built ({drift.colour}, boost {drift.boost:g}, share {drift.share:g})":
-            (world.arrays.colour == colour, drift.boost),
-        f"its colour group, boost {drift.boost:g}": (group, drift.boost),
-        f"its colour group, boost {2 * drift.boost:g}": (group, 2 * drift.boost),
+            (world.arrays.colour == colour, drift.boost, world.trend),
+        "as built, every shopper following it": (world.arrays.colour == colour, drift.boost, everyone),
+        f"its whole colour group, share {drift.share:g}": (group, drift.boost, world.trend),
     }
     report = {"world": str(catalog.root), "drift": drift.model_dump(exclude={"trend_users", "repriced"}),
-              "list_size": K, "scenarios": {}}
-    for name, (items, boost) in scenarios.items():
-        got = run(world, items, world.trend, boost, args.requests, args.seed, args.pool)
+              "list_size": K, "pool_others": args.pool, "scenarios": {}}
+    for name, (items, boost, follows) in scenarios.items():
+        got = run(world, items, follows, boost, args.requests, args.seed, args.pool)
         got["trend_items"] = int(items.sum())
         report["scenarios"][name] = got
         print(f"{name}: {got}", flush=True)
