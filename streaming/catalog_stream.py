@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -22,6 +22,7 @@ from infra.settings import Settings
 from onevision.catalog.changes import CatalogChangeError, ItemChange, ItemState, fold, parse_change
 
 log = logging.getLogger(__name__)
+PUBLISH_BATCH = 16  # new photos encoded, then sent, at a time: the first are served while the rest encode
 
 
 def send_changes(producer, settings: Settings, changes: Iterable[ItemChange], timeout_s: float = 30.0) -> int:
@@ -114,15 +115,21 @@ def changed_states(follower: CatalogFollower, changes: Sequence[ItemChange]) -> 
     return {c.item_id: follower.states[c.item_id] for c in changes}
 
 
-def publish_diff(settings: Settings, old, new, registry, model: str | None = None, progress: bool = True) -> dict:
+def publish_diff(settings: Settings, old, new, registry, model: str | None = None, progress: bool = True,
+                 on_sent: Callable[[dict[str, int]], None] | None = None) -> dict:
     """`onevision catalog publish OLD NEW`: the changes from catalog `old` (what is served) to `new`,
     new photos encoded with the tokenizer of `model`'s CURRENT version (default the generator of
-    `old`'s name), produced to the catalog topic. Returns the counts by kind."""
+    `old`'s name), produced to the catalog topic batch by batch as they are ready (removals and
+    price changes first, then the new photos as they are encoded: the first launches are served
+    before the last are encoded). `on_sent` hears the counts by kind after every batch. Returns
+    the counts by kind."""
     from pathlib import Path
+
+    from tqdm.auto import tqdm
 
     from onevision.catalog.format import load_catalog
     from onevision.registry import current_version, load_version, resolve_ref
-    from onevision.tokenizers.encode_items import NewItemEncoder, changes_between
+    from onevision.tokenizers.encode_items import NewItemEncoder, change_batches
     from streaming.producer import kafka_producer, now_ms
 
     old_c, new_c = load_catalog(old), load_catalog(new)
@@ -133,12 +140,18 @@ def publish_diff(settings: Settings, old, new, registry, model: str | None = Non
                                 "new items (train it first, or name it with --model)")
     path = Path(registry) / model / version
     tokenizer = resolve_ref(load_version(path)[1]["tokenizer"], path)
-    changes = changes_between(old_c, new_c, NewItemEncoder(tokenizer), now_ms())
+    counts = {"add": 0, "update": 0, "remove": 0}
     producer = kafka_producer(settings)
     try:
-        send_changes(producer, settings, changes)
+        with tqdm(desc="catalog changes published", unit="record", disable=not progress) as bar:
+            for changes in change_batches(old_c, new_c, NewItemEncoder(tokenizer), now_ms(), batch=PUBLISH_BATCH):
+                send_changes(producer, settings, changes)
+                for c in changes:
+                    counts[c.kind] += 1
+                bar.update(len(changes))
+                if on_sent is not None:
+                    on_sent(dict(counts))
     finally:
         producer.close()
-    counts = {k: sum(c.kind == k for c in changes) for k in ("add", "update", "remove")}
     log.info("published %s from %s to %s (tokenizer %s)", counts, old, new, tokenizer)
     return counts

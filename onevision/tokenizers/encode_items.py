@@ -4,7 +4,7 @@ the category text encoder and the item's business stats make its inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,33 +97,48 @@ class NewItemEncoder:
                                                                                         np.float32), embedding)
 
 
-def changes_between(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int, batch: int = 256) -> list:
-    """The change records (`catalog.changes.ItemChange`) that turn catalog `old` into `new`: removals,
-    then updates, then additions, each new photo encoded with `encoder` (the serving tokenizer)."""
+def change_batches(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int,
+                   batch: int = 32) -> Iterator[list]:
+    """The change records (`catalog.changes.ItemChange`) that turn catalog `old` into `new`, in
+    batches a publisher can send as they come: first the removals and the updates without a new
+    photo (nothing to encode: a removed item leaves search at once), then the new photos' updates
+    and the additions, `batch` items at a time, each photo encoded with `encoder` (the serving
+    tokenizer)."""
     from onevision.catalog.changes import diff_catalogs, new_change, photo_text
 
     diff = diff_catalogs(old, new)
     rows = new.items.set_index("item_id")
-    changes = [new_change("remove", item, ts) for item in diff.removed]
 
     def price(item: str) -> float | None:
         p = rows.at[item, "price"]
         return None if pd.isna(p) else float(p)
 
-    photos = [i for i, fields in diff.updated.items() if "image" in fields] + list(diff.added["item_id"])
-    encoded: dict[str, dict] = {}
+    def fields(item: str) -> dict:
+        return {f: (price(item) if f == "price" else str(rows.at[item, f])) for f in diff.updated[item] if f != "image"}
+
+    photos = [i for i, changed in diff.updated.items() if "image" in changed] + list(diff.added["item_id"])
+    first = [new_change("remove", item, ts) for item in diff.removed]
+    first += [new_change("update", item, ts, **fields(item)) for item, changed in diff.updated.items()
+              if "image" not in changed]
+    if first:
+        yield first
     for start in range(0, len(photos), batch):
         ids = photos[start:start + batch]
         paths = [new.path(rows.at[i, "image"]) for i in ids]
         got = encoder.encode(paths, rows.loc[ids].reset_index(), reference=old.items)
-        for k, i in enumerate(ids):
-            encoded[i] = {"image": photo_text(paths[k].read_bytes()), "sid": got.sids[k].tolist(),
-                          "vector": got.vectors[k].tolist(), "embedding": got.embedding[k].tolist(),
-                          "tokenizer": encoder.name}
-    for item, fields in diff.updated.items():
-        given = {f: (price(item) if f == "price" else str(rows.at[item, f])) for f in fields if f != "image"}
-        changes.append(new_change("update", item, ts, **given, **encoded.get(item, {})))
-    for item in diff.added["item_id"]:
-        changes.append(new_change("add", item, ts, title=str(rows.at[item, "title"]),
-                                  category=str(rows.at[item, "category"]), price=price(item), **encoded[item]))
-    return changes
+        out = []
+        for k, item in enumerate(ids):
+            encoded = {"image": photo_text(paths[k].read_bytes()), "sid": got.sids[k].tolist(),
+                       "vector": got.vectors[k].tolist(), "embedding": got.embedding[k].tolist(),
+                       "tokenizer": encoder.name}
+            if item in diff.updated:
+                out.append(new_change("update", item, ts, **fields(item), **encoded))
+            else:
+                out.append(new_change("add", item, ts, title=str(rows.at[item, "title"]),
+                                      category=str(rows.at[item, "category"]), price=price(item), **encoded))
+        yield out
+
+
+def changes_between(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int, batch: int = 256) -> list:
+    """Every record of `change_batches`, as one list."""
+    return [c for part in change_batches(old, new, encoder, ts, batch) for c in part]

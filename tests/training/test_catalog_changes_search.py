@@ -12,7 +12,7 @@ from onevision.catalog.changes import fold
 from onevision.catalog.format import load_catalog
 from onevision.generator.image_search import ImageSearch
 from onevision.registry import load_version, resolve_ref
-from onevision.tokenizers.encode_items import NewItemEncoder, changes_between
+from onevision.tokenizers.encode_items import NewItemEncoder, change_batches, changes_between
 from onevision.world.next_version import NextVersion, next_version
 from training.mca import train_mca
 
@@ -39,6 +39,23 @@ def test_new_photos_are_encoded_with_the_serving_tokenizer(changed, tiny_generat
     assert all(len(c.sid) == levels and all(0 <= s < n for s, n in zip(c.sid, sizes)) for c in adds)
     dims = search.searcher.item_embedding.shape[1]
     assert all(len(c.embedding) == dims and abs(np.linalg.norm(c.embedding) - 1) < 1e-3 for c in adds)
+
+
+def test_changes_come_in_batches_a_publisher_sends_as_they_are_ready(changed):
+    """Removals and price changes first (nothing to encode), then the photos a few at a time: the
+    same records as in one list."""
+    old, new, got, changes, tokenizer = changed
+    first, *rest = change_batches(old, new, NewItemEncoder(tokenizer), ts=1, batch=5)
+    assert sorted(c.kind for c in first) == ["remove"] * 4 + ["update"] * 6 and all(c.image is None for c in first)
+    assert [len(b) for b in rest] == [5, 5, 2] and all(c.kind == "add" for b in rest for c in b)
+    batched = {(c.kind, c.item_id): c for b in [first, *rest] for c in b}
+    whole = {(c.kind, c.item_id): c for c in changes}
+    assert batched.keys() == whole.keys()
+    for key, c in whole.items():
+        b = batched[key]
+        assert (b.sid, b.price, b.image, b.tokenizer) == (c.sid, c.price, c.image, c.tokenizer)
+        if c.embedding is not None:
+            assert np.allclose(b.embedding, c.embedding, atol=1e-5)
 
 
 def test_launched_items_are_found_by_their_photo_and_removed_ones_never(changed, tiny_generator):
