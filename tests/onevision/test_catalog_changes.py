@@ -4,6 +4,7 @@ versions; the served items and the workers' item table after changes."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,18 @@ def test_diff_of_two_versions_names_each_change(versions):
     assert sorted(diff.added["item_id"]) == sorted(got["added"]) and sorted(diff.removed) == sorted(got["removed"])
     assert set(diff.updated) == set(got["repriced"]) and all(f == {"price"} for f in diff.updated.values())
     assert diff_catalogs(new, new).counts() == {"added": 0, "updated": 0, "removed": 0}
+
+
+def test_a_photo_is_compared_by_its_bytes_not_its_file(versions, tmp_path):
+    """A copy holding the same bytes is no change (every photo below is a copy, not the linked
+    file); new bytes under the same name are a new photo."""
+    _, new, _ = versions
+    copy = tmp_path / "copy"
+    shutil.copytree(new.root, copy)  # the links followed: files of their own
+    photo = copy / new.items["image"].iloc[0]
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    diff = diff_catalogs(new, load_catalog(copy, check_images=False))
+    assert diff.updated == {new.items["item_id"].iloc[0]: {"image"}} and diff.counts()["added"] == 0
 
 
 def served(n: int = 4) -> ServedItems:
