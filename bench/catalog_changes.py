@@ -6,9 +6,10 @@ publish` while 16 clients search, and reported:
 - answers holding a removed item among the requests sent after that (must be none);
 - launched items found by their own catalog photo: HR@4 per variant over one search of each, sent
   from the moment every replica applied the changes or 60 s after publishing began, whichever
-  comes first (an item not applied by then is a miss; the load keeps running);
-- when each batch of records was out (`onevision catalog publish` sends removals and price
-  changes first, then the new photos 16 at a time as they are encoded);
+  comes first (an item not applied by then is a miss; the load keeps running; with `--after`
+  under 60 s, only once everything is applied);
+- when each batch of records was out (`onevision catalog publish` sends removals and updates
+  without a new photo first, then the new photos 16 at a time as they are encoded);
 - exposures of repriced items after the changes: the share carrying the new price;
 - the launched items' events (clicks sent with the answers' feedback tokens): dead-lettered or not.
 Everything runs for real on this machine: its own broker and Redis, the workers, the Ray Serve
@@ -210,7 +211,7 @@ def main() -> None:
                 except BaseException as err:  # raised in the main thread, after the load stops
                     failed.append(err)
 
-            publisher = threading.Thread(target=publish)
+            publisher = threading.Thread(target=publish, daemon=True)
             publisher.start()
             applied: list[float] = []  # when every replica and the ingress had every record
 
@@ -220,7 +221,7 @@ def main() -> None:
                         applied.append(time.time())
                     time.sleep(0.5)
 
-            watcher = threading.Thread(target=watch)
+            watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             t_sweep = t_swept = None
             swept: dict[str, list[bool]] = {}

@@ -51,7 +51,7 @@ class CatalogFollower:
         self.partitions: list[TopicPartition] = []
         self.states: dict[str, ItemState] = {}
         self.counts = {"records": 0, "malformed": 0}
-        self.last_change_ts = 0  # ms: when the newest change read was published
+        self.last_change_ts = 0  # ms: the time stamped on the newest change read (when its publishing began)
 
     def _assigned(self) -> bool:
         """Whether the topic exists and is assigned (a follower started before `infra up` waits for it)."""
@@ -120,9 +120,11 @@ def publish_diff(settings: Settings, old, new, registry, model: str | None = Non
     """`onevision catalog publish OLD NEW`: the changes from catalog `old` (what is served) to `new`,
     new photos encoded with the tokenizer of `model`'s CURRENT version (default the generator of
     `old`'s name), produced to the catalog topic batch by batch as they are ready (removals and
-    price changes first, then the new photos as they are encoded: the first launches are served
-    before the last are encoded). `on_sent` hears the counts by kind after every batch. Returns
-    the counts by kind."""
+    updates without a new photo first, before the encoder loads; then the new photos as they are
+    encoded: the first launches are served before the last are encoded). `on_sent` hears the
+    counts by kind after every batch. Returns the counts by kind. A run that fails part way has
+    sent the batches before the failure; running it again is safe (consumers fold an item's
+    records into its state, so a record read twice changes nothing)."""
     from pathlib import Path
 
     from tqdm.auto import tqdm
@@ -144,7 +146,8 @@ def publish_diff(settings: Settings, old, new, registry, model: str | None = Non
     producer = kafka_producer(settings)
     try:
         with tqdm(desc="catalog changes published", unit="record", disable=not progress) as bar:
-            for changes in change_batches(old_c, new_c, NewItemEncoder(tokenizer), now_ms(), batch=PUBLISH_BATCH):
+            for changes in change_batches(old_c, new_c, lambda: NewItemEncoder(tokenizer), now_ms(),
+                                          batch=PUBLISH_BATCH):
                 send_changes(producer, settings, changes)
                 for c in changes:
                     counts[c.kind] += 1

@@ -33,9 +33,9 @@ def worker_liveness(settings: Settings, client: redis.Redis | None = None,
     """Every stream job seen within the hour (feature and session workers, the DPO job), with
     `role`, `group`, `alive`, `age_s`, pid, host, `supervisor_pid`, `state` and `stats` (the numbers
     its row reports: events, dead letters, events/s, freshness; the DPO job's versions and
-    examples). It reads three Redis keys and no Kafka, so health checks and metrics endpoints can
-    call it per request, wherever the jobs run. `groups`: role -> the consumer group its workers
-    run in (the roles' own groups unless they were started in others)."""
+    examples). It reads a Redis key per group and the DPO job's, and no Kafka, so health checks and
+    metrics endpoints can call it per request, wherever the jobs run. `groups`: role -> the
+    consumer group its workers run in (the roles' own groups unless they were started in others)."""
     r = client or redis_client(settings.redis, socket_timeout=2, socket_connect_timeout=2)  # a caller's own, reused
     with r.pipeline(transaction=False) as pipe:
         for group in groups.values():

@@ -4,7 +4,7 @@ the category text encoder and the item's business stats make its inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,13 +97,14 @@ class NewItemEncoder:
                                                                                         np.float32), embedding)
 
 
-def change_batches(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int,
+def change_batches(old: Catalog, new: Catalog, encoder: NewItemEncoder | Callable[[], NewItemEncoder], ts: int,
                    batch: int = 32) -> Iterator[list]:
     """The change records (`catalog.changes.ItemChange`) that turn catalog `old` into `new`, in
     batches a publisher can send as they come: first the removals and the updates without a new
     photo (nothing to encode: a removed item leaves search at once), then the new photos' updates
-    and the additions, `batch` items at a time, each photo encoded with `encoder` (the serving
-    tokenizer)."""
+    (with their other fields) and the additions, `batch` items at a time, each photo encoded with
+    `encoder` (the serving tokenizer; given as a function, it is loaded only when the first photo
+    needs it)."""
     from onevision.catalog.changes import diff_catalogs, new_change, photo_text
 
     diff = diff_catalogs(old, new)
@@ -123,6 +124,8 @@ def change_batches(old: Catalog, new: Catalog, encoder: NewItemEncoder, ts: int,
     if first:
         yield first
     for start in range(0, len(photos), batch):
+        if not isinstance(encoder, NewItemEncoder):
+            encoder = encoder()
         ids = photos[start:start + batch]
         paths = [new.path(rows.at[i, "image"]) for i in ids]
         got = encoder.encode(paths, rows.loc[ids].reset_index(), reference=old.items)

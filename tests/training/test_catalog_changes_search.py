@@ -49,6 +49,14 @@ def test_changes_come_in_batches_a_publisher_sends_as_they_are_ready(changed):
     assert sorted(c.kind for c in first) == ["remove"] * 4 + ["update"] * 6 and all(c.image is None for c in first)
     assert [len(b) for b in rest] == [5, 5, 2] and all(c.kind == "add" for b in rest for c in b)
     batched = {(c.kind, c.item_id): c for b in [first, *rest] for c in b}
+
+    def not_yet() -> NewItemEncoder:
+        raise RuntimeError("the encoder loaded before a photo needed it")
+
+    lazy = change_batches(old, new, not_yet, ts=1)
+    assert [c.item_id for c in next(lazy)] == [c.item_id for c in first]  # sent before the encoder loads
+    with pytest.raises(RuntimeError, match="before a photo needed it"):
+        next(lazy)
     whole = {(c.kind, c.item_id): c for c in changes}
     assert batched.keys() == whole.keys()
     for key, c in whole.items():
