@@ -112,7 +112,7 @@ def main() -> None:
 
     catalog = load_catalog(args.catalog)
     drift = load_drift(catalog.root, "trend") if drift_path(catalog.root, "trend").is_file() \
-        else build_drift(catalog.root, "trend")
+        else build_drift(catalog.root, "trend", write=False)  # the world's folder stays as it is
     world = ShopperWorld.load(catalog, drift)
     colour = COLOURS.index(drift.colour)
     group = world.arrays.colour_group == COLOUR_GROUP_OF[drift.colour]

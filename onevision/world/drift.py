@@ -78,14 +78,17 @@ def load_drift(world: str | Path, scenario: str) -> Drift:
     return Drift.model_validate_json(path.read_text())
 
 
-def build_drift(world: str | Path, scenario: str, seed: int = 1, **options) -> Drift:
+def build_drift(world: str | Path, scenario: str, seed: int = 1, write: bool = True, **options) -> Drift:
     """Write `scenario`'s schedule for a built world (and, when the shop changes, the catalog
-    version after it); the world's own files are not touched."""
+    version after it); the world's own files are not touched. `write=False` only returns the
+    schedule of a scenario that leaves the shop as it is (the world's folder stays as it was)."""
     from onevision.catalog.format import load_catalog
     from onevision.world.next_version import NextVersion, next_version
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown drift scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    if not write and Drift(scenario=scenario).changes_catalog():
+        raise ValueError(f"the {scenario} drift changes the catalog: its version after the change must be written")
     world = Path(world)
     info = json.loads((world / "catalog.json").read_text())
     cfg = WorldConfig(**info["world"])
@@ -115,6 +118,7 @@ def build_drift(world: str | Path, scenario: str, seed: int = 1, **options) -> D
             update["adds"] = len(got["added"])
     drift = drift.model_copy(update=update)
     path = drift_path(world, scenario)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(drift.model_dump_json(indent=2) + "\n")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(drift.model_dump_json(indent=2) + "\n")
     return drift

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from onevision.catalog.format import catalog_fingerprint, load_catalog
-from onevision.world.drift import build_drift, load_drift
+from onevision.world.drift import build_drift, drift_path, load_drift
 from serving.simulator import ShopperWorld
 
 
@@ -34,6 +34,11 @@ def test_a_drift_leaves_the_world_and_its_fingerprint_as_they_were(world):
     assert catalog_fingerprint(load_catalog(world)) == before
     assert all(p.read_bytes() == b for p, b in files.items())
     assert build_drift(world, "trend") == load_drift(world, "trend")  # deterministic by seed
+    written = load_drift(world, "trend")
+    drift_path(world, "trend").unlink()
+    assert build_drift(world, "trend", write=False) == written and not drift_path(world, "trend").exists()
+    with pytest.raises(ValueError, match="must be written"):
+        build_drift(world, "launches", write=False)
     with pytest.raises(FileNotFoundError, match="--drift"):
         load_drift(world, "nothing")
 
