@@ -34,16 +34,11 @@ K = 10  # the list a shopper sees (the simulator's top_k)
 Z = 1.96 + 0.8416  # two-sided 5%, power 80%
 
 
-def list_orders(world, user: int, rows: np.ndarray, boost: np.ndarray, photo_row: int) -> tuple[float, float]:
-    """(expected orders, their variance) of showing `rows` in order to `user` (drift `boost` added)."""
-    from onevision.world.users import click_prob, order_prob, utility
+def list_orders(model, u: np.ndarray) -> tuple[float, float]:
+    """(expected orders, their variance) of a list whose items have utilities `u`, in display order."""
+    from onevision.world.users import click_prob, order_prob
 
-    arrays = world.arrays
-    u = utility(world.model, world.shoppers, user, arrays, rows) + boost[rows]
-    same_family = world.family[rows] == world.family[photo_row]
-    same_cat = arrays.category[rows] == arrays.category[photo_row]
-    u = u + np.where(same_family, 0.0, np.where(same_cat, world.intent.other_family, world.intent.other_category))
-    p = click_prob(world.model, u, np.arange(len(rows))) * order_prob(world.model, u)
+    p = click_prob(model, u, np.arange(len(u))) * order_prob(model, u)
     return float(p.sum()), float((p * (1 - p)).sum())
 
 
@@ -73,16 +68,18 @@ def run(world, trend_items: np.ndarray, follows: np.ndarray, boost: float, n: in
         mine = bonus if follows[user] else zero
         intent = np.where(world.family[pool] == world.family[photo_row], 0.0, world.intent.other_family)
         base = utility(world.model, world.shoppers, user, world.arrays, pool) + intent
-        variants = family[family != photo_row]
+        drifted = base + mine[pool]  # what the shopper's reaction follows
         touched += bool(follows[user] and trend_items[pool].any())
-        orders = {
-            "photo_first": np.concatenate([[photo_row], variants, pool[len(family):]]),
-            "stationary": pool[np.argsort(-base, kind="stable")],
-            "following": pool[np.argsort(-(base + mine[pool]), kind="stable")],
-            "trend_first": pool[np.lexsort((-base, ~trend_items[pool]))],
+        at = np.arange(len(pool))
+        photo = pool == photo_row
+        orders = {  # positions in the pool, best first
+            "photo_first": np.concatenate([at[photo], at[:len(family)][~photo[:len(family)]], at[len(family):]]),
+            "stationary": np.argsort(-base, kind="stable"),
+            "following": np.argsort(-drifted, kind="stable"),
+            "trend_first": np.lexsort((-base, ~trend_items[pool])),
         }
-        for name, rows in orders.items():
-            got[name].append(list_orders(world, user, rows[:K], mine, photo_row))
+        for name, order in orders.items():
+            got[name].append(list_orders(world.model, drifted[order[:K]]))
     out: dict = {"requests": n, "touched_share": round(touched / n, 4), "orders_per_1k": {}}
     for name, rows in got.items():
         mean = np.array([m for m, _ in rows])
