@@ -59,6 +59,16 @@ def nan_if_none(p: float | None) -> float:
     return float("nan") if p is None else p
 
 
+def newest_lift(registry: Path, rows: list[dict]) -> dict | None:
+    """The fit and top words of the title lift (what sells now) of the job's newest accepted version."""
+    from onevision.registry import load_version
+
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    if not accepted:
+        return None
+    return load_version(registry / MODEL / accepted[-1]["version"])[0]["metrics"].get("title_lift")
+
+
 def experiments_file(path: Path, unit: str) -> Path:
     path.write_text(yaml.safe_dump({
         "default_variant": "frozen",
@@ -140,6 +150,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--drift", default=None, help="a drift scenario of the world (onevision world build --drift): "
                                                   "trend, price-shock or launches, built here when missing")
+    ap.add_argument("--trend-share", type=float, default=None,
+                    help="with --drift trend: the share of shoppers who follow it, for this run only (the world's "
+                         "folder is left as it is; default: the scenario as built)")
     args = parse(ap, SMOKE)
 
     from infra.process import free_port
@@ -161,8 +174,13 @@ def main() -> None:
     if args.drift:
         from onevision.world.drift import build_drift, drift_path, load_drift
 
-        drift = load_drift(catalog.root, args.drift) if drift_path(catalog.root, args.drift).is_file() \
-            else build_drift(catalog.root, args.drift)
+        if args.trend_share is not None:
+            if args.drift != "trend":
+                ap.error("--trend-share needs --drift trend")
+            drift = build_drift(catalog.root, "trend", write=False, share=args.trend_share)
+        else:
+            drift = load_drift(catalog.root, args.drift) if drift_path(catalog.root, args.drift).is_file() \
+                else build_drift(catalog.root, args.drift)
     work = args.work.resolve()
     registry = private_registry(args.registry, catalog.name, work / "registry")
     start = registry / MODEL / "v0001"
@@ -218,6 +236,7 @@ def main() -> None:
         "verdict": summary["verdict"], "sample_ratio": summary["sample_ratio"],
         "freshness_s": {"sessions": len(fresh), **({"p50": round(float(np.percentile(fresh, 50)), 1),
                                                    "p90": round(float(np.percentile(fresh, 90)), 1)} if fresh else {})},
+        "title_lift": newest_lift(registry, rows),
         "versions": [{"version": r["version"], "status": r["status"], "parent": r["parent"],
                       "examples": r["stream"]["examples"], "sessions": r["stream"]["sessions"],
                       "skipped_nonfinite": r["stream"]["skipped_nonfinite"], "gate": r["metrics"].get("gate"),
@@ -233,6 +252,8 @@ def main() -> None:
         o = s["orders_per_1k"]
         print(f"{v:<7} {s['requests']:>6} requests  orders/1k {o['value']:.1f} "
               f"[{o['ci95'][0]:.1f}, {o['ci95'][1]:.1f}]")
+    if report["title_lift"]:
+        print(f"what sells now, learned by the live variant's newest version: {report['title_lift'].get('top')}")
     print(f"p (live vs frozen) = {report['p_value_live_vs_frozen']:.4f}; freshness {report['freshness_s']}; "
           f"{sum(r['status'] == 'accepted' for r in rows)} accepted / {len(rows)} versions")
     print(f"-> {path}, {path.with_suffix('.png')}")

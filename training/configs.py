@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onevision.generator.rank.title_lift import LiftConfig  # numpy only
 from streaming.groups import DPO_GROUP  # the near-streaming DPO job's consumer group (an import-light module)
 
 ALL_STAGES = ("pretrain", "sft", "personalized-sft", "dpo")  # the generator's stages, in order
@@ -73,6 +74,13 @@ class StreamConfig:
     replay_batch: int = 32  # replayed examples added to each step
     seed: int = 0
     gate: GateConfig = field(default_factory=GateConfig)
+    # what sells now (`onevision.generator.rank.title_lift`): refitted every micro-batch on the newest
+    # lift_window purchase sessions and published with the version; with fewer than lift_min_sessions
+    # (after a start) the reference's lift is kept
+    lift: bool = True
+    lift_window: int = 2000
+    lift_min_sessions: int = 200
+    lift_fit: LiftConfig = field(default_factory=LiftConfig)
     # one job per model (`ov:dpo-lease:<model>` in Redis), renewed every round; a holder that dies loses
     # it after lease_ttl_s. A second copy waits lease_wait_s for it, long enough by default to take over
     # from a crashed predecessor (a supervisor's restart), then exits naming the holder.

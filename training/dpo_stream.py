@@ -41,6 +41,7 @@ import copy
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ from onevision.device import resolve_device
 from onevision.generator.data import data_for_version
 from onevision.generator.image_search import ImageSearch
 from onevision.generator.model import EMBED_DIM, GRID_DIM, OneVisionGenerator
+from onevision.generator.rank.title_lift import LIFT_FILE, PurchaseList, TitleLift, fit_title_lift
 from onevision.registry import current_version, history, load_version
 from streaming.catalog_stream import CatalogFollower, changed_states
 from streaming.consumer import ConsumerJob
@@ -88,6 +90,7 @@ class StreamExample:
     end_ts: int  # the session's last event (ms): its purchase, for freshness
     context: RequestContext
     candidates: np.ndarray  # (1 + max_negatives, L): the purchased item's SID, then negatives; -1 rows pad
+    shown: PurchaseList | None = None  # the exposed list, for the title lift's fit
 
 
 def session_candidates(session: SessionLog, item_row: dict[str, int], item_sids: np.ndarray,
@@ -302,6 +305,7 @@ class DPOStreamJob(ConsumerJob):
         self.pending: list[StreamExample] = []
         self.first_pending: float | None = None
         self.counts = self._zero_counts()
+        self.lift_window: deque[PurchaseList] = deque(maxlen=config.lift_window)  # empty after a start
         self.totals = {"versions": 0, "accepted": 0, "rejected": 0, "sessions": 0, "examples": 0}
         self._worked = False  # this round trained or published: no idle exit yet
         super().__init__(settings, self.topic, config.group, max_poll_records=500, session_timeout_ms=10_000,
@@ -391,6 +395,7 @@ class DPOStreamJob(ConsumerJob):
         else:
             self.ref_scores, self.anchor_scores = stored  # the anchor: where this lineage started
         self.learner = StreamLearner(self.search, reference, self.config)
+        self.ref_lift = TitleLift.of_version(path)
         log.info("reference %s/%s: %s", self.model, self.ref_version, self.ref_scores)
 
     # ---- Kafka --------------------------------------------------------------------------------
@@ -445,9 +450,30 @@ class DPOStreamJob(ConsumerJob):
             if ctx.grid.shape != grid_shape or ctx.embedding.shape != (EMBED_DIM,):
                 self.counts["bad_context"] += 1  # another encoder's, or forged: it would break the batch
                 continue
-            self.pending.append(StreamExample(s.request_id, s.end_ts, ctx, cands))
+            self.pending.append(StreamExample(s.request_id, s.end_ts, ctx, cands, self._purchase_list(s, ctx)))
             self.counts["examples"] += 1
             self.first_pending = self.first_pending or time.monotonic()
+
+    def _purchase_list(self, session: SessionLog, ctx: RequestContext) -> PurchaseList | None:
+        """The session's exposed list with each item's cosine to the photo (items the job does not
+        know are left out), for the title lift."""
+        shown = [i for i in session.exposed if i in self.item_row]
+        if not self.config.lift or len(shown) < 2:
+            return None
+        emb = self.search.searcher.item_embedding[[self.item_row[i] for i in shown]]
+        return PurchaseList(tuple(shown), frozenset(session.purchased), emb @ ctx.embedding.astype(emb.dtype))
+
+    def _fit_lift(self) -> TitleLift | None:
+        """The title lift of the newest purchase sessions (this micro-batch's included); the
+        reference's while the window holds too few."""
+        if not self.config.lift:
+            return None
+        window = list(self.lift_window) + [e.shown for e in self.pending if e.shown is not None]
+        if len(window) < self.config.lift_min_sessions:
+            return self.ref_lift
+        frame = self.search.served.items.frame
+        titles = dict(zip(frame["item_id"], frame["title"]))
+        return fit_title_lift(window, titles, self.search.config.similarity_weight, self.config.lift_fit)
 
     # ---- one micro-batch --------------------------------------------------------------------
     def cycle(self) -> dict:
@@ -458,6 +484,7 @@ class DPOStreamJob(ConsumerJob):
             self._set_reference(current)
         t0 = time.perf_counter()
         stats = self.learner.update(self.pending)
+        lift = self._fit_lift()
         self.lease.renew()  # training and the gate can take a while
         scores = self.gate.score(self.learner.policy)
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
@@ -471,11 +498,12 @@ class DPOStreamJob(ConsumerJob):
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
                   "requests_from": self.contexts.resume_offsets(), "contexts": dict(self.contexts.counts),
                   "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
-        version = self._publish(verdict, stream)
+        version = self._publish(verdict, stream, lift)
         self.commit(self.through)
+        self.lift_window.extend(e.shown for e in self.pending if e.shown is not None)
         if verdict.accepted:
             self.learner.accept()
-            self.ref_version, self.ref_scores = version.name, verdict.candidate
+            self.ref_version, self.ref_scores, self.ref_lift = version.name, verdict.candidate, lift
         else:
             self.learner.reset(self.learner.reference)
         self.totals["versions"] += 1
@@ -491,13 +519,17 @@ class DPOStreamJob(ConsumerJob):
         self.pending, self.first_pending, self.counts = [], None, self._zero_counts()
         return {"version": version.name, "accepted": verdict.accepted, **stats}
 
-    def _publish(self, verdict, stream: dict) -> Path:
+    def _publish(self, verdict, stream: dict, lift: TitleLift | None) -> Path:
         metrics = {"gate": verdict.candidate,
                    "confidence_threshold": self.ref_manifest["metrics"].get("confidence_threshold", 0.0)}
-        return publish_derived(self.registry, self.registry / self.model / self.ref_version, self.ref_config,
-                               self.learner.policy, "dpo-stream", metrics, make_current=verdict.accepted,
-                               extra={"status": "accepted" if verdict.accepted else "rejected",
-                                      "gate": self.gate.record(verdict), "stream": stream})
+        if lift is not None:
+            metrics["title_lift"] = {**lift.fit, "top": lift.top(10)}
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {LIFT_FILE: lift.save(Path(tmp) / LIFT_FILE)} if lift is not None else None
+            return publish_derived(self.registry, self.registry / self.model / self.ref_version, self.ref_config,
+                                   self.learner.policy, "dpo-stream", metrics, make_current=verdict.accepted,
+                                   files=files, extra={"status": "accepted" if verdict.accepted else "rejected",
+                                                       "gate": self.gate.record(verdict), "stream": stream})
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, install_signals: bool = True) -> dict:

@@ -30,6 +30,7 @@ from onevision.generator.prompt.builder import PromptInputs, Prompts, build_prom
 from onevision.generator.prompt.image_sids import ImageSIDs
 from onevision.generator.prompt.sid_content import SIDContent
 from onevision.generator.rank.searcher import GenerativeSearcher, SearchCatalog, SearchConfig
+from onevision.generator.rank.title_lift import TitleLift
 from onevision.generator.sid_items import SIDItems
 from onevision.images import load_rgb
 from onevision.items import parse_sid
@@ -65,11 +66,14 @@ class ServedCatalog:
 
 class ImageSearch:
     def __init__(self, encoder: AlignedEfficientNet, model: OneVisionGenerator, items: ServedItems,
-                 image_sids: ImageSIDs, config: SearchConfig = SearchConfig(), tokenizer: str = ""):
+                 image_sids: ImageSIDs, config: SearchConfig = SearchConfig(), tokenizer: str = "",
+                 lift: TitleLift | None = None):
         """`image_sids`: how photos get their SID hints (its items are replaced by `items`);
         `tokenizer`: the version (`model/vNNNN`) that gave the items' SIDs, which catalog changes
-        must be encoded with."""
+        must be encoded with; `lift`: the version's learned word bonuses (`rank.title_lift`), applied
+        to every catalog version's titles."""
         self.encoder, self.model, self.config, self.tokenizer = encoder.eval(), model, config, tokenizer
+        self.lift = lift
         self.tokens = model.tokens
         self.live_s_conv: dict[str, float] = {}
         self._lock = threading.Lock()  # catalog changes and live S_conv: one rebuild at a time
@@ -81,8 +85,9 @@ class ImageSearch:
         from onevision.generator.sid_items import s_conv
 
         frame = items.frame
+        lift = self.lift.item_bonus(frame["title"]) if self.lift is not None and "title" in frame else None
         searcher = GenerativeSearcher(self.model, SearchCatalog(items.sids, s_conv(frame), items.embedding,
-                                                                relative_price(frame), category_index(frame)),
+                                                                relative_price(frame), category_index(frame), lift),
                                       self.config)
         if self.live_s_conv:
             searcher.items = SIDItems.build_live(searcher.item_sids, items.item_ids, searcher.s_conv, self.live_s_conv)
@@ -193,4 +198,5 @@ class ImageSearch:
         image_sids = ImageSIDs.from_version(tokenizer, items["category"], None,
                                             mode=config.get("image_sid", "tokenizer"), hints=model.tokens.n_hints)
         return cls(encoder, model, ServedItems.of(items, table.sids, embedding), image_sids,
-                   SearchConfig(threshold=threshold), tokenizer=version_name(tokenizer))
+                   SearchConfig(threshold=threshold), tokenizer=version_name(tokenizer),
+                   lift=TitleLift.of_version(generator_version))

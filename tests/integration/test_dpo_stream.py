@@ -19,6 +19,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from onevision.generator.image_search import ImageSearch
+from onevision.generator.rank.title_lift import LiftConfig
 from onevision.registry import current_version, load_version, promote, versions
 from serving.experiments import ExperimentConfig
 from serving.models import ServedModels
@@ -137,7 +138,8 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     sent += send_sessions(settings, world, range(20))  # the same 20 logs again: the topic is at least once
     job = DPOStreamJob(settings, world["catalog"], registry, model, world["cache"],
                        StreamConfig(group="flow", **FAST, gate=GateConfig(orders=40, canary=40, tolerance=100,
-                                                                          canary_tolerance=100)))
+                                                                          canary_tolerance=100),
+                                    lift_min_sessions=8, lift_fit=LiftConfig(min_count=2)))
     totals = job.run(max_idle_s=4, install_signals=False)
     rows, tail = assert_exactly_once(registry, model, "flow", settings, sent)
     assert totals["examples"] == 20 and totals["accepted"] == len(rows) >= 3
@@ -149,6 +151,12 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     manifest, _ = load_version(registry / model / rows[-1]["version"])  # files match their sha256
     assert set(manifest["gate"]["candidate"]) >= {"order_HR@4", "canary_HR@1"}
     assert len(manifest["stream"]["session_end_ts"]) == manifest["stream"]["examples"]
+    # each version carries the title lift refitted on the purchase sessions so far, and serves it
+    lifts = [load_version(registry / model / r["version"])[0]["metrics"]["title_lift"]["sessions"] for r in rows]
+    assert lifts == sorted(lifts) and lifts[-1] == 20
+    served = ImageSearch.from_registry(registry / model / rows[-1]["version"], world["catalog"])
+    assert served.lift is not None and served.lift.words
+    assert (served.searcher.lift is not None) == bool(np.any(served.lift.bonus))
     dlq = KafkaConsumer(settings.kafka.dlq_topic, **settings.kafka.client_options(),
                         auto_offset_reset="earliest", consumer_timeout_ms=5000)
     letters = [json.loads(m.value) for m in dlq]

@@ -6,7 +6,8 @@ SIDs that hold items like the photo; the SIDs' items ranked by their SID's log-p
 similarity_weight x their own cosine to the photo - price_weight x their distance from the price level
 of the shopper's short-term SIDs (`price_affinity`; given the catalog's prices) + category_weight x
 how much the shopper's recent clicks and orders favour their category (`category_affinity`; given
-the catalog's categories) (S_conv breaks ties,
+the catalog's categories) + the bonus of their title's words that recent purchases taught
+(`title_lift`; given a version that has one) (S_conv breaks ties,
 and orders everything when the similarity weight is 0: SIDs in beam order, items by S_conv inside
 each); the low-confidence check against V's
 embeddings. Batches of any size; a prompt with empty user slots (cold start) is searched like any
@@ -68,13 +69,15 @@ class SearchConfig:
 class SearchCatalog:
     """The catalog as the searcher reads it, row i = item i: SIDs (N, L), S_conv (N,), V's
     embeddings (N, D; or their `ann.ItemIndex`, which then holds the only copy) and, for the
-    personalization terms, relative prices and category indices."""
+    personalization terms, relative prices and category indices; `lift`: each item's bonus from
+    what sells now (`title_lift.TitleLift.item_bonus`), in score units."""
 
     sids: np.ndarray
     s_conv: np.ndarray
     embedding: np.ndarray | ItemIndex
     relative_price: np.ndarray | None = None
     category: np.ndarray | None = None
+    lift: np.ndarray | None = None
 
 
 class GenerativeSearcher:
@@ -98,6 +101,11 @@ class GenerativeSearcher:
         # categories or weight
         self.category = CategoryAffinity(self.items, catalog.category, config.category_weight) \
             if catalog.category is not None and config.category_weight else None
+        # (N,) what recent purchases say sells now (title_lift); none without a learned lift or with all zero
+        self.lift = np.asarray(catalog.lift, np.float64) \
+            if catalog.lift is not None and np.any(catalog.lift) else None
+        if self.lift is not None and len(self.lift) != len(self.item_sids):
+            raise ValueError(f"{len(self.item_sids)} items but {len(self.lift)} lift bonuses")
 
     @property
     def threshold(self) -> float:
@@ -122,6 +130,8 @@ class GenerativeSearcher:
             terms.append(partial(self.price.bonus, self.price.level(prompts.short_sids)))
         if self.category is not None:
             terms.append(partial(self.category.bonus, self.category.lift(prompts.recent_sids.cpu().numpy())))
+        if self.lift is not None:
+            terms.append(partial(_item_term, self.lift))
         bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
         if terms:
             def bonus(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -136,3 +146,8 @@ class GenerativeSearcher:
                                       for a in (sids, scores, rescored))
         flag, best = low_confidence(query, self.item_embedding, items, self.config.threshold)
         return SearchResult(items, sids, scores, rescored, flag, best, item_scores)
+
+
+def _item_term(values: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """A term that depends on the candidate alone."""
+    return values[items]
