@@ -216,7 +216,8 @@ def main() -> None:
             stop_service(settings)
             stop_workers(settings)
 
-    summary = summarize(per_unit(events, args.unit), control="frozen", unit=args.unit)
+    summary = summarize(per_unit(events, args.unit), control="frozen", unit=args.unit,
+                        weights={"frozen": 0.5, "live": 0.5})  # the experiment splits evenly: the SRM check
     live = summary["variants"].get("live", {})
     fresh = []
     for r in rows:
