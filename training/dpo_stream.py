@@ -460,8 +460,11 @@ class DPOStreamJob(ConsumerJob):
         shown = [i for i in session.exposed if i in self.item_row]
         if not self.config.lift or len(shown) < 2:
             return None
-        emb = self.search.searcher.item_embedding[[self.item_row[i] for i in shown]]
-        return PurchaseList(tuple(shown), frozenset(session.purchased), emb @ ctx.embedding.astype(emb.dtype))
+        emb = np.asarray(self.search.searcher.item_embedding[[self.item_row[i] for i in shown]], np.float32)
+        cosine = emb @ ctx.embedding.astype(np.float32)
+        if not np.isfinite(cosine).all():  # a forged or broken context: it would poison the fit
+            return None
+        return PurchaseList(tuple(shown), frozenset(session.purchased), cosine)
 
     def _fit_lift(self) -> TitleLift | None:
         """The title lift of the newest purchase sessions (this micro-batch's included); the

@@ -152,8 +152,10 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     assert set(manifest["gate"]["candidate"]) >= {"order_HR@4", "canary_HR@1"}
     assert len(manifest["stream"]["session_end_ts"]) == manifest["stream"]["examples"]
     # each version carries the title lift refitted on the purchase sessions so far, and serves it
-    lifts = [load_version(registry / model / r["version"])[0]["metrics"]["title_lift"]["sessions"] for r in rows]
-    assert lifts == sorted(lifts) and lifts[-1] == 20
+    # (a first micro-batch cut short by max_wait_s, under lift_min_sessions, publishes none: the reference has none)
+    fits = [load_version(registry / model / r["version"])[0]["metrics"].get("title_lift") for r in rows]
+    lifts = [f["sessions"] for f in fits if f is not None]
+    assert lifts == sorted(lifts) and lifts[-1] == 20 and fits[-1] is not None
     served = ImageSearch.from_registry(registry / model / rows[-1]["version"], world["catalog"])
     assert served.lift is not None and served.lift.words
     assert (served.searcher.lift is not None) == bool(np.any(served.lift.bonus))

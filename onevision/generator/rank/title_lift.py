@@ -12,8 +12,9 @@ title words)`: positions are fixed effects (an item shown first is bought more w
 the photo similarity the searcher ranks by is the yardstick, and the words' weights, shrunk
 towards 0 by an L2 penalty, say how much more (or less) an item with that word is bought than its
 position and its similarity explain. Divided by `beta` they are in the searcher's score units:
-the searcher adds `sum of weight[w] / beta` for a candidate's words. A word seen in fewer than
-`min_count` exposures gets no weight. Everything is in the open: a version's file lists each word
+the searcher adds `sum of weight[w] / beta` for a candidate's words (beta floored at `min_beta`,
+each word's bonus clipped at `max_bonus`). A word seen in fewer than `min_count` exposures gets no
+weight; a list with a non-finite cosine is left out. Everything is in the open: a version's file lists each word
 with its weight.
 """
 
@@ -42,7 +43,8 @@ def title_words(title: object) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class LiftConfig:
     """How the word weights are fitted: the L2 penalty on them (per session), the exposures a word
-    needs, the optimizer's iterations, the bounds on beta, the largest bonus (score units)."""
+    needs, the optimizer's iterations, the floor beta is divided by, the largest bonus of one word
+    (score units; an item's is the sum over its words)."""
 
     l2: float = 0.02
     min_count: int = 30
@@ -112,7 +114,7 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     items it lacks have no words). Deterministic: full-batch L-BFGS from zero."""
     import torch
 
-    lists = [p for p in lists if p.bought & set(p.shown) and len(p.shown) > 1]
+    lists = [p for p in lists if p.bought & set(p.shown) and len(p.shown) > 1 and np.isfinite(p.cosine).all()]
     counts = Counter(w for p in lists for item in p.shown for w in title_words(titles.get(item)))
     words = tuple(sorted(w for w, c in counts.items() if c >= config.min_count))
     if not lists or not words:
@@ -167,4 +169,6 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     bonus = np.clip(weight.detach().numpy()[:vocab] / b, -config.max_bonus, config.max_bonus)
     fit = {"sessions": len(lists), "words": vocab, "beta": round(float(beta.detach()), 4),
            "nll_per_session": [round(before, 4), round(after, 4)]}
+    if not (np.isfinite(bonus).all() and np.isfinite(after)):  # a fit that diverged teaches nothing
+        return TitleLift(words, np.zeros(vocab), {**fit, "diverged": True, "nll_per_session": [before, None]})
     return TitleLift(words, bonus, fit)

@@ -49,6 +49,10 @@ def test_a_stationary_shop_teaches_nothing_and_rare_words_get_no_weight():
     few = fit_title_lift(lists[:4], titles, 10.0, LiftConfig(min_count=30))
     assert few.words == () and few.item_bonus(["white mug"]).tolist() == [0.0]
     assert fit_title_lift([], titles, 10.0).words == ()
+    broken = PurchaseList(lists[0].shown, lists[0].bought, np.full(6, np.nan))
+    kept = fit_title_lift([broken, *lists], titles, 10.0)  # a non-finite list is left out, not spread to all
+    assert kept.fit["sessions"] == len(lists) and np.isfinite(kept.bonus).all()
+    assert kept.bonus.tolist() == lift.bonus.tolist()
 
 
 def test_a_lift_round_trips_through_safetensors(tmp_path):
