@@ -115,15 +115,15 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     import torch
 
     lists = [p for p in lists if p.bought & set(p.shown) and len(p.shown) > 1 and np.isfinite(p.cosine).all()]
-    counts = Counter(w for p in lists for item in p.shown for w in title_words(titles.get(item)))
+    words_of = {item: title_words(titles.get(item)) for p in lists for item in p.shown}  # each item's once
+    counts = Counter(w for p in lists for item in p.shown for w in words_of[item])
     words = tuple(sorted(w for w, c in counts.items() if c >= config.min_count))
     if not lists or not words:
         return TitleLift(words, np.zeros(len(words)), {"sessions": len(lists), "words": len(words)})
     index = {w: i for i, w in enumerate(words)}
     n = max(len(p.shown) for p in lists)
     vocab = len(words)
-    item_words = {item: [index[w] for w in title_words(titles.get(item)) if w in index]
-                  for p in lists for item in p.shown}
+    item_words = {item: [index[w] for w in ws if w in index] for item, ws in words_of.items()}
     width = max(1, max(len(v) for v in item_words.values()))
     word_idx = np.full((len(lists), n, width), vocab, np.int64)  # vocab: the padding word, weight 0
     shown = np.zeros((len(lists), n), bool)
@@ -139,18 +139,16 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     words_t, shown_t = torch.from_numpy(word_idx), torch.from_numpy(shown)
     chosen_t, sim_t = torch.from_numpy(chosen), torch.from_numpy(sim)
     sim_t = sim_t - (sim_t * shown_t).sum(1, keepdim=True) / shown_t.sum(1, keepdim=True)  # per-list centring
-    weight = torch.zeros(vocab + 1, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(vocab, dtype=torch.float64, requires_grad=True)
     position = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     beta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    pad = torch.zeros(vocab + 1, dtype=torch.float64)
-    pad[vocab] = 1.0
 
     def nll() -> torch.Tensor:
-        w = weight * (1 - pad)
+        w = torch.cat([weight, weight.new_zeros(1)])  # index vocab: the padding word
         logits = position + beta * sim_t + w[words_t].sum(-1)
         logp = torch.log_softmax(logits.masked_fill(~shown_t, float("-inf")), 1)
         ll = (torch.where(shown_t, logp, torch.zeros_like(logp)) * chosen_t).sum() / len(lists)
-        return -ll + 0.5 * config.l2 * (w * w).sum()
+        return -ll + 0.5 * config.l2 * (weight * weight).sum()
 
     opt = torch.optim.LBFGS([weight, position, beta], max_iter=config.iterations, line_search_fn="strong_wolfe")
 
@@ -166,7 +164,7 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     with torch.no_grad():
         after = float(nll())
     b = max(float(beta.detach()), config.min_beta)
-    bonus = np.clip(weight.detach().numpy()[:vocab] / b, -config.max_bonus, config.max_bonus)
+    bonus = np.clip(weight.detach().numpy() / b, -config.max_bonus, config.max_bonus)
     fit = {"sessions": len(lists), "words": vocab, "beta": round(float(beta.detach()), 4),
            "nll_per_session": [round(before, 4), round(after, 4)]}
     if not (np.isfinite(bonus).all() and np.isfinite(after)):  # a fit that diverged teaches nothing
