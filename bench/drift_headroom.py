@@ -11,8 +11,11 @@ strength. Policies:
 - `stationary`: by the shopper's own utility without the drift (the best a model of the history
   can do: what a frozen model can reach at most);
 - `following`: by the utility with the drift (the best a model that follows it can do);
-- `trend_first`: the trend's items first for everyone, then as `stationary` (what a ranking
-  term learned from purchases, not from the shopper, could do).
+- `trend_first`: the trend's items first for everyone, then as `stationary`;
+- `shared_bonus`: by `stationary`'s utility plus one bonus for the trend's items, the same for
+  every shopper (what a ranking term learned from purchases, not from the shopper, could do: the
+  `title_lift` the DPO stream job refits); the best of the bonuses `SHARED_BONUSES`, in utility
+  units, is reported with it.
 The headroom is `following - stationary`; with the request-level variance of orders it gives
 the requests per variant an A/B test needs to see it (two-sided 5%, power 80%), the figure that
 says whether `bench/dpo_loop.py --drift` can show the loop's worth in its run length at all.
@@ -32,6 +35,7 @@ from common import options, parse, write_report
 SMOKE = {"requests": 500}
 K = 10  # the list a shopper sees (the simulator's top_k)
 Z = 1.96 + 0.8416  # two-sided 5%, power 80%
+SHARED_BONUSES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 
 def list_orders(model, u: np.ndarray) -> tuple[float, float]:
@@ -56,8 +60,9 @@ def run(world, trend_items: np.ndarray, follows: np.ndarray, boost: float, n: in
         by_category.setdefault(c, []).append(r)
     bonus = boost * trend_items.astype(float)
     zero = np.zeros(len(bonus))
+    shared = {f"shared_bonus {b:g}": b for b in SHARED_BONUSES}
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in ("photo_first", "stationary", "following",
-                                                                 "trend_first")}
+                                                                 "trend_first", *shared)}
     touched = 0
     for _ in range(n):
         p, user = world.draw(rng)
@@ -77,6 +82,7 @@ def run(world, trend_items: np.ndarray, follows: np.ndarray, boost: float, n: in
             "stationary": np.argsort(-base, kind="stable"),
             "following": np.argsort(-drifted, kind="stable"),
             "trend_first": np.lexsort((-base, ~trend_items[pool])),
+            **{name: np.argsort(-(base + b * trend_items[pool]), kind="stable") for name, b in shared.items()},
         }
         for name, order in orders.items():
             got[name].append(list_orders(world.model, drifted[order[:K]]))
@@ -84,7 +90,11 @@ def run(world, trend_items: np.ndarray, follows: np.ndarray, boost: float, n: in
     for name, rows in got.items():
         mean = np.array([m for m, _ in rows])
         out["orders_per_1k"][name] = round(1000 * float(mean.mean()), 2)
-    for name in ("following", "trend_first"):
+    best = max(shared, key=lambda name: out["orders_per_1k"][name])
+    out["shared_bonus_best"] = shared[best]
+    got["shared_bonus"] = got[best]
+    out["orders_per_1k"]["shared_bonus"] = out["orders_per_1k"][best]
+    for name in ("following", "trend_first", "shared_bonus"):
         a, b = np.array([m for m, _ in got[name]]), np.array([m for m, _ in got["stationary"]])
         var_a = a.var() + np.mean([v for _, v in got[name]])
         var_b = b.var() + np.mean([v for _, v in got["stationary"]])

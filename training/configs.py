@@ -76,10 +76,12 @@ class StreamConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     # what sells now (`onevision.generator.rank.title_lift`): refitted every micro-batch on the newest
     # lift_window purchase sessions and published with the version; with fewer than lift_min_sessions
-    # (after a start) the reference's lift is kept
+    # (after a start) the reference's lift is kept; lift_keep_beta: the similarity's coefficient is the
+    # reference lift's (fitted once per lineage, on lists no lift had ordered), not refitted
     lift: bool = True
     lift_window: int = 2000
     lift_min_sessions: int = 200
+    lift_keep_beta: bool = True
     lift_fit: LiftConfig = field(default_factory=LiftConfig)
     # one job per model (`ov:dpo-lease:<model>` in Redis), renewed every round; a holder that dies loses
     # it after lease_ttl_s. A second copy waits lease_wait_s for it, long enough by default to take over

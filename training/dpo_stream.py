@@ -476,7 +476,19 @@ class DPOStreamJob(ConsumerJob):
             return self.ref_lift
         frame = self.search.served.items.frame
         titles = dict(zip(frame["item_id"], frame["title"]))
-        return fit_title_lift(window, titles, self.search.config.similarity_weight, self.config.lift_fit)
+        return fit_title_lift(window, titles, self.search.config.similarity_weight, self.config.lift_fit,
+                              beta=self._lift_beta())
+
+    def _lift_beta(self) -> float | None:
+        """The similarity's coefficient the lift is fitted with: the reference lift's, so a lineage
+        measures it once, in its first fit (on lists no lift had ordered yet), and keeps it; None
+        (fitted) without a reference lift or with `lift_keep_beta` off. Refitted every time, it is
+        measured on lists the lift itself ordered: its items are bought at lower cosines, beta falls,
+        the bonuses grow, and the loop feeds itself."""
+        if not self.config.lift_keep_beta or self.ref_lift is None:
+            return None
+        beta = self.ref_lift.fit.get("beta")
+        return max(float(beta), self.config.lift_fit.min_beta) if isinstance(beta, (int, float)) else None
 
     # ---- one micro-batch --------------------------------------------------------------------
     def cycle(self) -> dict:

@@ -156,6 +156,9 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     fits = [load_version(registry / model / r["version"])[0]["metrics"].get("title_lift") for r in rows]
     lifts = [f["sessions"] for f in fits if f is not None]
     assert lifts == sorted(lifts) and lifts[-1] == 20 and fits[-1] is not None
+    measured = [f for f in fits if f is not None and "beta" in f]  # the first fit measures beta, the rest keep it
+    assert not measured[0]["beta_fixed"] and all(f["beta_fixed"] and f["beta"] == max(measured[0]["beta"], 0.02)
+                                                  for f in measured[1:])
     served = ImageSearch.from_registry(registry / model / rows[-1]["version"], world["catalog"])
     assert served.lift is not None and served.lift.words
     assert (served.searcher.lift is not None) == bool(np.any(served.lift.bonus))

@@ -13,7 +13,8 @@ the photo similarity the searcher ranks by is the yardstick, and the words' weig
 towards 0 by an L2 penalty, say how much more (or less) an item with that word is bought than its
 position and its similarity explain. Divided by `beta` they are in the searcher's score units:
 the searcher adds `sum of weight[w] / beta` for a candidate's words (beta floored at `min_beta`,
-each word's bonus clipped at `max_bonus`). A word seen in fewer than `min_count` exposures gets no
+each word's bonus clipped at `max_bonus`; the job fits beta once per lineage and then holds it, since lists
+the lift itself ordered would measure it ever lower). A word seen in fewer than `min_count` exposures gets no
 weight; a list with a non-finite cosine is left out. Everything is in the open: a version's file lists each word
 with its weight.
 """
@@ -109,9 +110,11 @@ class TitleLift:
 
 
 def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], similarity_weight: float,
-                   config: LiftConfig = LiftConfig()) -> TitleLift:
+                   config: LiftConfig = LiftConfig(), beta: float | None = None) -> TitleLift:
     """The conditional logit of the module's docstring on `lists` (`titles`: item id -> title;
-    items it lacks have no words). Deterministic: full-batch L-BFGS from zero."""
+    items it lacks have no words). `beta`: the similarity's coefficient held fixed (a yardstick
+    measured before, e.g. on lists no lift had ordered) instead of fitted. Deterministic:
+    full-batch L-BFGS from zero."""
     import torch
 
     lists = [p for p in lists if p.bought & set(p.shown) and len(p.shown) > 1 and np.isfinite(p.cosine).all()]
@@ -141,16 +144,18 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     sim_t = sim_t - (sim_t * shown_t).sum(1, keepdim=True) / shown_t.sum(1, keepdim=True)  # per-list centring
     weight = torch.zeros(vocab, dtype=torch.float64, requires_grad=True)
     position = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    beta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    fixed = beta is not None
+    beta_t = torch.full((1,), float(beta or 0.0), dtype=torch.float64, requires_grad=not fixed)
 
     def nll() -> torch.Tensor:
         w = torch.cat([weight, weight.new_zeros(1)])  # index vocab: the padding word
-        logits = position + beta * sim_t + w[words_t].sum(-1)
+        logits = position + beta_t * sim_t + w[words_t].sum(-1)
         logp = torch.log_softmax(logits.masked_fill(~shown_t, float("-inf")), 1)
         ll = (torch.where(shown_t, logp, torch.zeros_like(logp)) * chosen_t).sum() / len(lists)
         return -ll + 0.5 * config.l2 * (weight * weight).sum()
 
-    opt = torch.optim.LBFGS([weight, position, beta], max_iter=config.iterations, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([weight, position] + ([] if fixed else [beta_t]), max_iter=config.iterations,
+                            line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -163,9 +168,9 @@ def fit_title_lift(lists: Sequence[PurchaseList], titles: Mapping[str, object], 
     opt.step(closure)
     with torch.no_grad():
         after = float(nll())
-    b = max(float(beta.detach()), config.min_beta)
+    b = max(float(beta_t.detach()), config.min_beta)
     bonus = np.clip(weight.detach().numpy() / b, -config.max_bonus, config.max_bonus)
-    fit = {"sessions": len(lists), "words": vocab, "beta": round(float(beta.detach()), 4),
+    fit = {"sessions": len(lists), "words": vocab, "beta": round(float(beta_t.detach()), 4), "beta_fixed": fixed,
            "nll_per_session": [round(before, 4), round(after, 4)]}
     if not (np.isfinite(bonus).all() and np.isfinite(after)):  # a fit that diverged teaches nothing
         return TitleLift(words, np.zeros(vocab), {**fit, "diverged": True, "nll_per_session": [before, None]})

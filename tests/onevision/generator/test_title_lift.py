@@ -42,6 +42,22 @@ def test_the_fit_finds_the_word_that_sells_in_score_units():
     assert lift.top(1)[0][0] in {"white", "grey"}
 
 
+def test_a_fixed_beta_is_the_yardstick_the_bonuses_are_divided_by():
+    lists, titles = shop(3000, white_gain=1.5)
+    config = LiftConfig(l2=1e-4)
+    free, true = fit_title_lift(lists, titles, 10.0, config), fit_title_lift(lists, titles, 10.0, config, beta=1.0)
+    low = fit_title_lift(lists, titles, 10.0, config, beta=0.5)
+    assert true.fit["beta"] == 1.0 and true.fit["beta_fixed"] and not free.fit["beta_fixed"]
+
+    def gap(lift: TitleLift) -> float:
+        bonus = dict(zip(lift.words, lift.bonus))
+        return bonus["white"] - bonus["grey"]
+
+    assert gap(true) == pytest.approx(1.5, abs=0.25) and gap(true) == pytest.approx(gap(free), abs=0.1)
+    assert gap(low) > gap(free) + 0.5  # a yardstick measured too low inflates every bonus: why the job keeps one
+    assert fit_title_lift(lists, titles, 10.0, config, beta=0.5).bonus.tolist() == low.bonus.tolist()
+
+
 def test_a_stationary_shop_teaches_nothing_and_rare_words_get_no_weight():
     lists, titles = shop(3000, white_gain=0.0, seed=1)
     lift = fit_title_lift(lists, titles, similarity_weight=10.0)
