@@ -499,9 +499,12 @@ class DPOStreamJob(ConsumerJob):
             self._set_reference(current)
         t0 = time.perf_counter()
         stats = self.learner.update(self.pending)
+        t1 = time.perf_counter()
         lift = self._fit_lift()
+        t2 = time.perf_counter()
         self.lease.renew()  # training and the gate can take a while
         scores = self.gate.score(self.learner.policy)
+        t3 = time.perf_counter()
         verdict = self.gate.judge(scores, self.ref_scores, self.anchor_scores)
         if not self.holds_lease():  # another job may have published meanwhile: this candidate's parent is stale
             return {}
@@ -512,7 +515,9 @@ class DPOStreamJob(ConsumerJob):
                   "session_ids": [e.request_id for e in self.pending],
                   "session_end_ts": [e.end_ts for e in self.pending], "published_ms": now_ms(),
                   "requests_from": self.contexts.resume_offsets(), "contexts": dict(self.contexts.counts),
-                  "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(self.config)}
+                  "train_seconds": round(time.perf_counter() - t0, 2),
+                  "seconds": {"update": round(t1 - t0, 2), "lift": round(t2 - t1, 2), "gate": round(t3 - t2, 2)},
+                  "config": asdict(self.config)}  # where a version's cycle goes: what bounds the job's throughput
         version = self._publish(verdict, stream, lift)
         self.commit(self.through)
         self.lift_window.extend(e.shown for e in self.pending if e.shown is not None)

@@ -151,6 +151,9 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     manifest, _ = load_version(registry / model / rows[-1]["version"])  # files match their sha256
     assert set(manifest["gate"]["candidate"]) >= {"order_HR@4", "canary_HR@1"}
     assert len(manifest["stream"]["session_end_ts"]) == manifest["stream"]["examples"]
+    phases = manifest["stream"]["seconds"]  # where the version's cycle went: the job's throughput bound
+    assert set(phases) == {"update", "lift", "gate"} and min(phases.values()) >= 0
+    assert 0 < sum(phases.values()) <= manifest["stream"]["train_seconds"] + 0.05
     # each version carries the title lift refitted on the purchase sessions so far, and serves it
     # (a first micro-batch cut short by max_wait_s, under lift_min_sessions, publishes none: the reference has none)
     fits = [load_version(registry / model / r["version"])[0]["metrics"].get("title_lift") for r in rows]
