@@ -241,6 +241,7 @@ def main() -> None:
         "versions": [{"version": r["version"], "status": r["status"], "parent": r["parent"],
                       "examples": r["stream"]["examples"], "sessions": r["stream"]["sessions"],
                       "skipped_nonfinite": r["stream"]["skipped_nonfinite"], "gate": r["metrics"].get("gate"),
+                      "seconds": r["stream"].get("seconds"),  # update / lift / gate: what bounds the job's pace
                       "served_after_s": round(seen[r["version"]] - t0, 1) if r["version"] in seen else None}
                      for r in rows],
         "accepted_served_min": [round((seen[r["version"]] - t0) / 60, 2) for r in rows
