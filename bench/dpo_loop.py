@@ -144,6 +144,8 @@ def main() -> None:
     ap.add_argument("--session-idle", type=float, default=5.0, help="seconds without events that close a session")
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--max-wait", type=float, default=10.0)
+    ap.add_argument("--catch-up-batch", type=int, default=128,
+                    help="examples a version may take when sessions are already waiting (= --micro-batch: off)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--beta", type=float, default=0.1)
@@ -194,7 +196,8 @@ def main() -> None:
             start_service(settings, catalog.root, registry, port,
                           experiments=experiments_file(work / "experiments.yaml", args.unit))
             start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
-                          {"micro_batch": args.micro_batch, "max_wait_s": args.max_wait, "steps": args.steps,
+                          {"micro_batch": args.micro_batch, "max_wait_s": args.max_wait,
+                           "catch_up_batch": max(args.catch_up_batch, args.micro_batch), "steps": args.steps,
                            "lr": args.lr, "beta": args.beta, "seed": args.seed})
             print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
             threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()
@@ -240,6 +243,7 @@ def main() -> None:
         "title_lift": newest_lift(registry, rows),
         "versions": [{"version": r["version"], "status": r["status"], "parent": r["parent"],
                       "examples": r["stream"]["examples"], "sessions": r["stream"]["sessions"],
+                      "caught_up": r["stream"].get("caught_up"),  # examples taken beyond a micro-batch: it was behind
                       "skipped_nonfinite": r["stream"]["skipped_nonfinite"], "gate": r["metrics"].get("gate"),
                       "seconds": r["stream"].get("seconds"),  # update / lift / gate: what bounds the job's pace
                       "served_after_s": round(seen[r["version"]] - t0, 1) if r["version"] in seen else None}

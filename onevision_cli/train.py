@@ -101,6 +101,8 @@ def train_dpo_stream(
     group: str = typer.Option(S.group, help="Kafka consumer group (also names this job's versions)"),
     micro_batch: int = typer.Option(S.micro_batch, min=1, help="examples (sessions with a purchase) per update"),
     max_wait: float = typer.Option(S.max_wait_s, help="seconds after the first pending example to update anyway"),
+    catch_up_batch: int = typer.Option(S.catch_up_batch, min=1, help="examples a version may take when sessions are "
+                                                                      "already waiting (the job is behind)"),
     steps: int = typer.Option(S.steps, min=1, help="AdamW steps per micro-batch"),
     lr: float = typer.Option(S.lr),
     beta: float = typer.Option(S.beta, help="eq. 10's beta"),
@@ -125,7 +127,8 @@ def train_dpo_stream(
     from serving.models import default_model
     from training.run_dpo_stream import run_dpo_stream, summary
 
-    config = StreamConfig(group=group, micro_batch=micro_batch, max_wait_s=max_wait, steps=steps, lr=lr, beta=beta,
+    config = StreamConfig(group=group, micro_batch=micro_batch, max_wait_s=max_wait,
+                          catch_up_batch=catch_up_batch, steps=steps, lr=lr, beta=beta,
                           nll_weight=nll_weight, replay=replay, seed=seed,
                           gate=GateConfig(orders=gate_orders, tolerance=tolerance, canary_tolerance=canary_tolerance))
     run = DPOStreamRun(catalog, registry, model or default_model(catalog), cache, config, max_idle, threads, log_level,

@@ -6,7 +6,8 @@ saw at request time (the photo's visual tokens and the user's features, which se
 to the requests topic and the job joins by request id within a bounded window,
 `streaming.request_log.ContextJoin`), the positive the purchased item's SID, the negatives the SIDs of
 clicked-not-bought and then exposed-not-clicked items. Every micro-batch (`micro_batch`
-examples, or `max_wait_s` after the first) trains a few AdamW steps of eq. 10 (+ eq. 11's NLL
+examples, or `max_wait_s` after the first; a job that has fallen behind takes the sessions already
+waiting too, up to `catch_up_batch`) trains a few AdamW steps of eq. 10 (+ eq. 11's NLL
 term) against a frozen reference, the last accepted version, mixed with a bounded replay
 buffer of earlier examples. A step whose loss or gradient is not finite is skipped and counted.
 
@@ -345,7 +346,7 @@ class DPOStreamJob(ConsumerJob):
     @staticmethod
     def _zero_counts() -> dict[str, int]:
         return {"sessions": 0, "examples": 0, "duplicates": 0, "no_purchase": 0, "no_negative": 0, "no_context": 0,
-                "bad_context": 0, "dlq": 0}
+                "bad_context": 0, "dlq": 0, "caught_up": 0}
 
     def _open(self, progress: bool) -> None:
         """What the job builds once from CURRENT: prompt building and the catalog's SIDs (`ImageSearch`),
@@ -578,9 +579,27 @@ class DPOStreamJob(ConsumerJob):
                                 or time.monotonic() - self.first_pending >= self.config.max_wait_s)
         self._worked = bool(due) or self.stats_due()
         if due:
+            self._take_waiting()
             self.cycle()
         if self._worked:
             self.publish_stats()
+
+    def _take_waiting(self) -> None:
+        """Behind (sessions already on the topic as a micro-batch falls due)? Read them into it, up
+        to `catch_up_batch` examples. Only what was there at this moment: a job that keeps up is
+        not held back by sessions still arriving. Read sessions never outnumber the room left, so
+        the version's offsets stay exactly what it trains on."""
+        cap = self.config.catch_up_batch
+        tps = list(self.consumer.assignment())
+        if len(self.pending) >= cap or not tps:
+            return
+        ends, before = self.consumer.end_offsets(tps), len(self.pending)
+        while len(self.pending) < cap and any(self.consumer.position(tp) < ends[tp] for tp in tps):
+            records = self.consumer.poll(timeout_ms=500, max_records=cap - len(self.pending))
+            if not records:
+                break
+            self._read(records)
+        self.counts["caught_up"] += len(self.pending) - before
 
     def idle_done(self) -> bool:
         return not self._worked and not self.pending and bool(self.consumer.assignment())

@@ -32,7 +32,7 @@ from training.dpo_stream import DPOStreamJob, StreamConfig, job_versions
 from training.launch import dpo_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-FAST = dict(micro_batch=8, max_wait_s=1.0, steps=1, lr=1e-4)
+FAST = dict(micro_batch=8, max_wait_s=1.0, steps=1, lr=1e-4, catch_up_batch=8)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +183,21 @@ def test_sessions_become_gated_versions_with_their_offsets(services, world):
     assert current_version(registry, model) == newest["version"]
 
 
+def test_a_job_that_is_behind_takes_what_is_waiting_into_one_version(services, world):
+    """Sessions already on the topic when a micro-batch falls due join it, up to catch_up_batch;
+    what arrives later waits for the next version, and the offsets still tile the topic."""
+    settings = isolated(services, "dpo-behind")
+    registry, model = fresh_registry(world, "dpo-behind")
+    sent = send_sessions(settings, world, range(30))
+    job = DPOStreamJob(settings, world["catalog"], registry, model, world["cache"],
+                       StreamConfig(group="behind", **{**FAST, "catch_up_batch": 24}, lift=False,
+                                    gate=GateConfig(orders=40, canary=40, tolerance=100, canary_tolerance=100)))
+    totals = job.run(max_idle_s=4, install_signals=False)
+    rows, _ = assert_exactly_once(registry, model, "behind", settings, sent)
+    assert [(r["stream"]["examples"], r["stream"]["caught_up"]) for r in rows] == [(24, 16), (6, 0)]
+    assert totals["examples"] == 30
+
+
 def test_a_scrambled_candidate_is_rejected_and_never_served(services, world, tmp_path):
     settings = isolated(services, "dpo-gate")
     registry, model = fresh_registry(world, "dpo-gate")
@@ -215,8 +230,9 @@ def test_a_scrambled_candidate_is_rejected_and_never_served(services, world, tmp
 def test_kill_9_and_restart_train_every_session_exactly_once(services, world, tmp_path):
     settings = isolated(services, "dpo-kill")
     registry, model = fresh_registry(world, "dpo-kill")
-    options = {"group": "kill", "micro_batch": 8, "max_wait_s": 1, "steps": 1, "orders": 40, "tolerance": 100,
-               "canary_tolerance": 100, "log_level": "WARNING", "lease_ttl_s": 5}  # the killed job's lease lapses soon
+    options = {"group": "kill", "micro_batch": 8, "catch_up_batch": 8, "max_wait_s": 1, "steps": 1, "orders": 40,
+               "tolerance": 100, "canary_tolerance": 100, "log_level": "WARNING",
+               "lease_ttl_s": 5}  # the killed job's lease lapses soon
     argv = dpo_argv(world["catalog"].root, registry, model, world["cache"], options)
     env = {**os.environ, **settings.to_env()}
     sent = send_sessions(settings, world, range(40))
