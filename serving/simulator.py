@@ -133,16 +133,23 @@ class ShopperWorld:
         """(image path, photographed row) of photo `p` (launched ones after the base photos)."""
         return self.photos[p] if p < len(self.photos) else self.launch_photos[p - len(self.photos)]
 
-    def react(self, rng: np.random.Generator, user: int, photo_item: int,
-              shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(clicked, ordered) masks over the shown item rows, in display order."""
+    def utilities(self, user: int, photo_item: int, shown: np.ndarray, strength: float | None = None) -> np.ndarray:
+        """The shopper's utility of each shown item row: their taste, the trend's boost when they
+        follow it (at `strength`, default the drift's now) and how well the item matches the
+        photographed product."""
         arrays = self.items_now()
         u = utility(self.model, self.shoppers, user, arrays, shown)
         if self.trend is not None and self.trend[user]:
-            u = u + self.drift.boost * self.strength() * (arrays.colour[shown] == self.trend_colour)  # type: ignore[union-attr]
+            at = self.strength() if strength is None else strength
+            u = u + self.drift.boost * at * (arrays.colour[shown] == self.trend_colour)  # type: ignore[union-attr]
         same_family = self.family[shown] == self.family[photo_item]
         same_cat = arrays.category[shown] == arrays.category[photo_item]
-        u = u + np.where(same_family, 0.0, np.where(same_cat, self.intent.other_family, self.intent.other_category))
+        return u + np.where(same_family, 0.0, np.where(same_cat, self.intent.other_family, self.intent.other_category))
+
+    def react(self, rng: np.random.Generator, user: int, photo_item: int,
+              shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(clicked, ordered) masks over the shown item rows, in display order."""
+        u = self.utilities(user, photo_item, shown)
         clicked = rng.random(len(shown)) < click_prob(self.model, u, np.arange(len(shown)))
         ordered = clicked & (rng.random(len(shown)) < order_prob(self.model, u))
         return clicked, ordered

@@ -108,6 +108,12 @@ BENCHES = {
                                     >= s["orders_per_1k"]["stationary"] and s["orders_per_1k"]["shared_bonus"]
                                     == max(v for k, v in s["orders_per_1k"].items() if k.startswith("shared_bonus "))
                                     for s in r["scenarios"].values())),
+    # the bonus for the trend's word that served answers would need, re-ranked by the served score: paired
+    # with the served order (bonus 0 is it), and a bonus of 0 changes nothing
+    "trend_bonus": Bench("bench_trend_bonus.json", keys("world", "model", "drift", "requests", "bonuses", "best_bonus"),
+                         models=True, check=lambda r: r["requests"] == 40 and r["bonuses"][0]["bonus"] == 0
+                         and r["bonuses"][0]["minus_served_per_1k"] == 0 and len(r["bonuses"]) == 8
+                         and r["bonuses"][-1]["trend_share_of_shown"] >= r["bonuses"][0]["trend_share_of_shown"]),
     "dpo_loop": Bench("bench_dpo_loop.json", keys("config", "traffic", "variants", "p_value_live_vs_frozen",
                                                   "freshness_s", "versions", "windows"),
                       models=True, services=True, check=lambda r: r["traffic"]["requests"] > 0),
