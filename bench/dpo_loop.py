@@ -197,7 +197,7 @@ def main() -> None:
                           experiments=experiments_file(work / "experiments.yaml", args.unit))
             start_dpo_job(settings, catalog.root, registry, MODEL, args.cache,
                           {"micro_batch": args.micro_batch, "max_wait_s": args.max_wait,
-                           "catch_up_batch": max(args.catch_up_batch, args.micro_batch), "steps": args.steps,
+                           "catch_up_batch": args.catch_up_batch, "steps": args.steps,
                            "lr": args.lr, "beta": args.beta, "seed": args.seed})
             print(f"services up; {args.duration:.0f} s of traffic at {args.rate}/s", flush=True)
             threading.Thread(target=watch_health, args=(url, stop, seen), daemon=True).start()

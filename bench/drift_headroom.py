@@ -40,9 +40,9 @@ SHARED_BONUSES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 def list_orders(model, u: np.ndarray) -> tuple[float, float]:
     """(expected orders, their variance) of a list whose items have utilities `u`, in display order."""
-    from onevision.world.users import click_prob, order_prob
+    from onevision.world.users import order_chances
 
-    p = click_prob(model, u, np.arange(len(u))) * order_prob(model, u)
+    p = order_chances(model, u)
     return float(p.sum()), float((p * (1 - p)).sum())
 
 

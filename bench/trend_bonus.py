@@ -30,10 +30,9 @@ K = 10  # the list a shopper sees (the simulator's top_k)
 
 def expected_orders(world, user: int, photo_item: int, shown: np.ndarray) -> float:
     """Expected orders of a list of world item rows, in display order, at the drift's full strength."""
-    from onevision.world.users import click_prob, order_prob
+    from onevision.world.users import order_chances
 
-    u = world.utilities(user, photo_item, shown, strength=1.0)
-    return float((click_prob(world.model, u, np.arange(len(u))) * order_prob(world.model, u)).sum())
+    return float(order_chances(world.model, world.utilities(user, photo_item, shown, strength=1.0)).sum())
 
 
 def interval(diff: np.ndarray) -> list[float]:

@@ -67,7 +67,7 @@ class StreamConfig:
     max_wait_s: float = 15.0  # ... or this long after the first of them arrived
     # a job that has fallen behind (sessions already on the topic when a micro-batch falls due) takes
     # them into the same version, up to this many examples: the gate and publishing cost the same per
-    # version, so a larger update spreads them and the backlog drains; = micro_batch turns it off
+    # version, so a larger update spreads them and the backlog drains; <= micro_batch turns it off
     catch_up_batch: int = 128
     steps: int = 4  # AdamW steps per micro-batch
     lr: float = 5e-5

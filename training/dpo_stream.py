@@ -586,10 +586,10 @@ class DPOStreamJob(ConsumerJob):
 
     def _take_waiting(self) -> None:
         """Behind (sessions already on the topic as a micro-batch falls due)? Read them into it, up
-        to `catch_up_batch` examples. Only what was there at this moment: a job that keeps up is
-        not held back by sessions still arriving. Read sessions never outnumber the room left, so
-        the version's offsets stay exactly what it trains on."""
-        cap = self.config.catch_up_batch
+        to `catch_up_batch` examples (one at or below `micro_batch`: off). Only what was there at
+        this moment: a job that keeps up is not held back by sessions still arriving. Read sessions
+        never outnumber the room left, so the version's offsets stay exactly what it trains on."""
+        cap = max(self.config.catch_up_batch, self.config.micro_batch)
         tps = list(self.consumer.assignment())
         if len(self.pending) >= cap or not tps:
             return

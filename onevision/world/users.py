@@ -138,6 +138,12 @@ def order_prob(model: BehaviourModel, u: np.ndarray) -> np.ndarray:
     return _sigmoid(model.order_bias + u)
 
 
+def order_chances(model: BehaviourModel, u: np.ndarray) -> np.ndarray:
+    """P(click) x P(order | click) of each item of a list with utilities `u`, in display order: the
+    list's expected orders are their sum."""
+    return click_prob(model, u, np.arange(len(u))) * order_prob(model, u)
+
+
 def choose(rng: np.random.Generator, model: BehaviourModel, u: np.ndarray) -> int:
     """Index of the variant a shopper picks among candidates of utility `u` (softmax choice)."""
     z = u / model.choice_temperature
